@@ -1,0 +1,1 @@
+//! In-memory file system with crash semantics.

@@ -1,0 +1,1 @@
+//! Storage: raft-engine for Raft logs and votes, and the per-shard segment store.

@@ -1,0 +1,1 @@
+//! QUIC peer transport (quinn + rustls, mutual TLS with a cluster CA).
