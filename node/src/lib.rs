@@ -14,7 +14,15 @@
 //! - sequence numbers are strictly increasing per shard, arrival timestamps never decrease;
 //! - a checksum failure is corruption, never the end of a log.
 
+pub mod api;
+pub mod config;
 pub mod fs;
+pub mod iterator;
+pub mod keys;
+pub mod meta;
+pub mod node;
+pub mod raft;
 pub mod seam;
+pub mod service;
 pub mod storage;
 pub mod transport;

@@ -1,1 +1,12 @@
 //! Storage: raft-engine for Raft logs and votes, and the per-shard segment store.
+//!
+//! The on-disk formats and how raft-engine is used are described in `docs/storage.md`.
+
+pub mod engine_fs;
+pub mod error;
+pub mod segment;
+pub mod segment_format;
+
+pub use engine_fs::{open_engine, EngineFileSystem, EntryCodec, RaftEngine};
+pub use error::StorageError;
+pub use segment::{BatchLogId, ReadOutcome, SegmentStore, SegmentStoreConfig, ShardSegments};

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use riffle_proto::peer::{PeerRequest, PeerResponse};
 
 pub mod quic;
+pub mod tls;
 
 /// Identifies a node in the cluster.
 pub type NodeId = u64;

@@ -1,0 +1,245 @@
+//! Node configuration: a TOML file per node, validated once at start.
+//!
+//! Unknown keys are errors (a misspelt key must not be silently ignored), and every error
+//! names the key that is wrong.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::NodePlace;
+use crate::node::{DataLimits, NodeOptions, RaftTiming};
+use crate::service::ServiceSettings;
+
+/// One node's configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must appear in `peers`.
+    pub node_id: u64,
+    /// Directory for this node's data (raft log and segments). Created if missing.
+    pub data_dir: PathBuf,
+    /// Address of the gRPC API.
+    pub grpc_listen: SocketAddr,
+    /// UDP address of the QUIC peer transport.
+    pub peer_listen: SocketAddr,
+    /// Region used in stream ARNs. Default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Account id used in ARNs and messages. Default `000000000000`.
+    #[serde(default = "default_account")]
+    pub account: String,
+    /// Hex secret, the same on every node, that signs shard iterators. At least 32 hex digits.
+    pub cluster_secret: String,
+    /// Shards one stream may have at most. Default 256, at most 10,000.
+    #[serde(default = "default_stream_shards_max")]
+    pub stream_shards_max: u32,
+    pub tls: TlsConfig,
+    /// Every node of the cluster, this one included.
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub raft: RaftConfig,
+}
+
+/// Certificates of the peer transport (mutual TLS under the cluster CA).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca_cert: PathBuf,
+    pub node_cert: PathBuf,
+    pub node_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u64,
+    /// Availability zone; replicas of a shard go to distinct zones.
+    pub zone: String,
+    pub peer_address: SocketAddr,
+    pub grpc_address: SocketAddr,
+}
+
+/// Raft timing. Bounds: heartbeat 10–10,000 ms; election timeouts above the heartbeat,
+/// min < max.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftConfig {
+    /// Default 250.
+    pub heartbeat_interval_ms: u64,
+    /// Default 1000.
+    pub election_timeout_min_ms: u64,
+    /// Default 2000.
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        let timing = RaftTiming::default();
+        RaftConfig {
+            heartbeat_interval_ms: timing.heartbeat_interval_ms,
+            election_timeout_min_ms: timing.election_timeout_min_ms,
+            election_timeout_max_ms: timing.election_timeout_max_ms,
+        }
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_account() -> String {
+    "000000000000".to_string()
+}
+fn default_stream_shards_max() -> u32 {
+    256
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {file}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub problem: String,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError { file: file.clone(), problem: format!("cannot read: {error}") })?;
+        let config: NodeConfig =
+            toml::from_str(&text).map_err(|error| ConfigError { file: file.clone(), problem: error.to_string() })?;
+        config.validate().map_err(|problem| ConfigError { file, problem })?;
+        Ok(config)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a node configuration always serializes")
+    }
+
+    /// Checks every bound; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ids = BTreeSet::new();
+        for (position, peer) in self.peers.iter().enumerate() {
+            if !ids.insert(peer.id) {
+                return Err(format!("peers[{position}].id: node id {} appears twice", peer.id));
+            }
+            if peer.zone.is_empty() {
+                return Err(format!("peers[{position}].zone: must not be empty"));
+            }
+        }
+        if !ids.contains(&self.node_id) {
+            return Err(format!("node_id: {} is not listed in peers", self.node_id));
+        }
+        if self.cluster_secret.len() < 32 || !self.cluster_secret.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err("cluster_secret: must be at least 32 hexadecimal digits".to_string());
+        }
+        if !(1..=10_000).contains(&self.stream_shards_max) {
+            return Err(format!("stream_shards_max: {} is outside 1..=10000", self.stream_shards_max));
+        }
+        if self.region.is_empty() {
+            return Err("region: must not be empty".to_string());
+        }
+        if self.account.len() != 12 || !self.account.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(format!("account: {:?} is not a 12-digit account id", self.account));
+        }
+        let raft = &self.raft;
+        if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
+            return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
+        }
+        if raft.election_timeout_min_ms <= raft.heartbeat_interval_ms {
+            return Err("raft.election_timeout_min_ms: must exceed raft.heartbeat_interval_ms".to_string());
+        }
+        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
+            return Err("raft.election_timeout_max_ms: must exceed raft.election_timeout_min_ms".to_string());
+        }
+        Ok(())
+    }
+
+    pub fn secret_bytes(&self) -> Vec<u8> {
+        self.cluster_secret
+            .as_bytes()
+            .chunks(2)
+            .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+            .collect()
+    }
+
+    pub fn node_options(&self) -> NodeOptions {
+        let zone = self.peers.iter().find(|peer| peer.id == self.node_id).map(|peer| peer.zone.clone()).unwrap_or_default();
+        NodeOptions {
+            id: self.node_id,
+            zone,
+            nodes: self.peers.iter().map(|peer| NodePlace { id: peer.id, zone: peer.zone.clone() }).collect(),
+            data_dir: self.data_dir.clone(),
+            mirror_file_names: false,
+            raft: RaftTiming {
+                heartbeat_interval_ms: self.raft.heartbeat_interval_ms,
+                election_timeout_min_ms: self.raft.election_timeout_min_ms,
+                election_timeout_max_ms: self.raft.election_timeout_max_ms,
+                ..RaftTiming::default()
+            },
+            limits: DataLimits::default(),
+            segments: Default::default(),
+            log_engine: Default::default(),
+        }
+    }
+
+    pub fn service_settings(&self) -> ServiceSettings {
+        ServiceSettings {
+            region: self.region.clone(),
+            account: self.account.clone(),
+            stream_shards_max: self.stream_shards_max,
+            iterator_secret: self.secret_bytes(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+node_id = 1
+data_dir = "/tmp/riffle/node-1"
+grpc_listen = "127.0.0.1:50051"
+peer_listen = "127.0.0.1:50061"
+cluster_secret = "00112233445566778899aabbccddeeff"
+
+[tls]
+ca_cert = "ca.pem"
+node_cert = "node.pem"
+node_key = "node.key"
+
+[[peers]]
+id = 1
+zone = "a"
+peer_address = "127.0.0.1:50061"
+grpc_address = "127.0.0.1:50051"
+"#;
+
+    #[test]
+    fn a_valid_file_loads() {
+        let config: NodeConfig = toml::from_str(SAMPLE).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.region, "us-east-1");
+        assert_eq!(config.secret_bytes().len(), 16);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown = SAMPLE.replace("node_id = 1", "node_id = 1\nnode_idd = 2");
+        let error = toml::from_str::<NodeConfig>(&unknown).expect_err("unknown key refused").to_string();
+        assert!(error.contains("node_idd"), "{error}");
+        let mut config: NodeConfig = toml::from_str(SAMPLE).expect("parses");
+        config.node_id = 9;
+        assert!(config.validate().expect_err("refused").starts_with("node_id"));
+        config.node_id = 1;
+        config.cluster_secret = "short".into();
+        assert!(config.validate().expect_err("refused").starts_with("cluster_secret"));
+        config.cluster_secret = "00112233445566778899aabbccddeeff".into();
+        config.raft.election_timeout_min_ms = 10;
+        assert!(config.validate().expect_err("refused").starts_with("raft.election_timeout_min_ms"));
+    }
+}

@@ -1,0 +1,149 @@
+//! Hash keys and sequence numbers, the two identifiers a Kinesis client sees.
+//!
+//! - A record's hash key is the MD5 of its partition key read as a 128-bit big-endian
+//!   integer, or its `ExplicitHashKey`; it picks the shard whose range contains it.
+//! - A sequence number is unique and strictly increasing within a shard. Internally it is
+//!   `(log index << 16) | position in the batch`; on the wire it is a 56-digit decimal string
+//!   `49` followed by `(shard index << 64 | internal)` zero-padded to 54 digits, so that
+//!   numbers of one shard compare the same as strings and as integers.
+
+use md5::{Digest, Md5};
+
+/// Records in one log entry at most: the position takes the low 16 bits of a sequence.
+pub const BATCH_RECORDS_MAX: usize = 1 << 16;
+
+/// Hash key of a partition key.
+pub fn hash_key_of(partition_key: &str) -> u128 {
+    let digest = Md5::digest(partition_key.as_bytes());
+    u128::from_be_bytes(digest.into())
+}
+
+/// Parses an `ExplicitHashKey`: a decimal in [0, 2^128 - 1] without leading zeros.
+pub fn parse_hash_key(text: &str) -> Option<u128> {
+    if text.is_empty() || text.len() > 39 || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    if text.len() > 1 && text.starts_with('0') {
+        return None;
+    }
+    text.parse::<u128>().ok()
+}
+
+/// The hash-key ranges of a new stream with `shard_count` shards: even splits, the last one
+/// ending at 2^128 - 1.
+pub fn even_ranges(shard_count: u32) -> Vec<(u128, u128)> {
+    assert!(shard_count > 0, "a stream has at least one shard");
+    let count = u128::from(shard_count);
+    // floor(2^128 / count) without overflowing: (2^128 - 1) / count, corrected when exact.
+    let width = u128::MAX / count + u128::from(u128::MAX % count == count - 1);
+    (0..count)
+        .map(|index| {
+            let start = index * width;
+            let end = if index + 1 == count { u128::MAX } else { (index + 1) * width - 1 };
+            (start, end)
+        })
+        .collect()
+}
+
+/// The internal sequence of record `position` in the batch stored at `log_index`.
+pub fn internal_sequence(log_index: u64, position: usize) -> u64 {
+    assert!(position < BATCH_RECORDS_MAX, "a batch holds fewer than {BATCH_RECORDS_MAX} records");
+    assert!(log_index < 1 << 48, "log index {log_index} fits in 48 bits");
+    (log_index << 16) | position as u64
+}
+
+/// Renders a sequence number of shard `shard_index` for clients.
+pub fn render_sequence(shard_index: u32, internal: u64) -> String {
+    let value = (u128::from(shard_index) << 64) | u128::from(internal);
+    format!("49{value:054}")
+}
+
+/// Why a sequence number from a client was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("is not a sequence number of this service")]
+    Malformed,
+    #[error("belongs to shard {0}, not to this shard")]
+    OtherShard(u32),
+}
+
+/// Parses a sequence number rendered by [`render_sequence`] for `shard_index`.
+pub fn parse_sequence(text: &str, shard_index: u32) -> Result<u64, SequenceError> {
+    let digits = text.strip_prefix("49").ok_or(SequenceError::Malformed)?;
+    if digits.len() != 54 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(SequenceError::Malformed);
+    }
+    let value: u128 = digits.parse().map_err(|_| SequenceError::Malformed)?;
+    let shard = u32::try_from(value >> 64).map_err(|_| SequenceError::Malformed)?;
+    if shard != shard_index {
+        return Err(SequenceError::OtherShard(shard));
+    }
+    Ok(value as u64)
+}
+
+/// `shardId-000000000007`.
+pub fn shard_id(shard_index: u32) -> String {
+    format!("shardId-{shard_index:012}")
+}
+
+/// Parses a shard id; also accepts a bare number as the AWS CLI's shorthand does.
+pub fn parse_shard_id(text: &str) -> Option<u32> {
+    let digits = text.strip_prefix("shardId-").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn even_ranges_match_kinesis() {
+        let ranges = even_ranges(3);
+        assert_eq!(ranges[0], (0, 113427455640312821154458202477256070484));
+        assert_eq!(ranges[1].0, 113427455640312821154458202477256070485);
+        assert_eq!(ranges[1].1, 226854911280625642308916404954512140969);
+        assert_eq!(ranges[2], (226854911280625642308916404954512140970, u128::MAX));
+        assert_eq!(even_ranges(1), vec![(0, u128::MAX)]);
+        let four = even_ranges(4);
+        assert_eq!(four[1].0, 1u128 << 126);
+        for pair in four.windows(2) {
+            assert_eq!(pair[0].1 + 1, pair[1].0);
+        }
+    }
+
+    #[test]
+    fn hash_keys_are_md5() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e
+        assert_eq!(hash_key_of(""), 0xd41d8cd98f00b204e9800998ecf8427e);
+        assert_eq!(parse_hash_key("0"), Some(0));
+        assert_eq!(parse_hash_key("340282366920938463463374607431768211455"), Some(u128::MAX));
+        assert_eq!(parse_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(parse_hash_key("01"), None);
+        assert_eq!(parse_hash_key("-1"), None);
+        assert_eq!(parse_hash_key(""), None);
+    }
+
+    #[test]
+    fn sequence_numbers_round_trip_and_sort() {
+        let first = render_sequence(3, internal_sequence(1, 0));
+        let second = render_sequence(3, internal_sequence(1, 1));
+        let third = render_sequence(3, internal_sequence(900_000, 0));
+        assert_eq!(first.len(), 56);
+        assert!(first < second && second < third);
+        assert_eq!(parse_sequence(&third, 3), Ok(internal_sequence(900_000, 0)));
+        assert_eq!(parse_sequence(&third, 2), Err(SequenceError::OtherShard(3)));
+        assert_eq!(parse_sequence("12", 3), Err(SequenceError::Malformed));
+        assert_eq!(parse_sequence(&format!("49{}", "9".repeat(54)), 0), Err(SequenceError::Malformed));
+    }
+
+    #[test]
+    fn shard_ids() {
+        assert_eq!(shard_id(7), "shardId-000000000007");
+        assert_eq!(parse_shard_id("shardId-000000000007"), Some(7));
+        assert_eq!(parse_shard_id("7"), Some(7));
+        assert_eq!(parse_shard_id("shardId-x"), None);
+    }
+}

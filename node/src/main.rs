@@ -1,0 +1,278 @@
+//! `riffle-node`: run one node from a configuration file, or a local three-zone cluster.
+//!
+//! - `riffle-node --config FILE` runs one node (a real deployment runs one per machine).
+//! - `riffle-node dev` starts three node processes on loopback, in zones a, b and c, with data
+//!   under `./riffle-data`, prints their endpoints, and stops them all on Ctrl-C.
+//! - `riffle-node gen-certs` creates a cluster CA and node certificates.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use riffle_node::api::grpc::GrpcApi;
+use riffle_node::config::{NodeConfig, PeerConfig, RaftConfig, TlsConfig};
+use riffle_node::fs::real::RealFileSystem;
+use riffle_node::node::Node;
+use riffle_node::seam::{Seams, SystemClock, TokioExecutor};
+use riffle_node::service::StreamService;
+use riffle_node::transport::quic::{QuicConfig, QuicTransport};
+use riffle_node::transport::tls::{self, NodeTlsPaths};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(name = "riffle-node", version, about = "A Raft-replicated, Kinesis-compatible streaming node")]
+struct Arguments {
+    /// Run one node from this configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Commands>,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Start a local three-zone cluster: three node processes on loopback.
+    Dev {
+        /// Where the cluster keeps its data, certificates and configuration.
+        #[arg(long, default_value = "./riffle-data")]
+        data_dir: PathBuf,
+        /// gRPC port of node 1; nodes 2 and 3 use the next ports.
+        #[arg(long, default_value_t = 50051)]
+        grpc_port: u16,
+        /// QUIC peer port of node 1; nodes 2 and 3 use the next ports.
+        #[arg(long, default_value_t = 50061)]
+        peer_port: u16,
+    },
+    /// Create a cluster CA (if missing) and certificates for the given node ids.
+    GenCerts {
+        /// Directory for the CA (`ca/`) and the nodes (`node-<id>/`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Node ids, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<u64>,
+    },
+}
+
+fn main() -> Result<()> {
+    let arguments = Arguments::parse();
+    match (arguments.config, arguments.command) {
+        (Some(config), None) => run_node(&config),
+        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port })) => run_dev(&data_dir, grpc_port, peer_port),
+        (None, Some(Commands::GenCerts { out, nodes })) => {
+            if nodes.is_empty() {
+                bail!("--nodes needs at least one node id");
+            }
+            tls::ensure_dev_certificates(&out, &nodes)?;
+            println!("certificates for nodes {nodes:?} are in {}", out.display());
+            Ok(())
+        }
+        (Some(_), Some(_)) => bail!("give either --config FILE or a subcommand, not both"),
+        (None, None) => bail!("nothing to do: run `riffle-node dev` for a local cluster or `riffle-node --config FILE`"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,raft_engine=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run_node(config_path: &Path) -> Result<()> {
+    init_logging();
+    let config = NodeConfig::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: NodeConfig) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let seams = Seams {
+        clock: Arc::new(SystemClock),
+        executor: Arc::new(TokioExecutor),
+        fs: Arc::new(RealFileSystem::new()),
+    };
+    let node = Node::open(config.node_options(), seams).map_err(anyhow::Error::msg)?;
+    let tls = NodeTlsPaths {
+        ca_certificate: config.tls.ca_cert.clone(),
+        node_certificate: config.tls.node_cert.clone(),
+        node_key: config.tls.node_key.clone(),
+    }
+    .load()?;
+    let peers: BTreeMap<u64, SocketAddr> = config
+        .peers
+        .iter()
+        .filter(|peer| peer.id != config.node_id)
+        .map(|peer| (peer.id, peer.peer_address))
+        .collect();
+    let transport = QuicTransport::bind(config.node_id, config.peer_listen, peers, tls, QuicConfig::default(), node.peer_handler())?;
+    node.start(transport.clone()).await.map_err(anyhow::Error::msg)?;
+    let service = StreamService::new(node.clone(), config.service_settings());
+    tracing::info!(node = config.node_id, grpc = %config.grpc_listen, peer = %config.peer_listen, "node serving");
+    let shutdown = async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        tracing::info!("stopping");
+    };
+    tonic::transport::Server::builder()
+        .add_service(GrpcApi::server(service))
+        .serve_with_shutdown(config.grpc_listen, shutdown)
+        .await
+        .with_context(|| format!("serving gRPC on {}", config.grpc_listen))?;
+    node.shutdown().await;
+    transport.shutdown().await;
+    Ok(())
+}
+
+const DEV_ZONES: [&str; 3] = ["a", "b", "c"];
+
+fn dev_secret(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("cluster-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// Writes the three configuration files of a local cluster and returns their paths.
+pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    let tls_root = data_dir.join("tls");
+    tls::ensure_dev_certificates(&tls_root, &[1, 2, 3])?;
+    let secret = dev_secret(&data_dir)?;
+    let peers: Vec<PeerConfig> = (1..=3u16)
+        .map(|id| PeerConfig {
+            id: u64::from(id),
+            zone: DEV_ZONES[usize::from(id - 1)].to_string(),
+            peer_address: SocketAddr::from(([127, 0, 0, 1], peer_port + id - 1)),
+            grpc_address: SocketAddr::from(([127, 0, 0, 1], grpc_port + id - 1)),
+        })
+        .collect();
+    let mut paths = Vec::new();
+    for peer in &peers {
+        let node_dir = data_dir.join(format!("node-{}", peer.id));
+        std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+        let tls_paths = NodeTlsPaths::dev(&tls_root, peer.id);
+        let config = NodeConfig {
+            node_id: peer.id,
+            data_dir: node_dir.clone(),
+            grpc_listen: peer.grpc_address,
+            peer_listen: peer.peer_address,
+            region: "us-east-1".to_string(),
+            account: "000000000000".to_string(),
+            cluster_secret: secret.clone(),
+            stream_shards_max: 256,
+            tls: TlsConfig {
+                ca_cert: tls_paths.ca_certificate,
+                node_cert: tls_paths.node_certificate,
+                node_key: tls_paths.node_key,
+            },
+            peers: peers.clone(),
+            raft: RaftConfig::default(),
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        let path = node_dir.join("riffle.toml");
+        std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+fn run_dev(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<()> {
+    let configs = write_dev_configs(data_dir, grpc_port, peer_port)?;
+    let executable = std::env::current_exe().context("locating riffle-node")?;
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for (position, config) in configs.iter().enumerate() {
+        let id = position as u64 + 1;
+        let log_path = config.with_file_name("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = Command::new(&executable)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        children.push((id, child));
+    }
+    println!("Riffle local cluster: 3 nodes in zones a, b, c (data in {})", data_dir.display());
+    for (position, zone) in DEV_ZONES.iter().enumerate() {
+        println!(
+            "  node {} (zone {zone}): gRPC http://127.0.0.1:{}  peers udp 127.0.0.1:{}  log {}",
+            position + 1,
+            grpc_port + position as u16,
+            peer_port + position as u16,
+            configs[position].with_file_name("node.log").display()
+        );
+    }
+    println!("Try: riffle --endpoint http://127.0.0.1:{grpc_port} create-stream demo --shard-count 4");
+    println!("Ctrl-C stops all three nodes.");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stopped_by_user = runtime.block_on(async {
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return true,
+                _ = interval.tick() => {
+                    for (id, child) in children.iter_mut() {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            eprintln!("node {id} exited ({status}); stopping the cluster");
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    for (_, child) in children.iter_mut() {
+        if let Ok(None) = child.try_wait() {
+            // SIGTERM lets the node stop cleanly; a terminal's Ctrl-C already sent SIGINT.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    for (id, child) in children.iter_mut() {
+        let mut waited = 0;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if waited < 100 => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    waited += 1;
+                }
+                _ => {
+                    eprintln!("node {id} did not stop in 10 s; killing it");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+    }
+    if stopped_by_user {
+        println!("stopped");
+        Ok(())
+    } else {
+        bail!("a node exited; see its node.log")
+    }
+}

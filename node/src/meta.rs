@@ -1,0 +1,247 @@
+//! The cluster's metadata: streams, their shards, and where each shard's replicas live.
+//!
+//! It is the state machine of the metadata Raft group (group 0, one voter per zone). Every
+//! node applies the same commands in the same order, so group ids and placement agree
+//! everywhere. Deleted streams leave tombstones naming their groups, so a node removes a
+//! group's data only because a delete was applied, never because its view is behind.
+
+use std::collections::BTreeMap;
+
+use riffle_proto::peer::{meta_command, CreateStream, MetaCommand};
+use serde::{Deserialize, Serialize};
+
+/// The metadata group's id; shard groups count up from 1.
+pub const META_GROUP: u64 = 0;
+
+/// A metadata command the state machine refused; the client sees it as a Kinesis error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaRejection {
+    #[error("Stream {0} already exists")]
+    StreamExists(String),
+    #[error("Stream {0} not found")]
+    StreamNotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub index: u32,
+    pub group_id: u64,
+    pub starting_hash_key: u128,
+    pub ending_hash_key: u128,
+    /// Nodes holding replicas, one per zone.
+    pub replicas: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    pub created_ms: i64,
+    pub retention_period_hours: u32,
+    pub shards: Vec<ShardMeta>,
+}
+
+impl StreamMeta {
+    /// The shard whose hash range holds `hash_key`.
+    pub fn shard_for_hash(&self, hash_key: u128) -> &ShardMeta {
+        let position = self.shards.partition_point(|shard| shard.ending_hash_key < hash_key);
+        self.shards.get(position).expect("a stream's shards cover the whole hash key space")
+    }
+
+    pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
+        self.shards.get(index as usize).filter(|shard| shard.index == index)
+    }
+}
+
+/// The applied metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub streams: BTreeMap<String, StreamMeta>,
+    pub next_group_id: u64,
+    /// Groups of deleted streams, whose replicas must be removed.
+    pub deleted_groups: Vec<u64>,
+}
+
+impl MetaState {
+    /// Applies one command; the same input gives the same state on every node.
+    pub fn apply(&mut self, command: &MetaCommand) -> Result<(), MetaRejection> {
+        match &command.command {
+            Some(meta_command::Command::CreateStream(create)) => self.create_stream(create),
+            Some(meta_command::Command::DeleteStream(delete)) => {
+                let stream = self
+                    .streams
+                    .remove(&delete.name)
+                    .ok_or_else(|| MetaRejection::StreamNotFound(delete.name.clone()))?;
+                self.deleted_groups.extend(stream.shards.iter().map(|shard| shard.group_id));
+                Ok(())
+            }
+            None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
+        }
+    }
+
+    fn create_stream(&mut self, create: &CreateStream) -> Result<(), MetaRejection> {
+        if self.streams.contains_key(&create.name) {
+            return Err(MetaRejection::StreamExists(create.name.clone()));
+        }
+        if create.shards.len() != create.shard_count as usize || create.shards.is_empty() {
+            return Err(MetaRejection::Invalid(format!(
+                "stream {} lists {} shards for a shard count of {}",
+                create.name,
+                create.shards.len(),
+                create.shard_count
+            )));
+        }
+        let first_group = self.next_group_id.max(META_GROUP + 1);
+        let mut shards = Vec::with_capacity(create.shards.len());
+        for (position, spec) in create.shards.iter().enumerate() {
+            let starting_hash_key = hash_from_bytes(&spec.starting_hash_key)?;
+            let ending_hash_key = hash_from_bytes(&spec.ending_hash_key)?;
+            if spec.index as usize != position || spec.replicas.is_empty() {
+                return Err(MetaRejection::Invalid(format!("shard {position} of {} is malformed", create.name)));
+            }
+            shards.push(ShardMeta {
+                index: spec.index,
+                group_id: first_group + position as u64,
+                starting_hash_key,
+                ending_hash_key,
+                replicas: spec.replicas.clone(),
+            });
+        }
+        let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)
+            && shards.last().is_some_and(|shard| shard.ending_hash_key == u128::MAX)
+            && shards.windows(2).all(|pair| pair[0].ending_hash_key.checked_add(1) == Some(pair[1].starting_hash_key));
+        if !covers_key_space {
+            return Err(MetaRejection::Invalid(format!("the shards of {} do not cover the hash key space", create.name)));
+        }
+        self.next_group_id = first_group + shards.len() as u64;
+        self.streams.insert(
+            create.name.clone(),
+            StreamMeta {
+                name: create.name.clone(),
+                created_ms: create.created_ms,
+                retention_period_hours: create.retention_period_hours,
+                shards,
+            },
+        );
+        Ok(())
+    }
+}
+
+fn hash_from_bytes(bytes: &[u8]) -> Result<u128, MetaRejection> {
+    let array: [u8; 16] =
+        bytes.try_into().map_err(|_| MetaRejection::Invalid(format!("a hash key of {} bytes", bytes.len())))?;
+    Ok(u128::from_be_bytes(array))
+}
+
+/// A node and its zone, as placement sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodePlace {
+    pub id: u64,
+    pub zone: String,
+}
+
+/// Chooses `replication_factor` nodes in distinct zones for each of `shard_count` shards,
+/// rotating the first choice (the preferred leader) so leaders spread over the nodes.
+pub fn place_replicas(
+    nodes: &[NodePlace],
+    shard_count: u32,
+    replication_factor: usize,
+    offset: u64,
+) -> Result<Vec<Vec<u64>>, String> {
+    let mut by_zone: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for node in nodes {
+        by_zone.entry(node.zone.as_str()).or_default().push(node.id);
+    }
+    if by_zone.len() < replication_factor {
+        return Err(format!(
+            "{replication_factor} replicas need {replication_factor} zones; the cluster has {}",
+            by_zone.len()
+        ));
+    }
+    let zones: Vec<&Vec<u64>> = by_zone.values().collect();
+    Ok((0..u64::from(shard_count))
+        .map(|shard| {
+            let turn = shard + offset;
+            (0..replication_factor)
+                .map(|step| {
+                    let zone = zones[((turn + step as u64) % zones.len() as u64) as usize];
+                    zone[((turn / zones.len() as u64) % zone.len() as u64) as usize]
+                })
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use riffle_proto::peer::{DeleteStream, ShardSpec};
+
+    use super::*;
+    use crate::keys::even_ranges;
+
+    fn create(name: &str, count: u32) -> MetaCommand {
+        let shards = even_ranges(count)
+            .into_iter()
+            .enumerate()
+            .map(|(index, (start, end))| ShardSpec {
+                index: index as u32,
+                group_id: 0,
+                starting_hash_key: start.to_be_bytes().to_vec().into(),
+                ending_hash_key: end.to_be_bytes().to_vec().into(),
+                replicas: vec![1, 2, 3],
+            })
+            .collect();
+        MetaCommand {
+            command: Some(meta_command::Command::CreateStream(CreateStream {
+                name: name.to_string(),
+                shard_count: count,
+                retention_period_hours: 24,
+                created_ms: 5,
+                shards,
+            })),
+        }
+    }
+
+    #[test]
+    fn streams_get_distinct_groups_and_tombstones() {
+        let mut state = MetaState::default();
+        state.apply(&create("a", 2)).expect("created");
+        state.apply(&create("b", 3)).expect("created");
+        assert_eq!(state.apply(&create("a", 1)), Err(MetaRejection::StreamExists("a".into())));
+        let groups: Vec<u64> = state.streams.values().flat_map(|s| s.shards.iter().map(|x| x.group_id)).collect();
+        assert_eq!(groups, vec![1, 2, 3, 4, 5]);
+        let delete = MetaCommand { command: Some(meta_command::Command::DeleteStream(DeleteStream { name: "a".into() })) };
+        state.apply(&delete).expect("deleted");
+        assert_eq!(state.deleted_groups, vec![1, 2]);
+        assert_eq!(state.apply(&delete), Err(MetaRejection::StreamNotFound("a".into())));
+    }
+
+    #[test]
+    fn hash_routing_covers_every_key() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 4)).expect("created");
+        let stream = &state.streams["s"];
+        assert_eq!(stream.shard_for_hash(0).index, 0);
+        assert_eq!(stream.shard_for_hash(u128::MAX).index, 3);
+        assert_eq!(stream.shard_for_hash(1u128 << 126).index, 1);
+        assert_eq!(stream.shard_for_hash((1u128 << 126) - 1).index, 0);
+    }
+
+    #[test]
+    fn placement_spreads_zones_and_leaders() {
+        let nodes: Vec<NodePlace> = [(1, "a"), (2, "b"), (3, "c")]
+            .iter()
+            .map(|(id, zone)| NodePlace { id: *id, zone: zone.to_string() })
+            .collect();
+        let placement = place_replicas(&nodes, 6, 3, 0).expect("placed");
+        for replicas in &placement {
+            let mut sorted = replicas.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![1, 2, 3]);
+        }
+        let leaders: Vec<u64> = placement.iter().map(|r| r[0]).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        assert!(place_replicas(&nodes[..2], 1, 3, 0).is_err());
+    }
+}

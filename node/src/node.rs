@@ -1,0 +1,665 @@
+//! A running node: its Raft groups, the peer handler, and routing of appends, reads and
+//! metadata commands to the leader of the group that owns them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use openraft::SnapshotPolicy;
+use riffle_proto::peer::{
+    self as wire, group_command, peer_request, peer_response, AppendBatch, AppendResult, ForwardRead, GroupCommand,
+    MetaCommand, PeerRequest, PeerResponse, ReadResult, RecordInput, RemoteError,
+};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+use crate::api::ApiError;
+use crate::meta::{MetaRejection, MetaState, NodePlace, ShardMeta, META_GROUP};
+use crate::raft::codec;
+use crate::raft::log_store::{LogEngine, LogEngineConfig};
+use crate::raft::network::GroupNetworkFactory;
+use crate::raft::state_machine::{GroupStateMachine, MetaStateMachine, ShardStateMachine};
+use crate::raft::types::{ApplyResult, Raft};
+use crate::seam::Seams;
+use crate::storage::segment::{SegmentStore, SegmentStoreConfig, ShardSegments};
+use crate::transport::{BoxFuture, NodeId, PeerHandler, PeerTransport, TransportError};
+
+/// Raft timing of every group.
+#[derive(Debug, Clone)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Entries since the last snapshot that trigger a new one (shard groups).
+    pub snapshot_interval_entries: u64,
+    /// Entries kept in the log behind a snapshot, so a briefly absent follower catches up
+    /// from the log instead of a snapshot.
+    pub log_kept_behind_snapshot_entries: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1_000,
+            election_timeout_max_ms: 2_000,
+            snapshot_interval_entries: 20_000,
+            log_kept_behind_snapshot_entries: 5_000,
+        }
+    }
+}
+
+/// Bounds of the data path.
+#[derive(Debug, Clone)]
+pub struct DataLimits {
+    /// Records group-committed into one log entry at most.
+    pub batch_records_max: usize,
+    /// Bytes of record data group-committed into one log entry at most (a single larger
+    /// request still goes alone).
+    pub batch_bytes_max: usize,
+    /// Log entries a shard leader has proposed and not yet seen committed, at most.
+    pub appends_in_flight_max: usize,
+    /// Requests waiting for a shard leader's batcher, at most (back-pressure beyond).
+    pub append_queue_depth_max: usize,
+    /// How long a request waits for a group to have a leader.
+    pub leader_wait_ms: u64,
+    /// Attempts to reach a group's leader (following redirects) before giving up.
+    pub route_attempts_max: u32,
+}
+
+impl Default for DataLimits {
+    fn default() -> Self {
+        DataLimits {
+            batch_records_max: 16_384,
+            batch_bytes_max: 4 << 20,
+            appends_in_flight_max: 8,
+            append_queue_depth_max: 4_096,
+            leader_wait_ms: 10_000,
+            route_attempts_max: 6,
+        }
+    }
+}
+
+/// Everything a node needs to start, already validated.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    pub zone: String,
+    /// Every node of the cluster, this one included.
+    pub nodes: Vec<NodePlace>,
+    pub data_dir: PathBuf,
+    /// Set when the file-system seam is not the real disk (the simulator): raft-engine lists
+    /// directories itself, so file names are mirrored onto the real directory.
+    pub mirror_file_names: bool,
+    pub raft: RaftTiming,
+    pub limits: DataLimits,
+    pub segments: SegmentStoreConfig,
+    pub log_engine: LogEngineConfig,
+}
+
+/// An append handed to a shard leader's batcher.
+struct AppendRequest {
+    records: Vec<RecordInput>,
+    bytes: usize,
+    respond: oneshot::Sender<Result<AppendResult, RouteError>>,
+}
+
+/// A group hosted on this node.
+pub struct Group {
+    pub id: u64,
+    pub raft: Raft,
+    pub shard: Option<ShardGroup>,
+}
+
+pub struct ShardGroup {
+    pub segments: ShardSegments,
+    appends: mpsc::Sender<AppendRequest>,
+}
+
+/// Why a routed request failed.
+#[derive(Debug, Clone)]
+pub enum RouteError {
+    NotLeader(Option<NodeId>),
+    NoGroup,
+    Failed(String),
+}
+
+impl RouteError {
+    fn to_remote(&self) -> RemoteError {
+        match self {
+            RouteError::NotLeader(hint) => {
+                RemoteError { kind: "NotLeader".into(), message: "not the leader".into(), leader_hint: *hint }
+            }
+            RouteError::NoGroup => RemoteError { kind: "NoGroup".into(), message: "group not hosted".into(), leader_hint: None },
+            RouteError::Failed(message) => RemoteError { kind: "Failed".into(), message: message.clone(), leader_hint: None },
+        }
+    }
+
+    fn from_remote(error: RemoteError) -> RouteError {
+        match error.kind.as_str() {
+            "NotLeader" => RouteError::NotLeader(error.leader_hint),
+            "NoGroup" => RouteError::NoGroup,
+            _ => RouteError::Failed(error.message),
+        }
+    }
+}
+
+/// A transport installed after the node is built (the transport needs the node's handler).
+#[derive(Default)]
+struct LateTransport(OnceLock<Arc<dyn PeerTransport>>);
+
+impl PeerTransport for LateTransport {
+    fn call(&self, target: NodeId, request: PeerRequest) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        match self.0.get() {
+            Some(transport) => transport.call(target, request),
+            None => Box::pin(async move {
+                Err(TransportError::Unreachable { peer: target, reason: "transport not started".into() })
+            }),
+        }
+    }
+}
+
+/// One Riffle node.
+pub struct Node {
+    pub options: NodeOptions,
+    pub seams: Seams,
+    logs: Arc<LogEngine>,
+    segments: SegmentStore,
+    transport: Arc<LateTransport>,
+    groups: Mutex<BTreeMap<u64, Arc<Group>>>,
+    meta: OnceLock<(Raft, watch::Receiver<Arc<MetaState>>)>,
+    raft_config: Arc<openraft::Config>,
+    meta_raft_config: Arc<openraft::Config>,
+}
+
+fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
+    let config = openraft::Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: timing.heartbeat_interval_ms,
+        election_timeout_min: timing.election_timeout_min_ms,
+        election_timeout_max: timing.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_interval),
+        max_in_snapshot_log_to_keep: timing.log_kept_behind_snapshot_entries,
+        max_payload_entries: 16,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new).map_err(|error| format!("raft timing: {error}"))
+}
+
+impl Node {
+    /// Opens storage. Serves peers (answering "no such group") until [`Node::start`].
+    pub fn open(options: NodeOptions, seams: Seams) -> Result<Arc<Node>, String> {
+        let raft_dir = options.data_dir.join("raft");
+        let engine = crate::storage::engine_fs::open_engine(seams.fs.clone(), &raft_dir, options.mirror_file_names)
+            .map_err(|error| format!("opening the raft log in {}: {error}", raft_dir.display()))?;
+        let logs = LogEngine::start(engine, options.log_engine.clone(), seams.executor.as_ref());
+        let segments_dir = options.data_dir.join("segments");
+        let segments = SegmentStore::open(seams.fs.clone(), segments_dir.clone(), options.segments.clone(), seams.executor.as_ref())
+            .map_err(|error| format!("opening the segment store in {}: {error}", segments_dir.display()))?;
+        let raft_config = raft_config(&options.raft, options.raft.snapshot_interval_entries, "shard")?;
+        let meta_raft_config = raft_config_for_meta(&options.raft)?;
+        Ok(Arc::new(Node {
+            options,
+            seams,
+            logs,
+            segments,
+            transport: Arc::new(LateTransport::default()),
+            groups: Mutex::new(BTreeMap::new()),
+            meta: OnceLock::new(),
+            raft_config,
+            meta_raft_config,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.options.id
+    }
+
+    /// The handler to install in the peer transport.
+    pub fn peer_handler(self: &Arc<Self>) -> Arc<dyn PeerHandler> {
+        Arc::new(NodeHandler(Arc::downgrade(self)))
+    }
+
+    /// Starts the metadata group and the groups of every shard placed here.
+    pub async fn start(self: &Arc<Self>, transport: Arc<dyn PeerTransport>) -> Result<(), String> {
+        if self.transport.0.set(transport).is_err() {
+            return Err("node started twice".to_string());
+        }
+        let log = self.logs.group_log(META_GROUP).map_err(|error| error.to_string())?;
+        let (machine, state) = MetaStateMachine::open(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
+        let network = GroupNetworkFactory { group: META_GROUP, transport: self.transport.clone() };
+        let raft = Raft::new(self.id(), self.meta_raft_config.clone(), network, log, GroupStateMachine::Meta(machine))
+            .await
+            .map_err(|error| format!("starting the metadata group: {error}"))?;
+        let members: BTreeSet<u64> = self.options.nodes.iter().map(|node| node.id).collect();
+        initialize_group(&raft, members).await;
+        self.groups
+            .lock()
+            .expect("groups lock is not poisoned")
+            .insert(META_GROUP, Arc::new(Group { id: META_GROUP, raft: raft.clone(), shard: None }));
+        if self.meta.set((raft, state.clone())).is_err() {
+            return Err("metadata group started twice".to_string());
+        }
+        let node = self.clone();
+        self.seams.executor.spawn("reconcile-groups", Box::pin(async move { node.reconcile(state).await }));
+        Ok(())
+    }
+
+    /// Stops every group. Durability never depends on this running.
+    pub async fn shutdown(&self) {
+        let groups: Vec<Arc<Group>> = self.groups.lock().expect("groups lock is not poisoned").values().cloned().collect();
+        for group in groups {
+            let _ = group.raft.shutdown().await;
+        }
+    }
+
+    pub fn meta_raft(&self) -> Option<&Raft> {
+        self.meta.get().map(|(raft, _)| raft)
+    }
+
+    /// The latest metadata this node has applied.
+    pub fn meta_state(&self) -> Arc<MetaState> {
+        match self.meta.get() {
+            Some((_, state)) => state.borrow().clone(),
+            None => Arc::new(MetaState::default()),
+        }
+    }
+
+    /// Waits until the metadata changes or `timeout` passes.
+    pub async fn meta_changed(&self, timeout: Duration) {
+        if let Some((_, state)) = self.meta.get() {
+            let mut state = state.clone();
+            let _ = tokio::time::timeout(timeout, state.changed()).await;
+        }
+    }
+
+    pub fn group(&self, id: u64) -> Option<Arc<Group>> {
+        self.groups.lock().expect("groups lock is not poisoned").get(&id).cloned()
+    }
+
+    pub fn hosted_groups(&self) -> Vec<u64> {
+        self.groups.lock().expect("groups lock is not poisoned").keys().copied().collect()
+    }
+
+    async fn reconcile(self: Arc<Self>, mut state: watch::Receiver<Arc<MetaState>>) {
+        loop {
+            let current = state.borrow_and_update().clone();
+            let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
+            for stream in current.streams.values() {
+                for shard in &stream.shards {
+                    if shard.replicas.contains(&self.id()) && self.group(shard.group_id).is_none() {
+                        if let Err(error) = self.host_shard(shard).await {
+                            tracing::error!(group = shard.group_id, %error, "cannot host shard group");
+                        }
+                    }
+                }
+            }
+            let stored: BTreeSet<u64> = self.logs.groups().into_iter().collect();
+            for group_id in deleted {
+                let hosted = self.groups.lock().expect("groups lock is not poisoned").remove(&group_id);
+                if let Some(group) = &hosted {
+                    let _ = group.raft.shutdown().await;
+                }
+                if hosted.is_some() || stored.contains(&group_id) {
+                    if let Err(error) = self.logs.remove_group(group_id).await {
+                        tracing::error!(group = group_id, %error, "cannot remove the raft log of a deleted group");
+                    }
+                    if let Err(error) = self.segments.remove_shard(group_id) {
+                        tracing::error!(group = group_id, %error, "cannot remove the segments of a deleted group");
+                    }
+                }
+            }
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
+        let group_id = shard.group_id;
+        let log = self.logs.group_log(group_id).map_err(|error| error.to_string())?;
+        let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
+        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone()).map_err(|error| error.to_string())?;
+        let network = GroupNetworkFactory { group: group_id, transport: self.transport.clone() };
+        let raft = Raft::new(self.id(), self.raft_config.clone(), network, log, GroupStateMachine::Shard(machine))
+            .await
+            .map_err(|error| format!("starting group {group_id}: {error}"))?;
+        let members: BTreeSet<u64> = shard.replicas.iter().copied().collect();
+        let fresh = initialize_group(&raft, members).await;
+        if fresh && shard.replicas.first() == Some(&self.id()) {
+            // The preferred replica campaigns at once, so leaders spread as placement chose.
+            let _ = raft.trigger().elect().await;
+        }
+        let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
+        let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
+        self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
+        let group = Group { id: group_id, raft, shard: Some(ShardGroup { segments, appends }) };
+        self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
+        Ok(())
+    }
+
+    /// The leader of `group` as this node knows it, waiting (bounded) for one to be elected.
+    async fn leader_of(&self, group: &Group) -> Option<NodeId> {
+        let wait = Duration::from_millis(self.options.limits.leader_wait_ms);
+        let metrics = group
+            .raft
+            .wait(Some(wait))
+            .metrics(|metrics| metrics.current_leader.is_some(), "a leader is known")
+            .await
+            .ok()?;
+        metrics.current_leader
+    }
+
+    /// Sends `body` for `group` to its leader, following redirects.
+    async fn route(&self, group_id: u64, replicas: &[NodeId], body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
+        let mut last_error = RouteError::NoGroup;
+        let mut hint: Option<NodeId> = None;
+        let mut next_replica = 0usize;
+        for attempt in 0..self.options.limits.route_attempts_max {
+            let target = match hint.take() {
+                Some(target) => target,
+                None => match self.group(group_id) {
+                    Some(group) => match self.leader_of(&group).await {
+                        Some(leader) => leader,
+                        None => return Err(RouteError::Failed(format!("group {group_id} has no leader"))),
+                    },
+                    None => {
+                        let Some(target) = replicas.get(next_replica % replicas.len().max(1)).copied() else {
+                            return Err(RouteError::NoGroup);
+                        };
+                        next_replica += 1;
+                        target
+                    }
+                },
+            };
+            let outcome = if target == self.id() {
+                self.serve(group_id, body.clone()).await
+            } else {
+                let request = PeerRequest { group_id, body: Some(body.clone()) };
+                match self.transport.call(target, request).await {
+                    Ok(PeerResponse { body: Some(peer_response::Body::Error(error)) }) => Err(RouteError::from_remote(error)),
+                    Ok(PeerResponse { body: Some(body) }) => Ok(body),
+                    Ok(PeerResponse { body: None }) => Err(RouteError::Failed(format!("node {target} sent an empty answer"))),
+                    Err(error) => Err(RouteError::Failed(error.to_string())),
+                }
+            };
+            match outcome {
+                Ok(body) => return Ok(body),
+                Err(RouteError::NotLeader(leader)) => {
+                    hint = leader.filter(|leader| *leader != target);
+                    last_error = RouteError::NotLeader(leader);
+                    if hint.is_none() {
+                        // Let an election finish before asking again.
+                        let pause = self.options.raft.heartbeat_interval_ms * u64::from(attempt + 1);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
+                    return Err(RouteError::Failed(message));
+                }
+                Err(error) => {
+                    last_error = error;
+                    let pause = self.options.raft.heartbeat_interval_ms * u64::from(attempt + 1);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Appends `records` to a shard, acknowledged once committed.
+    pub async fn append(&self, shard: &ShardMeta, records: Vec<RecordInput>) -> Result<AppendResult, ApiError> {
+        let body = peer_request::Body::ForwardAppend(wire::ForwardAppend { records });
+        match self.route(shard.group_id, &shard.replicas, body).await {
+            Ok(peer_response::Body::Append(result)) => Ok(result),
+            Ok(_) => Err(ApiError::Internal("a node answered an append with another message".into())),
+            Err(error) => Err(route_failure(shard, error)),
+        }
+    }
+
+    /// Reads a shard at its leader.
+    pub async fn read(&self, shard: &ShardMeta, read: ForwardRead) -> Result<ReadResult, ApiError> {
+        match self.route(shard.group_id, &shard.replicas, peer_request::Body::ForwardRead(read)).await {
+            Ok(peer_response::Body::Read(result)) => Ok(result),
+            Ok(_) => Err(ApiError::Internal("a node answered a read with another message".into())),
+            Err(error) => Err(route_failure(shard, error)),
+        }
+    }
+
+    /// Runs a metadata command through the metadata group. The outer error is a failure to
+    /// reach the group; the inner one is the state machine's refusal.
+    pub async fn propose_meta(&self, command: MetaCommand) -> Result<Result<(), MetaRejection>, ApiError> {
+        let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
+        match self.route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command)).await {
+            Ok(peer_response::Body::Meta(_)) => Ok(Ok(())),
+            Ok(_) => Err(ApiError::Internal("a node answered a metadata command with another message".into())),
+            Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
+                serde_json::from_str::<MetaRejection>(&message[REJECTED.len()..])
+                    .map(Err)
+                    .map_err(|_| ApiError::Internal(message.clone()))
+            }
+            Err(error) => Err(ApiError::Internal(format!("the metadata group is unavailable: {error:?}"))),
+        }
+    }
+
+    /// Serves a forwarded request for a group hosted here.
+    async fn serve(&self, group_id: u64, body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
+        let group = self.group(group_id).ok_or(RouteError::NoGroup)?;
+        match body {
+            peer_request::Body::ForwardAppend(append) => {
+                let shard = group.shard.as_ref().ok_or(RouteError::NoGroup)?;
+                let metrics = group.raft.metrics().borrow().clone();
+                if metrics.current_leader != Some(self.id()) {
+                    return Err(RouteError::NotLeader(metrics.current_leader));
+                }
+                let bytes = append.records.iter().map(|record| record.data.len() + record.partition_key.len()).sum();
+                let (respond, response) = oneshot::channel();
+                let request = AppendRequest { records: append.records, bytes, respond };
+                shard.appends.send(request).await.map_err(|_| RouteError::Failed("the shard is closing".into()))?;
+                let result = response.await.map_err(|_| RouteError::Failed("the shard is closing".into()))??;
+                Ok(peer_response::Body::Append(result))
+            }
+            peer_request::Body::ForwardRead(read) => {
+                let shard = group.shard.as_ref().ok_or(RouteError::NoGroup)?;
+                if let Err(error) = group.raft.ensure_linearizable().await {
+                    return Err(match error.forward_to_leader() {
+                        Some(forward) => RouteError::NotLeader(forward.leader_id),
+                        None => RouteError::Failed(error.to_string()),
+                    });
+                }
+                read_shard(&shard.segments, read).map(peer_response::Body::Read)
+            }
+            peer_request::Body::ForwardMeta(command) => {
+                let write = GroupCommand { command: Some(group_command::Command::Meta(command)) };
+                match group.raft.client_write(write).await {
+                    Ok(response) => match response.data {
+                        ApplyResult::Meta(Ok(())) => Ok(peer_response::Body::Meta(wire::MetaResult {})),
+                        ApplyResult::Meta(Err(rejection)) => Err(RouteError::Failed(encode_rejection(&rejection))),
+                        other => Err(RouteError::Failed(format!("unexpected result {other:?}"))),
+                    },
+                    Err(error) => Err(match error.forward_to_leader() {
+                        Some(forward) => RouteError::NotLeader(forward.leader_id),
+                        None => RouteError::Failed(error.to_string()),
+                    }),
+                }
+            }
+            _ => Err(RouteError::Failed("not a forwarded request".into())),
+        }
+    }
+}
+
+fn raft_config_for_meta(timing: &RaftTiming) -> Result<Arc<openraft::Config>, String> {
+    raft_config(timing, 1_000, "meta")
+}
+
+/// Initializes a group whose log is empty; returns whether this call did it.
+async fn initialize_group(raft: &Raft, members: BTreeSet<u64>) -> bool {
+    match raft.is_initialized().await {
+        Ok(true) => false,
+        Ok(false) => raft.initialize(members).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn route_failure(shard: &ShardMeta, error: RouteError) -> ApiError {
+    match error {
+        RouteError::NotLeader(_) => ApiError::Internal(format!("shard {} has no reachable leader; retry", shard.index)),
+        RouteError::NoGroup => ApiError::Internal(format!("shard {} is not hosted yet; retry", shard.index)),
+        RouteError::Failed(message) => ApiError::Internal(format!("shard {}: {message}", shard.index)),
+    }
+}
+
+const REJECTED: &str = "rejected: ";
+
+fn encode_rejection(rejection: &MetaRejection) -> String {
+    format!("{REJECTED}{}", serde_json::to_string(rejection).unwrap_or_else(|_| format!("{rejection:?}")))
+}
+
+/// Reads from a shard's segments on its leader.
+fn read_shard(segments: &ShardSegments, read: ForwardRead) -> Result<ReadResult, RouteError> {
+    use wire::forward_read::Start;
+    let end = segments.end_sequence();
+    let start = match read.start {
+        Some(Start::AtSequence(sequence)) => sequence,
+        Some(Start::AtTimestampMs(timestamp)) => segments.sequence_at_timestamp(timestamp),
+        Some(Start::Latest(_)) => end,
+        Some(Start::TrimHorizon(_)) | None => segments.first_sequence(),
+    };
+    if read.limit == 0 {
+        return Ok(ReadResult { records: Vec::new(), next_sequence: start, millis_behind_latest: 0 });
+    }
+    let outcome = segments
+        .read(start, read.limit as usize, read.bytes_max as usize)
+        .map_err(|error| RouteError::Failed(format!("reading shard: {error}")))?;
+    let millis_behind_latest = match (outcome.records.last(), segments.last_timestamp_ms()) {
+        (Some(last), Some(latest)) if outcome.next_sequence < end => (latest - last.timestamp_ms).max(0),
+        _ => 0,
+    };
+    Ok(ReadResult { records: outcome.records, next_sequence: outcome.next_sequence.max(start), millis_behind_latest })
+}
+
+/// Group-commits appends on a shard leader: everything queued becomes one log entry.
+struct Batcher {
+    raft: Raft,
+    seams: Seams,
+    limits: DataLimits,
+}
+
+impl Batcher {
+    async fn run(self, mut receiver: mpsc::Receiver<AppendRequest>) {
+        let in_flight = Arc::new(Semaphore::new(self.limits.appends_in_flight_max.max(1)));
+        let records_max = self.limits.batch_records_max.min(crate::keys::BATCH_RECORDS_MAX - 1);
+        let mut carried: Option<AppendRequest> = None;
+        loop {
+            let first = match carried.take() {
+                Some(request) => request,
+                None => match receiver.recv().await {
+                    Some(request) => request,
+                    None => return,
+                },
+            };
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let mut records_count = first.records.len();
+            let mut bytes = first.bytes;
+            let mut requests = vec![first];
+            while records_count < records_max && bytes < self.limits.batch_bytes_max {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        if records_count + request.records.len() > records_max
+                            || bytes + request.bytes > self.limits.batch_bytes_max
+                        {
+                            carried = Some(request);
+                            break;
+                        }
+                        records_count += request.records.len();
+                        bytes += request.bytes;
+                        requests.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let mut records = Vec::with_capacity(records_count);
+            let mut waiters = Vec::with_capacity(requests.len());
+            for request in requests {
+                waiters.push((records.len() as u32, request.respond));
+                records.extend(request.records);
+            }
+            let batch = AppendBatch { timestamp_ms: self.seams.clock.now_ms(), records };
+            let command = GroupCommand { command: Some(group_command::Command::Append(batch)) };
+            let raft = self.raft.clone();
+            self.seams.executor.spawn(
+                "shard-append",
+                Box::pin(async move {
+                    let outcome = raft.client_write(command).await;
+                    drop(permit);
+                    let result = match outcome {
+                        Ok(response) => match response.data {
+                            ApplyResult::Appended { log_index, timestamp_ms } => Ok((log_index, timestamp_ms)),
+                            other => Err(RouteError::Failed(format!("unexpected apply result {other:?}"))),
+                        },
+                        Err(error) => Err(match error.forward_to_leader() {
+                            Some(forward) => RouteError::NotLeader(forward.leader_id),
+                            None => RouteError::Failed(error.to_string()),
+                        }),
+                    };
+                    for (first_position, respond) in waiters {
+                        let answer = result.clone().map(|(log_index, timestamp_ms)| AppendResult {
+                            log_index,
+                            first_position,
+                            timestamp_ms,
+                        });
+                        let _ = respond.send(answer);
+                    }
+                }),
+            );
+        }
+    }
+}
+
+/// Serves peers: Raft RPCs into the group's Raft, forwarded requests into [`Node::serve`].
+struct NodeHandler(std::sync::Weak<Node>);
+
+impl PeerHandler for NodeHandler {
+    fn handle(&self, _from: NodeId, request: PeerRequest) -> BoxFuture<'_, PeerResponse> {
+        Box::pin(async move {
+            let body = match self.0.upgrade() {
+                Some(node) => handle_peer(&node, request).await,
+                None => Err(RouteError::Failed("node is stopping".into())),
+            };
+            PeerResponse {
+                body: Some(match body {
+                    Ok(body) => body,
+                    Err(error) => peer_response::Body::Error(error.to_remote()),
+                }),
+            }
+        })
+    }
+}
+
+async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_response::Body, RouteError> {
+    let group_id = request.group_id;
+    let body = request.body.ok_or_else(|| RouteError::Failed("empty request".into()))?;
+    let malformed = |error: codec::CodecError| RouteError::Failed(error.to_string());
+    match body {
+        peer_request::Body::AppendEntries(append) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            let request = codec::append_request_from_wire(append).map_err(malformed)?;
+            let response = group.raft.append_entries(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            Ok(peer_response::Body::AppendEntries(codec::append_response_to_wire(&response)))
+        }
+        peer_request::Body::Vote(vote) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            let request = codec::vote_request_from_wire(vote).map_err(malformed)?;
+            let response = group.raft.vote(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            Ok(peer_response::Body::Vote(codec::vote_response_to_wire(&response)))
+        }
+        peer_request::Body::InstallSnapshot(install) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            let request = codec::install_snapshot_request_from_wire(install).map_err(malformed)?;
+            let response =
+                group.raft.install_snapshot(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            Ok(peer_response::Body::InstallSnapshot(codec::install_snapshot_response_to_wire(&response)))
+        }
+        forwarded => node.serve(group_id, forwarded).await,
+    }
+}

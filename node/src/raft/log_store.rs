@@ -1,0 +1,504 @@
+//! Raft logs and votes of every group on a node, in one raft-engine instance.
+//!
+//! Write path: each group's [`GroupLog::append`] encodes its entries once, keeps them readable
+//! in memory, and queues them to the node's single log writer. The writer drains everything
+//! queued — from every group — into one raft-engine `LogBatch` and writes it with one fsync
+//! (group commit across shards), then reports durability to openraft through `LogFlushed`.
+//! The writer runs where it may block ([`Executor::spawn_dedicated`]).
+//!
+//! Keys per group (raft-engine region = group id): `vote`, `purged` (the last purged log id),
+//! plus whatever the state machines store with [`LogEngine::put_durable`].
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{AnyError, StorageIOError};
+use prost::Message;
+use protobuf::well_known_types::BytesValue;
+use raft_engine::{Command, Engine, LogBatch};
+use riffle_proto::peer as wire;
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec;
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::seam::Executor;
+use crate::storage::engine_fs::{EngineFileSystem, EntryCodec};
+
+const VOTE_KEY: &[u8] = b"vote";
+const PURGED_KEY: &[u8] = b"purged";
+
+/// Bounds of the log writer.
+#[derive(Debug, Clone)]
+pub struct LogEngineConfig {
+    /// Jobs waiting for the writer; appends wait (back-pressure) when it is full. Default 4096.
+    pub write_queue_depth_max: usize,
+    /// Jobs written with one fsync at most. Default 1024.
+    pub write_batch_jobs_max: usize,
+    /// Bytes of entries written with one fsync at most (a single larger job still goes
+    /// alone). Default 16 MiB.
+    pub write_batch_bytes_max: usize,
+    /// Writes between two purges of raft-engine files that hold only compacted entries.
+    /// Default 256.
+    pub purge_interval_writes: u64,
+}
+
+impl Default for LogEngineConfig {
+    fn default() -> Self {
+        LogEngineConfig {
+            write_queue_depth_max: 4096,
+            write_batch_jobs_max: 1024,
+            write_batch_bytes_max: 16 << 20,
+            purge_interval_writes: 256,
+        }
+    }
+}
+
+enum Completion {
+    Flushed(LogFlushed<TypeConfig>),
+    Notify(oneshot::Sender<Result<(), String>>),
+    Nothing,
+}
+
+enum WriteOp {
+    Entries(Vec<BytesValue>),
+    Put(Vec<u8>, Vec<u8>),
+    Compact(u64),
+    Clean,
+}
+
+struct WriteJob {
+    group: u64,
+    ops: Vec<WriteOp>,
+    completion: Completion,
+    /// Entries this job makes durable, to drop from the group's pending cache afterwards.
+    written: Option<(Arc<Mutex<GroupLogState>>, Vec<LogId>)>,
+}
+
+impl WriteJob {
+    fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Entries(entries) => entries.iter().map(|entry| entry.value.len()).sum(),
+                WriteOp::Put(key, value) => key.len() + value.len(),
+                WriteOp::Compact(_) | WriteOp::Clean => 16,
+            })
+            .sum()
+    }
+}
+
+/// The node's raft-engine instance and its writer.
+pub struct LogEngine {
+    engine: Arc<Engine<EngineFileSystem>>,
+    jobs: mpsc::Sender<WriteJob>,
+}
+
+impl Debug for LogEngine {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("LogEngine").finish_non_exhaustive()
+    }
+}
+
+impl LogEngine {
+    /// Starts the writer for an open engine.
+    pub fn start(engine: Engine<EngineFileSystem>, config: LogEngineConfig, executor: &dyn Executor) -> Arc<LogEngine> {
+        let engine = Arc::new(engine);
+        let (jobs, receiver) = mpsc::channel(config.write_queue_depth_max.max(1));
+        executor.spawn_dedicated("raft-log-writer", Box::pin(run_writer(engine.clone(), receiver, config)));
+        Arc::new(LogEngine { engine, jobs })
+    }
+
+    /// Groups that have anything stored on this node.
+    pub fn groups(&self) -> Vec<u64> {
+        self.engine.raft_groups()
+    }
+
+    pub fn get(&self, group: u64, key: &[u8]) -> Option<Vec<u8>> {
+        self.engine.get(group, key)
+    }
+
+    /// Stores `key = value` for `group` and returns once it is fsynced.
+    pub async fn put_durable(&self, group: u64, key: &[u8], value: Vec<u8>) -> Result<(), String> {
+        self.submit_and_wait(group, vec![WriteOp::Put(key.to_vec(), value)]).await
+    }
+
+    /// Removes everything stored for `group` and returns once it is fsynced.
+    pub async fn remove_group(&self, group: u64) -> Result<(), String> {
+        self.submit_and_wait(group, vec![WriteOp::Clean]).await
+    }
+
+    async fn submit_and_wait(&self, group: u64, ops: Vec<WriteOp>) -> Result<(), String> {
+        let (sender, receiver) = oneshot::channel();
+        let job = WriteJob { group, ops, completion: Completion::Notify(sender), written: None };
+        self.jobs.send(job).await.map_err(|_| "the log writer has stopped".to_string())?;
+        receiver.await.map_err(|_| "the log writer has stopped".to_string())?
+    }
+
+    /// Opens the log of one group.
+    pub fn group_log(self: &Arc<Self>, group: u64) -> Result<GroupLog, StorageError> {
+        let last_purged = match self.engine.get(group, PURGED_KEY) {
+            Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
+            None => None,
+        };
+        let mut last_log_id = last_purged;
+        if let Some(last_index) = self.engine.last_index(group) {
+            let entries = self.read_engine(group, last_index, last_index + 1)?;
+            if let Some(entry) = entries.last() {
+                last_log_id = Some(entry.log_id);
+            }
+        }
+        Ok(GroupLog {
+            group,
+            engine: self.clone(),
+            state: Arc::new(Mutex::new(GroupLogState { pending: BTreeMap::new(), last_log_id, last_purged })),
+        })
+    }
+
+    fn read_engine(&self, group: u64, begin: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        let mut raw = Vec::with_capacity((end - begin).min(1024) as usize);
+        self.engine
+            .fetch_entries_to::<EntryCodec>(group, begin, end, None, &mut raw)
+            .map_err(|error| StorageIOError::read_logs(AnyError::error(format!("group {group} [{begin}, {end}): {error}"))))?;
+        raw.iter().map(|value| decode_entry(&value.value).map_err(|error| StorageIOError::read_logs(AnyError::error(error)).into())).collect()
+    }
+}
+
+async fn run_writer(engine: Arc<Engine<EngineFileSystem>>, mut receiver: mpsc::Receiver<WriteJob>, config: LogEngineConfig) {
+    let mut writes: u64 = 0;
+    while let Some(first) = receiver.recv().await {
+        let mut bytes = first.bytes();
+        let mut jobs = vec![first];
+        while jobs.len() < config.write_batch_jobs_max && bytes < config.write_batch_bytes_max {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    bytes += job.bytes();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = write_jobs(&engine, &mut jobs);
+        for job in jobs {
+            if result.is_ok() {
+                if let Some((state, written)) = &job.written {
+                    let mut state = state.lock().expect("group log state lock is not poisoned");
+                    for log_id in written {
+                        if state.pending.get(&log_id.index).is_some_and(|entry| entry.log_id == *log_id) {
+                            state.pending.remove(&log_id.index);
+                        }
+                    }
+                }
+            }
+            match job.completion {
+                Completion::Flushed(callback) => {
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Completion::Notify(sender) => {
+                    let _ = sender.send(result.clone());
+                }
+                Completion::Nothing => {}
+            }
+        }
+        writes += 1;
+        if writes % config.purge_interval_writes.max(1) == 0 {
+            if let Err(error) = engine.purge_expired_files() {
+                tracing::warn!(%error, "purging raft-engine files failed");
+            }
+        }
+    }
+}
+
+/// Builds one batch of every job and writes it with one fsync.
+fn write_jobs(engine: &Engine<EngineFileSystem>, jobs: &mut [WriteJob]) -> Result<(), String> {
+    let mut batch = LogBatch::default();
+    // The span (first, last) each group will have once the batch so far is applied.
+    let mut spans: BTreeMap<u64, Option<(u64, u64)>> = BTreeMap::new();
+    let mut sync = false;
+    for job in jobs.iter_mut() {
+        let group = job.group;
+        let span = spans
+            .entry(group)
+            .or_insert_with(|| engine.first_index(group).zip(engine.last_index(group)));
+        for op in job.ops.drain(..) {
+            match op {
+                WriteOp::Entries(entries) => {
+                    let (Some(first_entry), Some(last_entry)) = (entries.first(), entries.last()) else { continue };
+                    let first_new = <EntryCodec as raft_engine::MessageExt>::index(first_entry);
+                    let last_new = <EntryCodec as raft_engine::MessageExt>::index(last_entry);
+                    if let Some((first, last)) = *span {
+                        if first_new < first {
+                            return Err(format!(
+                                "group {group}: append at {first_new} below the first kept entry {first}"
+                            ));
+                        }
+                        if first_new > last + 1 {
+                            // A snapshot moved the log past a gap: drop what is before it.
+                            batch.add_command(group, Command::Compact { index: first_new });
+                            *span = None;
+                        }
+                    }
+                    batch
+                        .add_entries::<EntryCodec>(group, &entries)
+                        .map_err(|error| format!("group {group}: encoding entries: {error}"))?;
+                    let first = span.map_or(first_new, |(first, _)| first);
+                    *span = Some((first, last_new));
+                    sync = true;
+                }
+                WriteOp::Put(key, value) => {
+                    batch.put(group, key, value).map_err(|error| format!("group {group}: put: {error}"))?;
+                    sync = true;
+                }
+                WriteOp::Compact(index) => {
+                    batch.add_command(group, Command::Compact { index });
+                    *span = match *span {
+                        Some((_, last)) if index <= last => Some((index, last)),
+                        Some(_) => None,
+                        None => None,
+                    };
+                }
+                WriteOp::Clean => {
+                    batch.add_command(group, Command::Clean);
+                    *span = None;
+                    sync = true;
+                }
+            }
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    engine.write(&mut batch, sync).map(|_| ()).map_err(|error| format!("raft-engine write: {error}"))
+}
+
+fn encode_entry(entry: &Entry) -> BytesValue {
+    let wire_entry = codec::entry_to_wire(entry);
+    let mut bytes = Vec::with_capacity(8 + wire_entry.encoded_len());
+    bytes.extend_from_slice(&entry.log_id.index.to_be_bytes());
+    wire_entry.encode(&mut bytes).expect("a Vec grows to fit any message");
+    let mut value = BytesValue::new();
+    value.value = bytes;
+    value
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry, String> {
+    if bytes.len() < 8 {
+        return Err(format!("log entry of {} bytes is shorter than its index", bytes.len()));
+    }
+    let wire_entry = wire::Entry::decode(&bytes[8..]).map_err(|error| format!("log entry: {error}"))?;
+    let entry = codec::entry_from_wire(wire_entry).map_err(|error| error.to_string())?;
+    let index = u64::from_be_bytes(bytes[..8].try_into().expect("checked length"));
+    if index != entry.log_id.index {
+        return Err(format!("log entry index {index} does not match its log id {}", entry.log_id));
+    }
+    Ok(entry)
+}
+
+fn encode_log_id(log_id: &LogId) -> Vec<u8> {
+    codec::log_id_to_wire(log_id).encode_to_vec()
+}
+
+fn decode_log_id(bytes: &[u8]) -> Result<LogId, String> {
+    let wire_log_id = wire::LogId::decode(bytes).map_err(|error| format!("log id: {error}"))?;
+    codec::log_id_from_wire(wire_log_id).map_err(|error| error.to_string())
+}
+
+struct GroupLogState {
+    /// Entries queued to the writer and not yet in raft-engine: always a contiguous tail.
+    pending: BTreeMap<u64, Entry>,
+    last_log_id: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+/// The log of one group: openraft's log storage.
+#[derive(Clone)]
+pub struct GroupLog {
+    group: u64,
+    engine: Arc<LogEngine>,
+    state: Arc<Mutex<GroupLogState>>,
+}
+
+impl GroupLog {
+    fn entries(&self, begin: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        let (end, pending_first, mut tail) = {
+            let state = self.state.lock().expect("group log state lock is not poisoned");
+            let end = end.min(state.last_log_id.map_or(0, |log_id| log_id.index + 1));
+            let pending_first = state.pending.keys().next().copied().unwrap_or(end).min(end);
+            let tail: Vec<Entry> = state.pending.range(pending_first.max(begin)..end).map(|(_, entry)| entry.clone()).collect();
+            (end, pending_first, tail)
+        };
+        if begin >= end {
+            return Ok(Vec::new());
+        }
+        let mut entries = self.engine.read_engine(self.group, begin, pending_first.max(begin))?;
+        entries.append(&mut tail);
+        Ok(entries)
+    }
+
+    fn log_id_at(&self, index: u64) -> Result<Option<LogId>, StorageError> {
+        Ok(self.entries(index, index + 1)?.first().map(|entry| entry.log_id))
+    }
+
+    fn queue(&self, job: WriteJob) -> Result<(), StorageError> {
+        // The writer's channel is bounded; `try_send` would drop work, so block the caller's task
+        // briefly through `blocking_send` only where allowed: use the async path instead.
+        self.engine.jobs.try_send(job).map_err(|error| {
+            StorageIOError::write_logs(AnyError::error(format!("log writer queue: {error}"))).into()
+        })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for GroupLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let begin = match range.start_bound() {
+            Bound::Included(index) => *index,
+            Bound::Excluded(index) => index + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(index) => index + 1,
+            Bound::Excluded(index) => *index,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.entries(begin, end)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for GroupLog {
+    type LogReader = GroupLog;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let state = self.state.lock().expect("group log state lock is not poisoned");
+        Ok(LogState { last_purged_log_id: state.last_purged, last_log_id: state.last_log_id })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let bytes = codec::vote_to_wire(vote).encode_to_vec();
+        self.engine
+            .put_durable(self.group, VOTE_KEY, bytes)
+            .await
+            .map_err(|error| StorageIOError::write_vote(AnyError::error(error)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        let Some(bytes) = self.engine.get(self.group, VOTE_KEY) else { return Ok(None) };
+        let vote = wire::Vote::decode(bytes.as_slice())
+            .map_err(|error| error.to_string())
+            .and_then(|vote| codec::vote_from_wire(Some(vote)).map_err(|error| error.to_string()))
+            .map_err(|error| StorageIOError::read_vote(AnyError::error(error)))?;
+        Ok(Some(vote))
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        let mut written = Vec::new();
+        {
+            let mut state = self.state.lock().expect("group log state lock is not poisoned");
+            for entry in entries {
+                let index = entry.log_id.index;
+                if written.is_empty() {
+                    // A new suffix replaces whatever was queued at or after its first index.
+                    let stale: Vec<u64> = state.pending.range(index..).map(|(index, _)| *index).collect();
+                    for index in stale {
+                        state.pending.remove(&index);
+                    }
+                }
+                if let Some(last) = written.last() {
+                    let last: &LogId = last;
+                    assert_eq!(last.index + 1, index, "openraft appends contiguous entries");
+                }
+                encoded.push(encode_entry(&entry));
+                written.push(entry.log_id);
+                state.last_log_id = Some(entry.log_id);
+                state.pending.insert(index, entry);
+            }
+        }
+        if encoded.is_empty() {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        }
+        let job = WriteJob {
+            group: self.group,
+            ops: vec![WriteOp::Entries(encoded)],
+            completion: Completion::Flushed(callback),
+            written: Some((self.state.clone(), written)),
+        };
+        self.engine
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StorageIOError::write_logs(AnyError::error("the log writer has stopped")).into())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let index = log_id.index;
+        {
+            let mut state = self.state.lock().expect("group log state lock is not poisoned");
+            let stale: Vec<u64> = state.pending.range(index..).map(|(index, _)| *index).collect();
+            for index in stale {
+                state.pending.remove(&index);
+            }
+        }
+        // Entries at and after `index` are hidden until a later append overwrites them in
+        // raft-engine (its memtable drops a conflicting suffix on append).
+        let previous = if index == 0 {
+            None
+        } else {
+            let purged = self.state.lock().expect("group log state lock is not poisoned").last_purged;
+            match purged {
+                Some(purged) if purged.index == index - 1 => Some(purged),
+                _ => self.log_id_at(index - 1)?,
+            }
+        };
+        let mut state = self.state.lock().expect("group log state lock is not poisoned");
+        state.last_log_id = previous.or(state.last_purged);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut state = self.state.lock().expect("group log state lock is not poisoned");
+            state.last_purged = Some(log_id);
+            if state.last_log_id.is_none_or(|last| last.index < log_id.index) {
+                state.last_log_id = Some(log_id);
+            }
+            let purged: Vec<u64> = state.pending.range(..=log_id.index).map(|(index, _)| *index).collect();
+            for index in purged {
+                state.pending.remove(&index);
+            }
+        }
+        let job = WriteJob {
+            group: self.group,
+            ops: vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&log_id)), WriteOp::Compact(log_id.index + 1)],
+            completion: Completion::Nothing,
+            written: None,
+        };
+        match self.queue(job) {
+            Ok(()) => Ok(()),
+            Err(_) => self
+                .engine
+                .submit_and_wait(
+                    self.group,
+                    vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&log_id)), WriteOp::Compact(log_id.index + 1)],
+                )
+                .await
+                .map_err(|error| StorageIOError::write_logs(AnyError::error(error)).into()),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Raft for every group on a node (openraft 0.9 with the v2 storage traits): the type
+//! configuration, the wire codec, log storage on raft-engine, state machines, and the network
+//! over the shared peer transport.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod runtime;
+pub mod state_machine;
+pub mod types;

@@ -1,0 +1,325 @@
+//! State machines: the metadata group's [`MetaState`] and each shard's segment store.
+//!
+//! Shard state machine durability: applied batches go to the segment store, which writes them
+//! behind the commit. What the state machine reports as applied after a restart is what the
+//! segment store has made durable (or the `applied` marker written after a flush when a
+//! snapshot was built), so entries after it are replayed from the Raft log — the log is purged
+//! only up to a snapshot, and a snapshot is built only after the segments are flushed.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, StorageIOError};
+use prost::Message;
+use riffle_proto::peer::{self as wire, group_command};
+use tokio::sync::watch;
+
+use super::codec;
+use super::log_store::LogEngine;
+use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::meta::{MetaRejection, MetaState};
+use crate::storage::segment::{BatchLogId, ShardSegments};
+
+const MEMBERSHIP_KEY: &[u8] = b"membership";
+const APPLIED_KEY: &[u8] = b"applied";
+const SNAPSHOT_KEY: &[u8] = b"snapshot";
+
+fn to_batch_log_id(log_id: &LogId) -> BatchLogId {
+    BatchLogId { term: log_id.leader_id.term, node_id: log_id.leader_id.node_id, index: log_id.index }
+}
+
+fn from_batch_log_id(log_id: &BatchLogId) -> LogId {
+    LogId::new(openraft::CommittedLeaderId::new(log_id.term, log_id.node_id), log_id.index)
+}
+
+fn read_error(error: impl ToString) -> StorageError {
+    StorageIOError::read_state_machine(AnyError::error(error.to_string())).into()
+}
+
+fn write_error(error: impl ToString) -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error(error.to_string())).into()
+}
+
+fn snapshot_id(last: &Option<LogId>) -> String {
+    match last {
+        Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.leader_id.node_id, log_id.index),
+        None => "empty".to_string(),
+    }
+}
+
+/// The state machine of any group on this node.
+pub enum GroupStateMachine {
+    Meta(MetaStateMachine),
+    Shard(ShardStateMachine),
+}
+
+/// The metadata group's state machine; it publishes every applied state on a watch channel.
+pub struct MetaStateMachine {
+    group: u64,
+    logs: Arc<LogEngine>,
+    state: MetaState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    published: watch::Sender<Arc<MetaState>>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MetaSnapshot {
+    state: MetaState,
+    meta: Vec<u8>,
+}
+
+impl MetaStateMachine {
+    /// Opens the state machine from its last persisted snapshot, if any.
+    pub fn open(group: u64, logs: Arc<LogEngine>) -> Result<(MetaStateMachine, watch::Receiver<Arc<MetaState>>), StorageError> {
+        let mut machine = MetaStateMachine {
+            group,
+            logs,
+            state: MetaState::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            published: watch::channel(Arc::new(MetaState::default())).0,
+        };
+        if let Some(bytes) = machine.logs.get(group, SNAPSHOT_KEY) {
+            let (meta, state) = decode_meta_snapshot(&bytes)?;
+            machine.state = state;
+            machine.last_applied = meta.last_log_id;
+            machine.membership = meta.last_membership;
+        }
+        let (published, receiver) = watch::channel(Arc::new(machine.state.clone()));
+        machine.published = published;
+        Ok((machine, receiver))
+    }
+
+    fn snapshot_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: snapshot_id(&self.last_applied),
+        }
+    }
+
+    fn encode_snapshot(&self) -> Result<Vec<u8>, StorageError> {
+        let meta = codec::snapshot_meta_to_wire(&self.snapshot_meta()).encode_to_vec();
+        serde_json::to_vec(&MetaSnapshot { state: self.state.clone(), meta }).map_err(write_error)
+    }
+}
+
+fn decode_meta_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, MetaState), StorageError> {
+    let snapshot: MetaSnapshot = serde_json::from_slice(bytes).map_err(read_error)?;
+    let meta = wire::SnapshotMeta::decode(snapshot.meta.as_slice()).map_err(read_error)?;
+    let meta = codec::snapshot_meta_from_wire(meta).map_err(read_error)?;
+    Ok((meta, snapshot.state))
+}
+
+/// A shard's state machine over its segments.
+pub struct ShardStateMachine {
+    group: u64,
+    logs: Arc<LogEngine>,
+    segments: ShardSegments,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl ShardStateMachine {
+    pub fn open(group: u64, logs: Arc<LogEngine>, segments: ShardSegments) -> Result<ShardStateMachine, StorageError> {
+        let membership = match logs.get(group, MEMBERSHIP_KEY) {
+            Some(bytes) => {
+                let stored = wire::StoredMembership::decode(bytes.as_slice()).map_err(read_error)?;
+                codec::stored_membership_from_wire(stored).map_err(read_error)?
+            }
+            None => StoredMembership::default(),
+        };
+        let marker = match logs.get(group, APPLIED_KEY) {
+            Some(bytes) => {
+                let log_id = wire::LogId::decode(bytes.as_slice()).map_err(read_error)?;
+                Some(codec::log_id_from_wire(log_id).map_err(read_error)?)
+            }
+            None => None,
+        };
+        let durable = segments.last_durable().as_ref().map(from_batch_log_id);
+        let last_applied = durable.max(marker);
+        Ok(ShardStateMachine { group, logs, segments, last_applied, membership })
+    }
+
+    async fn persist_membership(&self) -> Result<(), StorageError> {
+        let bytes = codec::stored_membership_to_wire(&self.membership).encode_to_vec();
+        self.logs.put_durable(self.group, MEMBERSHIP_KEY, bytes).await.map_err(write_error)
+    }
+
+    async fn persist_applied_marker(logs: &LogEngine, group: u64, applied: &Option<LogId>) -> Result<(), StorageError> {
+        let Some(applied) = applied else { return Ok(()) };
+        let bytes = codec::log_id_to_wire(applied).encode_to_vec();
+        logs.put_durable(group, APPLIED_KEY, bytes).await.map_err(write_error)
+    }
+}
+
+/// Builds snapshots. A shard snapshot only marks a durable point (its data stays in the
+/// segments and is exported when a follower needs it); a metadata snapshot holds the state.
+pub enum GroupSnapshotBuilder {
+    Meta { group: u64, logs: Arc<LogEngine>, encoded: Result<Vec<u8>, String>, meta: SnapshotMeta },
+    Shard { group: u64, logs: Arc<LogEngine>, segments: ShardSegments, meta: SnapshotMeta },
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        match self {
+            GroupSnapshotBuilder::Meta { group, logs, encoded, meta } => {
+                let bytes = encoded.clone().map_err(write_error)?;
+                logs.put_durable(*group, SNAPSHOT_KEY, bytes.clone()).await.map_err(write_error)?;
+                Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes)) })
+            }
+            GroupSnapshotBuilder::Shard { group, logs, segments, meta } => {
+                // Everything applied before the builder was made is in the segments; make it
+                // durable before the log may be purged up to it.
+                segments.flush().await.map_err(write_error)?;
+                ShardStateMachine::persist_applied_marker(logs, *group, &meta.last_log_id).await?;
+                Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
+            }
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotBuilder = GroupSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok(match self {
+            GroupStateMachine::Meta(machine) => (machine.last_applied, machine.membership.clone()),
+            GroupStateMachine::Shard(machine) => (machine.last_applied, machine.membership.clone()),
+        })
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        match self {
+            GroupStateMachine::Meta(machine) => {
+                for entry in entries {
+                    machine.last_applied = Some(entry.log_id);
+                    let result = match entry.payload {
+                        EntryPayload::Blank => ApplyResult::Nothing,
+                        EntryPayload::Membership(membership) => {
+                            machine.membership = StoredMembership::new(Some(entry.log_id), membership);
+                            ApplyResult::Nothing
+                        }
+                        EntryPayload::Normal(command) => match command.command {
+                            Some(group_command::Command::Meta(meta)) => ApplyResult::Meta(machine.state.apply(&meta)),
+                            _ => ApplyResult::Meta(Err(MetaRejection::Invalid(
+                                "the metadata group takes only metadata commands".to_string(),
+                            ))),
+                        },
+                    };
+                    results.push(result);
+                }
+                machine.published.send_replace(Arc::new(machine.state.clone()));
+            }
+            GroupStateMachine::Shard(machine) => {
+                for entry in entries {
+                    machine.last_applied = Some(entry.log_id);
+                    let result = match entry.payload {
+                        EntryPayload::Blank => ApplyResult::Nothing,
+                        EntryPayload::Membership(membership) => {
+                            machine.membership = StoredMembership::new(Some(entry.log_id), membership);
+                            machine.persist_membership().await?;
+                            ApplyResult::Nothing
+                        }
+                        EntryPayload::Normal(command) => match command.command {
+                            Some(group_command::Command::Append(batch)) => {
+                                let previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
+                                machine
+                                    .segments
+                                    .append(to_batch_log_id(&entry.log_id), &batch)
+                                    .map_err(|error| StorageIOError::apply(entry.log_id, AnyError::error(error.to_string())))?;
+                                ApplyResult::Appended {
+                                    log_index: entry.log_id.index,
+                                    timestamp_ms: batch.timestamp_ms.max(previous),
+                                }
+                            }
+                            _ => ApplyResult::Nothing,
+                        },
+                    };
+                    results.push(result);
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        match self {
+            GroupStateMachine::Meta(machine) => GroupSnapshotBuilder::Meta {
+                group: machine.group,
+                logs: machine.logs.clone(),
+                encoded: machine.encode_snapshot().map_err(|error| error.to_string()),
+                meta: machine.snapshot_meta(),
+            },
+            GroupStateMachine::Shard(machine) => GroupSnapshotBuilder::Shard {
+                group: machine.group,
+                logs: machine.logs.clone(),
+                segments: machine.segments.clone(),
+                meta: SnapshotMeta {
+                    last_log_id: machine.last_applied,
+                    last_membership: machine.membership.clone(),
+                    snapshot_id: snapshot_id(&machine.last_applied),
+                },
+            },
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        match self {
+            GroupStateMachine::Meta(machine) => {
+                let (_, state) = decode_meta_snapshot(&bytes)?;
+                machine.state = state;
+                machine.last_applied = meta.last_log_id;
+                machine.membership = meta.last_membership.clone();
+                let encoded = machine.encode_snapshot()?;
+                machine.logs.put_durable(machine.group, SNAPSHOT_KEY, encoded).await.map_err(write_error)?;
+                machine.published.send_replace(Arc::new(machine.state.clone()));
+            }
+            GroupStateMachine::Shard(machine) => {
+                machine.segments.import(&bytes).map_err(write_error)?;
+                machine.segments.flush().await.map_err(write_error)?;
+                machine.last_applied = meta.last_log_id;
+                machine.membership = meta.last_membership.clone();
+                machine.persist_membership().await?;
+                ShardStateMachine::persist_applied_marker(&machine.logs, machine.group, &machine.last_applied).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        match self {
+            GroupStateMachine::Meta(machine) => {
+                if machine.last_applied.is_none() {
+                    return Ok(None);
+                }
+                let bytes = machine.encode_snapshot()?;
+                Ok(Some(Snapshot { meta: machine.snapshot_meta(), snapshot: Box::new(Cursor::new(bytes)) }))
+            }
+            GroupStateMachine::Shard(machine) => {
+                if machine.last_applied.is_none() {
+                    return Ok(None);
+                }
+                let bytes = machine.segments.export().map_err(read_error)?;
+                let meta = SnapshotMeta {
+                    last_log_id: machine.last_applied,
+                    last_membership: machine.membership.clone(),
+                    snapshot_id: snapshot_id(&machine.last_applied),
+                };
+                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+            }
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The stream operations every client API calls: validation, routing to shards, iterators.
+//!
+//! Every request is validated completely before anything is proposed, so a refused request
+//! changes nothing. Messages follow the Kinesis wording where clients may match on them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use riffle_proto::peer::{self as wire, meta_command, CreateStream, DeleteStream, MetaCommand, RecordInput, ShardSpec};
+use riffle_proto::v1;
+
+use crate::api::ApiError;
+use crate::iterator::{IteratorCodec, Position, ShardIterator, ITERATOR_TTL_MS};
+use crate::keys;
+use crate::meta::{self, MetaRejection, ShardMeta, StreamMeta};
+use crate::node::Node;
+
+/// A record's data at most (data plus partition key), as Kinesis.
+pub const RECORD_BYTES_MAX: usize = 1 << 20;
+/// Records in one PutRecords call at most.
+pub const PUT_RECORDS_MAX: usize = 500;
+/// Bytes of one PutRecords call at most (data plus partition keys).
+pub const PUT_RECORDS_BYTES_MAX: usize = 5 << 20;
+/// Records one GetRecords call returns at most.
+pub const GET_RECORDS_MAX: u32 = 10_000;
+/// Bytes one GetRecords call returns at most.
+pub const GET_RECORDS_BYTES_MAX: u64 = 10 << 20;
+/// Partition key length in characters.
+pub const PARTITION_KEY_CHARS_MAX: usize = 256;
+/// Stream name length.
+pub const STREAM_NAME_CHARS_MAX: usize = 128;
+
+/// Settings of the service, from the node configuration.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub region: String,
+    pub account: String,
+    /// Shards one stream may have at most.
+    pub stream_shards_max: u32,
+    /// Key that signs shard iterators; the same on every node of a cluster.
+    pub iterator_secret: Vec<u8>,
+}
+
+/// Stream operations over a node.
+#[derive(Clone)]
+pub struct StreamService {
+    node: Arc<Node>,
+    settings: ServiceSettings,
+    iterators: IteratorCodec,
+}
+
+fn validate_stream_name(name: &str, member: &str) -> Result<(), ApiError> {
+    if name.is_empty() {
+        return Err(ApiError::validation(name, member, "Member must have length greater than or equal to 1"));
+    }
+    if name.chars().count() > STREAM_NAME_CHARS_MAX {
+        return Err(ApiError::validation(name, member, "Member must have length less than or equal to 128"));
+    }
+    if !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-')) {
+        return Err(ApiError::validation(name, member, "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"));
+    }
+    Ok(())
+}
+
+fn validate_partition_key(key: &str, member: &str) -> Result<(), ApiError> {
+    let length = key.chars().count();
+    if length == 0 {
+        return Err(ApiError::validation(key, member, "Member must have length greater than or equal to 1"));
+    }
+    if length > PARTITION_KEY_CHARS_MAX {
+        return Err(ApiError::validation(key, member, "Member must have length less than or equal to 256"));
+    }
+    Ok(())
+}
+
+fn validate_record_size(data: &[u8], key: &str, member: &str) -> Result<(), ApiError> {
+    if data.len() > RECORD_BYTES_MAX {
+        return Err(ApiError::validation(
+            "java.nio.HeapByteBuffer",
+            member,
+            "Member must have length less than or equal to 1048576",
+        ));
+    }
+    if data.len() + key.len() > RECORD_BYTES_MAX {
+        return Err(ApiError::InvalidArgument(format!(
+            "Record size of {} bytes (data plus partition key) exceeds the limit of 1048576 bytes.",
+            data.len() + key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn hash_key_for(partition_key: &str, explicit: Option<&str>) -> Result<u128, ApiError> {
+    match explicit {
+        Some(text) => keys::parse_hash_key(text).ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {text}"
+            ))
+        }),
+        None => Ok(keys::hash_key_of(partition_key)),
+    }
+}
+
+impl StreamService {
+    pub fn new(node: Arc<Node>, settings: ServiceSettings) -> StreamService {
+        let iterators = IteratorCodec::new(&settings.iterator_secret);
+        StreamService { node, settings, iterators }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    fn stream_arn(&self, name: &str) -> String {
+        format!("arn:aws:kinesis:{}:{}:stream/{name}", self.settings.region, self.settings.account)
+    }
+
+    fn stream_not_found(&self, name: &str) -> ApiError {
+        ApiError::ResourceNotFound(format!("Stream {name} under account {} not found.", self.settings.account))
+    }
+
+    fn rejection(&self, rejection: MetaRejection) -> ApiError {
+        match rejection {
+            MetaRejection::StreamExists(name) => {
+                ApiError::ResourceInUse(format!("Stream {name} under account {} already exists.", self.settings.account))
+            }
+            MetaRejection::StreamNotFound(name) => self.stream_not_found(&name),
+            MetaRejection::Invalid(message) => ApiError::InvalidArgument(message),
+        }
+    }
+
+    /// The stream as this node knows it.
+    fn stream(&self, name: &str) -> Result<StreamMeta, ApiError> {
+        self.node.meta_state().streams.get(name).cloned().ok_or_else(|| self.stream_not_found(name))
+    }
+
+    fn shard<'a>(&self, stream: &'a StreamMeta, shard_id: &str) -> Result<&'a ShardMeta, ApiError> {
+        let not_found = || {
+            ApiError::ResourceNotFound(format!(
+                "Shard {shard_id} in stream {} under account {} does not exist",
+                stream.name, self.settings.account
+            ))
+        };
+        let index = keys::parse_shard_id(shard_id).ok_or_else(not_found)?;
+        stream.shard(index).ok_or_else(not_found)
+    }
+
+    /// A shard group is usable when this node knows its leader (or does not host it).
+    fn stream_status(&self, stream: &StreamMeta) -> v1::StreamStatus {
+        let ready = stream.shards.iter().all(|shard| match self.node.group(shard.group_id) {
+            Some(group) => group.raft.metrics().borrow().current_leader.is_some(),
+            None => !shard.replicas.contains(&self.node.id()),
+        });
+        if ready {
+            v1::StreamStatus::Active
+        } else {
+            v1::StreamStatus::Creating
+        }
+    }
+
+    fn shard_description(&self, shard: &ShardMeta) -> v1::Shard {
+        let leader = self.node.group(shard.group_id).and_then(|group| group.raft.metrics().borrow().current_leader);
+        v1::Shard {
+            shard_id: keys::shard_id(shard.index),
+            parent_shard_id: None,
+            adjacent_parent_shard_id: None,
+            hash_key_range: Some(v1::HashKeyRange {
+                starting_hash_key: shard.starting_hash_key.to_string(),
+                ending_hash_key: shard.ending_hash_key.to_string(),
+            }),
+            sequence_number_range: Some(v1::SequenceNumberRange {
+                starting_sequence_number: keys::render_sequence(shard.index, 0),
+                ending_sequence_number: None,
+            }),
+            replica_nodes: shard.replicas.clone(),
+            leader_node: leader,
+        }
+    }
+
+    pub async fn create_stream(&self, request: v1::CreateStreamRequest) -> Result<v1::CreateStreamResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        if request.shard_count < 1 {
+            return Err(ApiError::validation(
+                &request.shard_count.to_string(),
+                "shardCount",
+                "Member must have value greater than or equal to 1",
+            ));
+        }
+        if request.shard_count > self.settings.stream_shards_max {
+            return Err(ApiError::LimitExceeded(format!(
+                "This request would exceed the shard limit for the account {} in {}. Current limit per stream: {}. Number of additional shards that would have resulted from this request: {}.",
+                self.settings.account, self.settings.region, self.settings.stream_shards_max, request.shard_count
+            )));
+        }
+        let retention = request.retention_period_hours.unwrap_or(24);
+        if !(24..=8760).contains(&retention) {
+            return Err(ApiError::InvalidArgument(format!(
+                "Minimum allowed retention period is 24 hours and maximum is 8760 hours. Requested retention period ({retention} hours) is out of range."
+            )));
+        }
+        if self.node.meta_state().streams.contains_key(&request.stream_name) {
+            return Err(self.rejection(MetaRejection::StreamExists(request.stream_name)));
+        }
+        let state = self.node.meta_state();
+        let placement = meta::place_replicas(&self.node.options.nodes, request.shard_count, 3.min(self.node.options.nodes.len()), state.next_group_id)
+            .map_err(ApiError::LimitExceeded)?;
+        let shards = keys::even_ranges(request.shard_count)
+            .into_iter()
+            .zip(placement)
+            .enumerate()
+            .map(|(index, ((start, end), replicas))| ShardSpec {
+                index: index as u32,
+                group_id: 0,
+                starting_hash_key: start.to_be_bytes().to_vec().into(),
+                ending_hash_key: end.to_be_bytes().to_vec().into(),
+                replicas,
+            })
+            .collect();
+        let command = MetaCommand {
+            command: Some(meta_command::Command::CreateStream(CreateStream {
+                name: request.stream_name.clone(),
+                shard_count: request.shard_count,
+                retention_period_hours: retention,
+                created_ms: self.node.seams.clock.now_ms(),
+                shards,
+            })),
+        };
+        self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
+        Ok(v1::CreateStreamResponse {})
+    }
+
+    pub async fn delete_stream(&self, request: v1::DeleteStreamRequest) -> Result<v1::DeleteStreamResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        let command = MetaCommand {
+            command: Some(meta_command::Command::DeleteStream(DeleteStream { name: request.stream_name.clone() })),
+        };
+        self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
+        Ok(v1::DeleteStreamResponse {})
+    }
+
+    pub fn describe_stream(&self, request: v1::DescribeStreamRequest) -> Result<v1::DescribeStreamResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        let limit = request.limit.unwrap_or(100);
+        if !(1..=10_000).contains(&limit) {
+            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+        }
+        let stream = self.stream(&request.stream_name)?;
+        let start = match &request.exclusive_start_shard_id {
+            Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
+            None => 0,
+        };
+        let shards: Vec<v1::Shard> =
+            stream.shards.iter().skip(start).take(limit as usize).map(|shard| self.shard_description(shard)).collect();
+        let has_more_shards = start + shards.len() < stream.shards.len();
+        Ok(v1::DescribeStreamResponse {
+            stream_description: Some(v1::StreamDescription {
+                stream_name: stream.name.clone(),
+                stream_arn: self.stream_arn(&stream.name),
+                stream_status: self.stream_status(&stream) as i32,
+                shards,
+                has_more_shards,
+                retention_period_hours: stream.retention_period_hours,
+                stream_creation_timestamp_ms: stream.created_ms,
+            }),
+        })
+    }
+
+    fn summary(&self, stream: &StreamMeta) -> v1::StreamSummary {
+        v1::StreamSummary {
+            stream_name: stream.name.clone(),
+            stream_arn: self.stream_arn(&stream.name),
+            stream_status: self.stream_status(stream) as i32,
+            open_shard_count: stream.shards.len() as u32,
+            retention_period_hours: stream.retention_period_hours,
+            stream_creation_timestamp_ms: stream.created_ms,
+        }
+    }
+
+    pub fn describe_stream_summary(
+        &self,
+        request: v1::DescribeStreamSummaryRequest,
+    ) -> Result<v1::DescribeStreamSummaryResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        let stream = self.stream(&request.stream_name)?;
+        Ok(v1::DescribeStreamSummaryResponse { stream_description_summary: Some(self.summary(&stream)) })
+    }
+
+    pub fn list_streams(&self, request: v1::ListStreamsRequest) -> Result<v1::ListStreamsResponse, ApiError> {
+        let limit = request.limit.unwrap_or(100);
+        if !(1..=10_000).contains(&limit) {
+            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+        }
+        let state = self.node.meta_state();
+        let after = request.exclusive_start_stream_name.unwrap_or_default();
+        let mut matching = state.streams.values().filter(|stream| stream.name > after);
+        let page: Vec<&StreamMeta> = matching.by_ref().take(limit as usize).collect();
+        let has_more_streams = matching.next().is_some();
+        Ok(v1::ListStreamsResponse {
+            stream_names: page.iter().map(|stream| stream.name.clone()).collect(),
+            has_more_streams,
+            stream_summaries: page.iter().map(|stream| self.summary(stream)).collect(),
+        })
+    }
+
+    pub fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
+        let max_results = request.max_results.unwrap_or(1000);
+        if !(1..=10_000).contains(&max_results) {
+            return Err(ApiError::validation(&max_results.to_string(), "maxResults", "Member must have value between 1 and 10000"));
+        }
+        let (stream_name, start) = match (&request.next_token, request.stream_name.is_empty()) {
+            (Some(_), false) => {
+                return Err(ApiError::InvalidArgument("NextToken and StreamName cannot be provided together.".into()))
+            }
+            (Some(token), true) => {
+                let (name, index) = token
+                    .rsplit_once('/')
+                    .and_then(|(name, index)| Some((name.to_string(), index.parse::<usize>().ok()?)))
+                    .ok_or_else(|| ApiError::InvalidArgument(format!("Invalid NextToken: {token}")))?;
+                (name, index)
+            }
+            (None, true) => {
+                return Err(ApiError::InvalidArgument("Either NextToken or StreamName should be provided.".into()))
+            }
+            (None, false) => {
+                let start = match &request.exclusive_start_shard_id {
+                    Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
+                    None => 0,
+                };
+                (request.stream_name.clone(), start)
+            }
+        };
+        validate_stream_name(&stream_name, "streamName")?;
+        let stream = self.stream(&stream_name)?;
+        let shards: Vec<v1::Shard> = stream
+            .shards
+            .iter()
+            .skip(start)
+            .take(max_results as usize)
+            .map(|shard| self.shard_description(shard))
+            .collect();
+        let next = start + shards.len();
+        let next_token = (next < stream.shards.len()).then(|| format!("{stream_name}/{next}"));
+        Ok(v1::ListShardsResponse { shards, next_token })
+    }
+
+    pub async fn put_record(&self, request: v1::PutRecordRequest) -> Result<v1::PutRecordResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        validate_partition_key(&request.partition_key, "partitionKey")?;
+        validate_record_size(&request.data, &request.partition_key, "data")?;
+        if let Some(ordering) = &request.sequence_number_for_ordering {
+            if keys::parse_hash_key(ordering).is_none() && !ordering.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(ApiError::validation(
+                    ordering,
+                    "sequenceNumberForOrdering",
+                    "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,128})",
+                ));
+            }
+        }
+        let hash = hash_key_for(&request.partition_key, request.explicit_hash_key.as_deref())?;
+        let stream = self.stream(&request.stream_name)?;
+        let shard = stream.shard_for_hash(hash).clone();
+        let record = RecordInput { partition_key: request.partition_key, data: request.data };
+        let result = self.node.append(&shard, vec![record]).await?;
+        Ok(v1::PutRecordResponse {
+            shard_id: keys::shard_id(shard.index),
+            sequence_number: keys::render_sequence(shard.index, keys::internal_sequence(result.log_index, result.first_position as usize)),
+        })
+    }
+
+    pub async fn put_records(&self, request: v1::PutRecordsRequest) -> Result<v1::PutRecordsResponse, ApiError> {
+        validate_stream_name(&request.stream_name, "streamName")?;
+        if request.records.is_empty() {
+            return Err(ApiError::validation("[]", "records", "Member must have length greater than or equal to 1"));
+        }
+        if request.records.len() > PUT_RECORDS_MAX {
+            return Err(ApiError::validation(
+                &format!("{} records", request.records.len()),
+                "records",
+                "Member must have length less than or equal to 500",
+            ));
+        }
+        let mut total = 0usize;
+        let mut hashes = Vec::with_capacity(request.records.len());
+        for (position, record) in request.records.iter().enumerate() {
+            let member = format!("records.{}.member", position + 1);
+            validate_partition_key(&record.partition_key, &format!("{member}.partitionKey"))?;
+            validate_record_size(&record.data, &record.partition_key, &format!("{member}.data"))?;
+            total += record.data.len() + record.partition_key.len();
+            hashes.push(hash_key_for(&record.partition_key, record.explicit_hash_key.as_deref())?);
+        }
+        if total > PUT_RECORDS_BYTES_MAX {
+            return Err(ApiError::InvalidArgument(format!(
+                "Records size exceeds 5 MB limit: the request holds {total} bytes of data and partition keys."
+            )));
+        }
+        let stream = self.stream(&request.stream_name)?;
+        // Split by shard, keeping each shard's records in request order.
+        let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<RecordInput>)> = BTreeMap::new();
+        for (position, (record, hash)) in request.records.into_iter().zip(hashes).enumerate() {
+            let shard = stream.shard_for_hash(hash);
+            let entry = by_shard.entry(shard.index).or_default();
+            entry.0.push(position);
+            entry.1.push(RecordInput { partition_key: record.partition_key, data: record.data });
+        }
+        let count: usize = by_shard.values().map(|(positions, _)| positions.len()).sum();
+        let appends = by_shard.into_iter().map(|(index, (positions, records))| {
+            let shard = stream.shards[index as usize].clone();
+            async move {
+                let result = self.node.append(&shard, records).await;
+                (shard, positions, result)
+            }
+        });
+        let outcomes = futures::future::join_all(appends).await;
+        let mut results = vec![v1::PutRecordsResultEntry::default(); count];
+        let mut failed = 0u32;
+        for (shard, positions, outcome) in outcomes {
+            for (offset, position) in positions.into_iter().enumerate() {
+                results[position] = match &outcome {
+                    Ok(result) => v1::PutRecordsResultEntry {
+                        sequence_number: Some(keys::render_sequence(
+                            shard.index,
+                            keys::internal_sequence(result.log_index, result.first_position as usize + offset),
+                        )),
+                        shard_id: Some(keys::shard_id(shard.index)),
+                        error_code: None,
+                        error_message: None,
+                    },
+                    Err(error) => {
+                        failed += 1;
+                        v1::PutRecordsResultEntry {
+                            sequence_number: None,
+                            shard_id: None,
+                            error_code: Some(error.error_type().to_string()),
+                            error_message: Some(error.message()),
+                        }
+                    }
+                };
+            }
+        }
+        Ok(v1::PutRecordsResponse { failed_record_count: failed, records: results })
+    }
+
+    pub async fn get_shard_iterator(
+        &self,
+        request: v1::GetShardIteratorRequest,
+    ) -> Result<v1::GetShardIteratorResponse, ApiError> {
+        use v1::ShardIteratorType as Type;
+        validate_stream_name(&request.stream_name, "streamName")?;
+        let iterator_type = Type::try_from(request.shard_iterator_type).unwrap_or(Type::Unspecified);
+        let stream = self.stream(&request.stream_name)?;
+        let shard = self.shard(&stream, &request.shard_id)?.clone();
+        let sequence = |text: &Option<String>| -> Result<u64, ApiError> {
+            let text = text.as_deref().ok_or_else(|| {
+                ApiError::InvalidArgument("Must specify a StartingSequenceNumber for AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER iterators.".into())
+            })?;
+            keys::parse_sequence(text, shard.index).map_err(|error| {
+                ApiError::InvalidArgument(format!(
+                    "StartingSequenceNumber {text} used in GetShardIterator on shard {} in stream {} under account {} {error}.",
+                    keys::shard_id(shard.index),
+                    stream.name,
+                    self.settings.account
+                ))
+            })
+        };
+        let position = match iterator_type {
+            Type::AtSequenceNumber => Position::AtSequence(sequence(&request.starting_sequence_number)?),
+            Type::AfterSequenceNumber => Position::AtSequence(sequence(&request.starting_sequence_number)?.saturating_add(1)),
+            Type::TrimHorizon => Position::TrimHorizon,
+            Type::AtTimestamp => Position::AtTimestamp(request.timestamp_ms.ok_or_else(|| {
+                ApiError::InvalidArgument("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP.".into())
+            })?),
+            Type::Latest => {
+                let read = wire::ForwardRead {
+                    start: Some(wire::forward_read::Start::Latest(wire::Blank {})),
+                    limit: 0,
+                    bytes_max: 0,
+                };
+                Position::AtSequence(self.node.read(&shard, read).await?.next_sequence)
+            }
+            Type::Unspecified => {
+                return Err(ApiError::validation(
+                    &request.shard_iterator_type.to_string(),
+                    "shardIteratorType",
+                    "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+                ))
+            }
+        };
+        let iterator = ShardIterator {
+            stream: stream.name.clone(),
+            stream_created_ms: stream.created_ms,
+            shard_index: shard.index,
+            position,
+            issued_ms: self.node.seams.clock.now_ms(),
+        };
+        Ok(v1::GetShardIteratorResponse { shard_iterator: self.iterators.encode(&iterator) })
+    }
+
+    pub async fn get_records(&self, request: v1::GetRecordsRequest) -> Result<v1::GetRecordsResponse, ApiError> {
+        let limit = request.limit.unwrap_or(GET_RECORDS_MAX);
+        if !(1..=GET_RECORDS_MAX).contains(&limit) {
+            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+        }
+        if request.shard_iterator.is_empty() || request.shard_iterator.len() > 512 {
+            return Err(ApiError::validation(
+                &request.shard_iterator,
+                "shardIterator",
+                "Member must have length between 1 and 512",
+            ));
+        }
+        let iterator = self
+            .iterators
+            .decode(&request.shard_iterator)
+            .map_err(|error| ApiError::InvalidArgument(error.to_string()))?;
+        let now = self.node.seams.clock.now_ms();
+        if now - iterator.issued_ms > ITERATOR_TTL_MS {
+            return Err(ApiError::ExpiredIterator(format!(
+                "Iterator expired. The iterator was created at time {} while right now it is {} which is further in the future than the tolerated delay of {ITERATOR_TTL_MS} milliseconds.",
+                aws_time(iterator.issued_ms),
+                aws_time(now)
+            )));
+        }
+        let stream = self.stream(&iterator.stream)?;
+        if stream.created_ms != iterator.stream_created_ms {
+            return Err(self.stream_not_found(&iterator.stream));
+        }
+        let shard = stream.shard(iterator.shard_index).ok_or_else(|| ApiError::InvalidArgument("Invalid ShardIterator.".into()))?.clone();
+        let start = match iterator.position {
+            Position::AtSequence(sequence) => wire::forward_read::Start::AtSequence(sequence),
+            Position::AtTimestamp(timestamp) => wire::forward_read::Start::AtTimestampMs(timestamp),
+            Position::TrimHorizon => wire::forward_read::Start::TrimHorizon(wire::Blank {}),
+        };
+        let read = wire::ForwardRead { start: Some(start), limit, bytes_max: GET_RECORDS_BYTES_MAX };
+        let result = self.node.read(&shard, read).await?;
+        let records = result
+            .records
+            .into_iter()
+            .map(|record| v1::Record {
+                sequence_number: keys::render_sequence(shard.index, record.sequence),
+                approximate_arrival_timestamp_ms: record.timestamp_ms,
+                data: record.data,
+                partition_key: record.partition_key,
+            })
+            .collect();
+        let next = ShardIterator { position: Position::AtSequence(result.next_sequence), issued_ms: now, ..iterator };
+        Ok(v1::GetRecordsResponse {
+            records,
+            next_shard_iterator: Some(self.iterators.encode(&next)),
+            millis_behind_latest: result.millis_behind_latest,
+        })
+    }
+}
+
+/// `Thu Nov 23 03:39:24 UTC 2026`, the form Kinesis uses in iterator messages.
+pub fn aws_time(epoch_ms: i64) -> String {
+    let seconds = epoch_ms.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    format!(
+        "{} {} {:02} {:02}:{:02}:{:02} UTC {year}",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        day,
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_time_formats_like_kinesis() {
+        assert_eq!(aws_time(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(aws_time(1_795_405_164_000), "Mon Nov 23 03:39:24 UTC 2026");
+    }
+
+    #[test]
+    fn names_and_keys_are_validated() {
+        assert!(validate_stream_name("orders.v1-a_b", "streamName").is_ok());
+        assert_eq!(validate_stream_name("", "streamName").map_err(|e| e.error_type()), Err("ValidationException"));
+        assert!(validate_stream_name("bad name", "streamName").is_err());
+        assert!(validate_stream_name(&"x".repeat(129), "streamName").is_err());
+        assert!(validate_partition_key(&"é".repeat(256), "partitionKey").is_ok());
+        assert!(validate_partition_key(&"k".repeat(257), "partitionKey").is_err());
+        assert!(validate_partition_key("", "partitionKey").is_err());
+        assert!(validate_record_size(&vec![0; RECORD_BYTES_MAX], "", "data").is_ok());
+        assert_eq!(
+            validate_record_size(&vec![0; RECORD_BYTES_MAX + 1], "k", "data").map_err(|e| e.error_type()),
+            Err("ValidationException")
+        );
+        assert_eq!(
+            validate_record_size(&vec![0; RECORD_BYTES_MAX], "k", "data").map_err(|e| e.error_type()),
+            Err("InvalidArgumentException")
+        );
+        assert_eq!(hash_key_for("k", Some("x")).map_err(|e| e.error_type()), Err("InvalidArgumentException"));
+    }
+}
