@@ -198,7 +198,10 @@ impl Client {
     }
 
     /// Deletes a stream and its records.
-    pub async fn delete_stream(&self, stream_name: &str) -> Result<DeleteStreamResponse, ClientError> {
+    pub async fn delete_stream(
+        &self,
+        stream_name: &str,
+    ) -> Result<DeleteStreamResponse, ClientError> {
         let request = DeleteStreamRequest {
             stream_name: stream_name.to_owned(),
         };
@@ -211,7 +214,10 @@ impl Client {
 
     /// Describes a stream with all its shards, following DescribeStream's pagination (at most
     /// [`PAGES_MAX`] pages). The result has `has_more_shards == false`.
-    pub async fn describe_stream(&self, stream_name: &str) -> Result<StreamDescription, ClientError> {
+    pub async fn describe_stream(
+        &self,
+        stream_name: &str,
+    ) -> Result<StreamDescription, ClientError> {
         const RPC: &str = "DescribeStream";
         let mut shards: Vec<Shard> = Vec::new();
         for _ in 0..PAGES_MAX {
@@ -322,7 +328,10 @@ impl Client {
     }
 
     /// Appends one record. Retried only when the request was never sent (see [`Client`]).
-    pub async fn put_record(&self, request: PutRecordRequest) -> Result<PutRecordResponse, ClientError> {
+    pub async fn put_record(
+        &self,
+        request: PutRecordRequest,
+    ) -> Result<PutRecordResponse, ClientError> {
         self.call(Idempotence::NotIdempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.put_record(request).await }
@@ -475,7 +484,9 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let config = ClientConfig::default();
-        let waits: Vec<u64> = (1..=7).map(|retry| config.backoff(retry).as_millis() as u64).collect();
+        let waits: Vec<u64> = (1..=7)
+            .map(|retry| config.backoff(retry).as_millis() as u64)
+            .collect();
         assert_eq!(waits, vec![50, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(config.backoff(u32::MAX).as_millis(), 1000);
     }
@@ -489,7 +500,10 @@ mod tests {
     #[tokio::test]
     async fn connect_rejects_bad_input() {
         let no_endpoints = Client::connect(Vec::new()).await;
-        assert!(matches!(no_endpoints, Err(ClientError::InvalidEndpoint { .. })));
+        assert!(matches!(
+            no_endpoints,
+            Err(ClientError::InvalidEndpoint { .. })
+        ));
 
         let bad_uri = Client::connect(vec!["http://bad host:1".into()]).await;
         assert!(matches!(bad_uri, Err(ClientError::InvalidEndpoint { .. })));
@@ -498,8 +512,12 @@ mod tests {
             retries_max: RETRIES_MAX_LIMIT + 1,
             ..ClientConfig::default()
         };
-        let too_many_retries = Client::connect_with_config(vec!["127.0.0.1:1".into()], config).await;
-        assert!(matches!(too_many_retries, Err(ClientError::InvalidConfig(_))));
+        let too_many_retries =
+            Client::connect_with_config(vec!["127.0.0.1:1".into()], config).await;
+        assert!(matches!(
+            too_many_retries,
+            Err(ClientError::InvalidConfig(_))
+        ));
     }
 
     /// Port 1 on loopback refuses connections, so every attempt fails before sending and even a

@@ -106,7 +106,7 @@ impl ClientError {
         if status.code() == Code::Unavailable {
             return ClientError::Transport {
                 endpoint: endpoint.to_owned(),
-                message: message.to_owned(),
+                message: with_causes(status),
                 before_request: is_connect_failure(status),
             };
         }
@@ -148,6 +148,24 @@ fn error_type_prefix(message: &str) -> Option<&str> {
         && prefix.ends_with("Exception")
         && prefix.chars().all(|c| c.is_ascii_alphanumeric());
     is_type.then_some(prefix)
+}
+
+/// The status message followed by its source chain ("tcp connect error: Connection refused"),
+/// skipping causes whose text the message already holds.
+fn with_causes(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = status.source();
+    while let Some(error) = source {
+        let cause = error.to_string();
+        // tonic's transport::Error only says "transport error"; its own source says what.
+        let generic = error.downcast_ref::<tonic::transport::Error>().is_some();
+        if !generic && !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = error.source();
+    }
+    text
 }
 
 /// tonic keeps the transport error as the status' source; a `ConnectError` in that chain means
@@ -231,10 +249,8 @@ mod tests {
 
     #[test]
     fn untyped_statuses() {
-        let unavailable = ClientError::from_status(
-            &Status::unavailable("connection reset"),
-            "http://a:1",
-        );
+        let unavailable =
+            ClientError::from_status(&Status::unavailable("connection reset"), "http://a:1");
         assert!(unavailable.is_transport());
         assert!(!unavailable.is_before_request());
         assert_eq!(unavailable.error_type(), None);

@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dev;
 pub mod fs;
 pub mod iterator;
 pub mod keys;

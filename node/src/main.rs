@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use riffle_node::api::grpc::GrpcApi;
-use riffle_node::config::{NodeConfig, PeerConfig, RaftConfig, TlsConfig};
+use riffle_node::config::NodeConfig;
+use riffle_node::dev;
 use riffle_node::fs::real::RealFileSystem;
 use riffle_node::node::Node;
 use riffle_node::seam::{Seams, SystemClock, TokioExecutor};
@@ -134,67 +135,8 @@ async fn serve(config: NodeConfig) -> Result<()> {
     Ok(())
 }
 
-const DEV_ZONES: [&str; 3] = ["a", "b", "c"];
-
-fn dev_secret(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join("cluster-secret");
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        return Ok(secret.trim().to_string());
-    }
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
-    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
-    Ok(secret)
-}
-
-/// Writes the three configuration files of a local cluster and returns their paths.
-pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
-    let tls_root = data_dir.join("tls");
-    tls::ensure_dev_certificates(&tls_root, &[1, 2, 3])?;
-    let secret = dev_secret(&data_dir)?;
-    let peers: Vec<PeerConfig> = (1..=3u16)
-        .map(|id| PeerConfig {
-            id: u64::from(id),
-            zone: DEV_ZONES[usize::from(id - 1)].to_string(),
-            peer_address: SocketAddr::from(([127, 0, 0, 1], peer_port + id - 1)),
-            grpc_address: SocketAddr::from(([127, 0, 0, 1], grpc_port + id - 1)),
-        })
-        .collect();
-    let mut paths = Vec::new();
-    for peer in &peers {
-        let node_dir = data_dir.join(format!("node-{}", peer.id));
-        std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
-        let tls_paths = NodeTlsPaths::dev(&tls_root, peer.id);
-        let config = NodeConfig {
-            node_id: peer.id,
-            data_dir: node_dir.clone(),
-            grpc_listen: peer.grpc_address,
-            peer_listen: peer.peer_address,
-            region: "us-east-1".to_string(),
-            account: "000000000000".to_string(),
-            cluster_secret: secret.clone(),
-            stream_shards_max: 256,
-            tls: TlsConfig {
-                ca_cert: tls_paths.ca_certificate,
-                node_cert: tls_paths.node_certificate,
-                node_key: tls_paths.node_key,
-            },
-            peers: peers.clone(),
-            raft: RaftConfig::default(),
-        };
-        config.validate().map_err(anyhow::Error::msg)?;
-        let path = node_dir.join("riffle.toml");
-        std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
-        paths.push(path);
-    }
-    Ok(paths)
-}
-
 fn run_dev(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<()> {
-    let configs = write_dev_configs(data_dir, grpc_port, peer_port)?;
+    let configs = dev::write_dev_configs(data_dir, grpc_port, peer_port)?;
     let executable = std::env::current_exe().context("locating riffle-node")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
     for (position, config) in configs.iter().enumerate() {
@@ -216,7 +158,7 @@ fn run_dev(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<()> {
         children.push((id, child));
     }
     println!("Riffle local cluster: 3 nodes in zones a, b, c (data in {})", data_dir.display());
-    for (position, zone) in DEV_ZONES.iter().enumerate() {
+    for (position, zone) in dev::DEV_ZONES.iter().enumerate() {
         println!(
             "  node {} (zone {zone}): gRPC http://127.0.0.1:{}  peers udp 127.0.0.1:{}  log {}",
             position + 1,

@@ -119,9 +119,14 @@ pub struct ShardGroup {
 /// Why a routed request failed.
 #[derive(Debug, Clone)]
 pub enum RouteError {
+    /// The node is not the group's leader; the request did not run.
     NotLeader(Option<NodeId>),
+    /// The node does not host the group; the request did not run.
     NoGroup,
+    /// The request did not run.
     Failed(String),
+    /// The request may have run (its outcome was lost).
+    Unknown(String),
 }
 
 impl RouteError {
@@ -132,6 +137,7 @@ impl RouteError {
             }
             RouteError::NoGroup => RemoteError { kind: "NoGroup".into(), message: "group not hosted".into(), leader_hint: None },
             RouteError::Failed(message) => RemoteError { kind: "Failed".into(), message: message.clone(), leader_hint: None },
+            RouteError::Unknown(message) => RemoteError { kind: "Unknown".into(), message: message.clone(), leader_hint: None },
         }
     }
 
@@ -139,7 +145,8 @@ impl RouteError {
         match error.kind.as_str() {
             "NotLeader" => RouteError::NotLeader(error.leader_hint),
             "NoGroup" => RouteError::NoGroup,
-            _ => RouteError::Failed(error.message),
+            "Failed" => RouteError::Failed(error.message),
+            _ => RouteError::Unknown(error.message),
         }
     }
 }
@@ -170,6 +177,7 @@ pub struct Node {
     meta: OnceLock<(Raft, watch::Receiver<Arc<MetaState>>)>,
     raft_config: Arc<openraft::Config>,
     meta_raft_config: Arc<openraft::Config>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -208,6 +216,7 @@ impl Node {
             meta: OnceLock::new(),
             raft_config,
             meta_raft_config,
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -247,10 +256,20 @@ impl Node {
 
     /// Stops every group. Durability never depends on this running.
     pub async fn shutdown(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
         let groups: Vec<Arc<Group>> = self.groups.lock().expect("groups lock is not poisoned").values().cloned().collect();
         for group in groups {
             let _ = group.raft.shutdown().await;
         }
+    }
+
+    /// The raft-engine instance, to learn when a stopped node has released it.
+    pub fn log_engine(&self) -> std::sync::Weak<LogEngine> {
+        Arc::downgrade(&self.logs)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn meta_raft(&self) -> Option<&Raft> {
@@ -350,12 +369,22 @@ impl Node {
         metrics.current_leader
     }
 
-    /// Sends `body` for `group` to its leader, following redirects.
-    async fn route(&self, group_id: u64, replicas: &[NodeId], body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
+    /// Sends `body` for `group` to its leader, following redirects. A request that may have
+    /// run is retried only when `idempotent`; otherwise its unknown outcome is returned.
+    async fn route(
+        &self,
+        group_id: u64,
+        replicas: &[NodeId],
+        body: peer_request::Body,
+        idempotent: bool,
+    ) -> Result<peer_response::Body, RouteError> {
         let mut last_error = RouteError::NoGroup;
         let mut hint: Option<NodeId> = None;
         let mut next_replica = 0usize;
         for attempt in 0..self.options.limits.route_attempts_max {
+            if self.is_stopped() {
+                return Err(RouteError::Failed("the node is stopping".into()));
+            }
             let target = match hint.take() {
                 Some(target) => target,
                 None => match self.group(group_id) {
@@ -379,8 +408,9 @@ impl Node {
                 match self.transport.call(target, request).await {
                     Ok(PeerResponse { body: Some(peer_response::Body::Error(error)) }) => Err(RouteError::from_remote(error)),
                     Ok(PeerResponse { body: Some(body) }) => Ok(body),
-                    Ok(PeerResponse { body: None }) => Err(RouteError::Failed(format!("node {target} sent an empty answer"))),
-                    Err(error) => Err(RouteError::Failed(error.to_string())),
+                    Ok(PeerResponse { body: None }) => Err(RouteError::Unknown(format!("node {target} sent an empty answer"))),
+                    Err(error) if error.certainly_not_delivered() => Err(RouteError::Failed(error.to_string())),
+                    Err(error) => Err(RouteError::Unknown(error.to_string())),
                 }
             };
             match outcome {
@@ -397,6 +427,7 @@ impl Node {
                 Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
                     return Err(RouteError::Failed(message));
                 }
+                Err(RouteError::Unknown(message)) if !idempotent => return Err(RouteError::Unknown(message)),
                 Err(error) => {
                     last_error = error;
                     let pause = self.options.raft.heartbeat_interval_ms * u64::from(attempt + 1);
@@ -410,7 +441,7 @@ impl Node {
     /// Appends `records` to a shard, acknowledged once committed.
     pub async fn append(&self, shard: &ShardMeta, records: Vec<RecordInput>) -> Result<AppendResult, ApiError> {
         let body = peer_request::Body::ForwardAppend(wire::ForwardAppend { records });
-        match self.route(shard.group_id, &shard.replicas, body).await {
+        match self.route(shard.group_id, &shard.replicas, body, false).await {
             Ok(peer_response::Body::Append(result)) => Ok(result),
             Ok(_) => Err(ApiError::Internal("a node answered an append with another message".into())),
             Err(error) => Err(route_failure(shard, error)),
@@ -419,7 +450,7 @@ impl Node {
 
     /// Reads a shard at its leader.
     pub async fn read(&self, shard: &ShardMeta, read: ForwardRead) -> Result<ReadResult, ApiError> {
-        match self.route(shard.group_id, &shard.replicas, peer_request::Body::ForwardRead(read)).await {
+        match self.route(shard.group_id, &shard.replicas, peer_request::Body::ForwardRead(read), true).await {
             Ok(peer_response::Body::Read(result)) => Ok(result),
             Ok(_) => Err(ApiError::Internal("a node answered a read with another message".into())),
             Err(error) => Err(route_failure(shard, error)),
@@ -430,7 +461,7 @@ impl Node {
     /// reach the group; the inner one is the state machine's refusal.
     pub async fn propose_meta(&self, command: MetaCommand) -> Result<Result<(), MetaRejection>, ApiError> {
         let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
-        match self.route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command)).await {
+        match self.route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command), false).await {
             Ok(peer_response::Body::Meta(_)) => Ok(Ok(())),
             Ok(_) => Err(ApiError::Internal("a node answered a metadata command with another message".into())),
             Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
@@ -456,7 +487,7 @@ impl Node {
                 let (respond, response) = oneshot::channel();
                 let request = AppendRequest { records: append.records, bytes, respond };
                 shard.appends.send(request).await.map_err(|_| RouteError::Failed("the shard is closing".into()))?;
-                let result = response.await.map_err(|_| RouteError::Failed("the shard is closing".into()))??;
+                let result = response.await.map_err(|_| RouteError::Unknown("the shard closed during the append".into()))??;
                 Ok(peer_response::Body::Append(result))
             }
             peer_request::Body::ForwardRead(read) => {
@@ -475,11 +506,11 @@ impl Node {
                     Ok(response) => match response.data {
                         ApplyResult::Meta(Ok(())) => Ok(peer_response::Body::Meta(wire::MetaResult {})),
                         ApplyResult::Meta(Err(rejection)) => Err(RouteError::Failed(encode_rejection(&rejection))),
-                        other => Err(RouteError::Failed(format!("unexpected result {other:?}"))),
+                        other => Err(RouteError::Unknown(format!("unexpected result {other:?}"))),
                     },
                     Err(error) => Err(match error.forward_to_leader() {
                         Some(forward) => RouteError::NotLeader(forward.leader_id),
-                        None => RouteError::Failed(error.to_string()),
+                        None => RouteError::Unknown(error.to_string()),
                     }),
                 }
             }
@@ -506,6 +537,9 @@ fn route_failure(shard: &ShardMeta, error: RouteError) -> ApiError {
         RouteError::NotLeader(_) => ApiError::Internal(format!("shard {} has no reachable leader; retry", shard.index)),
         RouteError::NoGroup => ApiError::Internal(format!("shard {} is not hosted yet; retry", shard.index)),
         RouteError::Failed(message) => ApiError::Internal(format!("shard {}: {message}", shard.index)),
+        RouteError::Unknown(message) => {
+            ApiError::Internal(format!("shard {}: the outcome is unknown ({message}); the record may have been stored", shard.index))
+        }
     }
 }
 
@@ -595,11 +629,13 @@ impl Batcher {
                     let result = match outcome {
                         Ok(response) => match response.data {
                             ApplyResult::Appended { log_index, timestamp_ms } => Ok((log_index, timestamp_ms)),
-                            other => Err(RouteError::Failed(format!("unexpected apply result {other:?}"))),
+                            other => Err(RouteError::Unknown(format!("unexpected apply result {other:?}"))),
                         },
+                        // ForwardToLeader means the entry was not appended here, or was
+                        // truncated as conflicting (so never committed): it did not happen.
                         Err(error) => Err(match error.forward_to_leader() {
                             Some(forward) => RouteError::NotLeader(forward.leader_id),
-                            None => RouteError::Failed(error.to_string()),
+                            None => RouteError::Unknown(error.to_string()),
                         }),
                     };
                     for (first_position, respond) in waiters {

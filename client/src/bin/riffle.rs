@@ -33,7 +33,11 @@ const EMPTY_POLL_INTERVAL_MS: u64 = 200;
 const GET_RECORDS_LIMIT_MAX: u32 = 10_000;
 
 #[derive(Debug, Parser)]
-#[command(name = "riffle", version, about = "Command-line client for a Riffle cluster")]
+#[command(
+    name = "riffle",
+    version,
+    about = "Command-line client for a Riffle cluster"
+)]
 struct Cli {
     /// Node to talk to (repeat for failover between nodes).
     #[arg(
@@ -225,7 +229,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if no_wait {
                 writeln!(out, "stream {name} created")?;
             } else {
-                let summary = client.wait_for_stream_active(&name, wait_attempts_max).await?;
+                let summary = client
+                    .wait_for_stream_active(&name, wait_attempts_max)
+                    .await?;
                 writeln!(
                     out,
                     "stream {name} is ACTIVE with {} shards",
@@ -418,7 +424,12 @@ async fn send_batch(
             records: batch,
         })
         .await
-        .with_context(|| format!("PutRecords of lines {first_line}..{}", first_line + count - 1))?;
+        .with_context(|| {
+            format!(
+                "PutRecords of lines {first_line}..{}",
+                first_line + count - 1
+            )
+        })?;
     for (line, result) in (first_line..).zip(&response.records) {
         match put_result_line(result) {
             Ok(text) if !options.quiet => writeln!(out, "{text}")?,
@@ -506,7 +517,11 @@ async fn read_shard(
         };
         let response = client.get_records(&iterator, call_limit).await?;
         let count = response.records.len();
-        for record in response.records.iter().take(remaining.map_or(count, |r| r as usize)) {
+        for record in response
+            .records
+            .iter()
+            .take(remaining.map_or(count, |r| r as usize))
+        {
             writeln!(out, "{}", format_record(record))?;
             printed += 1;
         }
@@ -540,14 +555,21 @@ fn format_put_result(shard_id: &str, sequence_number: &str) -> String {
 
 /// The output line for a PutRecords result, or the failure to report.
 fn put_result_line(result: &PutRecordsResultEntry) -> Result<String, String> {
-    match (&result.error_code, &result.shard_id, &result.sequence_number) {
+    match (
+        &result.error_code,
+        &result.shard_id,
+        &result.sequence_number,
+    ) {
         (None, Some(shard_id), Some(sequence_number)) => {
             Ok(format_put_result(shard_id, sequence_number))
         }
         (error_code, _, _) => Err(format!(
             "{}: {}",
             error_code.as_deref().unwrap_or("UnknownError"),
-            result.error_message.as_deref().unwrap_or("no error message")
+            result
+                .error_message
+                .as_deref()
+                .unwrap_or("no error message")
         )),
     }
 }
@@ -603,9 +625,12 @@ fn format_shard_table(shards: &[Shard]) -> String {
     let rows: Vec<Vec<String>> = shards
         .iter()
         .map(|shard| {
-            let hash_range = shard.hash_key_range.as_ref().map_or("-".to_owned(), |range| {
-                format!("{}-{}", range.starting_hash_key, range.ending_hash_key)
-            });
+            let hash_range = shard
+                .hash_key_range
+                .as_ref()
+                .map_or("-".to_owned(), |range| {
+                    format!("{}-{}", range.starting_hash_key, range.ending_hash_key)
+                });
             let sequence_range = shard.sequence_number_range.as_ref();
             let replicas: Vec<String> = shard.replica_nodes.iter().map(u64::to_string).collect();
             vec![
@@ -615,9 +640,18 @@ fn format_shard_table(shards: &[Shard]) -> String {
                 sequence_range
                     .and_then(|r| r.ending_sequence_number.clone())
                     .unwrap_or_else(|| "-".to_owned()),
-                shard.parent_shard_id.clone().unwrap_or_else(|| "-".to_owned()),
-                shard.leader_node.map_or("-".to_owned(), |node| node.to_string()),
-                if replicas.is_empty() { "-".to_owned() } else { replicas.join(",") },
+                shard
+                    .parent_shard_id
+                    .clone()
+                    .unwrap_or_else(|| "-".to_owned()),
+                shard
+                    .leader_node
+                    .map_or("-".to_owned(), |node| node.to_string()),
+                if replicas.is_empty() {
+                    "-".to_owned()
+                } else {
+                    replicas.join(",")
+                },
             ]
         })
         .collect();
@@ -665,7 +699,9 @@ fn shard_json(shard: &Shard) -> Value {
         "ShardId": shard.shard_id,
         "ReplicaNodes": shard.replica_nodes,
     });
-    let fields = value.as_object_mut().expect("json! of an object is an object");
+    let fields = value
+        .as_object_mut()
+        .expect("json! of an object is an object");
     if let Some(parent) = &shard.parent_shard_id {
         fields.insert("ParentShardId".into(), json!(parent));
     }
@@ -692,4 +728,345 @@ fn shard_json(shard: &Shard) -> Value {
         fields.insert("LeaderNode".into(), json!(leader));
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riffle_client::proto::{HashKeyRange, SequenceNumberRange};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("riffle").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn endpoints_default_and_repeat() {
+        let cli = parse(&["list-streams"]).expect("valid arguments");
+        assert_eq!(cli.endpoints, vec!["http://127.0.0.1:50051"]);
+        assert_eq!(cli.retries_max, 3);
+
+        let cli = parse(&[
+            "list-streams",
+            "--endpoint",
+            "http://a:1",
+            "--endpoint",
+            "b:2",
+        ])
+        .expect("valid arguments");
+        assert_eq!(cli.endpoints, vec!["http://a:1", "b:2"]);
+    }
+
+    #[test]
+    fn create_stream_arguments() {
+        let cli = parse(&[
+            "create-stream",
+            "orders",
+            "--shard-count",
+            "4",
+            "--retention-hours",
+            "48",
+        ])
+        .expect("valid arguments");
+        match cli.command {
+            Command::CreateStream {
+                name,
+                shard_count,
+                retention_hours,
+                no_wait,
+                wait_attempts_max,
+            } => {
+                assert_eq!(name, "orders");
+                assert_eq!(shard_count, 4);
+                assert_eq!(retention_hours, Some(48));
+                assert!(!no_wait);
+                assert_eq!(wait_attempts_max, 150);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+
+        let missing_count = parse(&["create-stream", "orders"]).expect_err("needs --shard-count");
+        assert_eq!(
+            missing_count.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+    }
+
+    #[test]
+    fn put_needs_exactly_one_key_source() {
+        let cli = parse(&["put", "s", "--partition-key", "k", "hello"]).expect("valid arguments");
+        match cli.command {
+            Command::Put {
+                stream,
+                data,
+                partition_key,
+                ..
+            } => {
+                assert_eq!(stream, "s");
+                assert_eq!(data.as_deref(), Some("hello"));
+                assert_eq!(partition_key.as_deref(), Some("k"));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        parse(&["put", "s", "--key-from-line"]).expect("stdin with line keys");
+        parse(&["put", "s", "--random-key", "--quiet"]).expect("stdin with random keys");
+
+        let none = parse(&["put", "s", "data"]).expect_err("a key source is required");
+        assert_eq!(none.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let two = parse(&["put", "s", "--random-key", "--partition-key", "k"])
+            .expect_err("key sources exclude each other");
+        assert_eq!(two.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn get_iterator_types_and_their_required_positions() {
+        let cli = parse(&["get", "s", "--shard-id", "0"]).expect("valid arguments");
+        match cli.command {
+            Command::Get {
+                iterator_type,
+                follow,
+                max_records,
+                ..
+            } => {
+                assert_eq!(iterator_type, IteratorType::TrimHorizon);
+                assert!(!follow);
+                assert_eq!(max_records, None);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+
+        let cli = parse(&[
+            "get",
+            "s",
+            "--shard-id",
+            "shardId-000000000001",
+            "--iterator-type",
+            "AFTER_SEQUENCE_NUMBER",
+            "--sequence-number",
+            "42",
+            "--follow",
+            "--max-records",
+            "10",
+            "--limit",
+            "5",
+        ])
+        .expect("valid arguments");
+        match cli.command {
+            Command::Get {
+                iterator_type,
+                sequence_number,
+                follow,
+                max_records,
+                limit,
+                ..
+            } => {
+                assert_eq!(iterator_type, IteratorType::AfterSequenceNumber);
+                assert_eq!(sequence_number.as_deref(), Some("42"));
+                assert!(follow);
+                assert_eq!(max_records, Some(10));
+                assert_eq!(limit, Some(5));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+
+        let no_sequence = parse(&[
+            "get",
+            "s",
+            "--shard-id",
+            "0",
+            "--iterator-type",
+            "AT_SEQUENCE_NUMBER",
+        ])
+        .expect_err("AT_SEQUENCE_NUMBER needs --sequence-number");
+        assert_eq!(
+            no_sequence.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let no_timestamp = parse(&[
+            "get",
+            "s",
+            "--shard-id",
+            "0",
+            "--iterator-type",
+            "AT_TIMESTAMP",
+        ])
+        .expect_err("AT_TIMESTAMP needs --timestamp-ms");
+        assert_eq!(
+            no_timestamp.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        parse(&["get", "s", "--shard-id", "0", "--iterator-type", "latest"])
+            .expect("iterator types ignore case");
+        let unknown = parse(&["get", "s", "--shard-id", "0", "--iterator-type", "OLDEST"])
+            .expect_err("unknown iterator type");
+        assert_eq!(unknown.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn shard_ids_from_numbers() {
+        assert_eq!(normalize_shard_id("7"), "shardId-000000000007");
+        assert_eq!(
+            normalize_shard_id("shardId-000000000003"),
+            "shardId-000000000003"
+        );
+    }
+
+    #[test]
+    fn key_sources() {
+        assert_eq!(KeySource::Fixed("k".into()).key_for(b"line"), "k");
+        assert_eq!(KeySource::FromLine.key_for(b"line"), "line");
+        let first = KeySource::Random.key_for(b"line");
+        assert_eq!(first.len(), 32);
+        assert_ne!(first, KeySource::Random.key_for(b"line"));
+    }
+
+    #[test]
+    fn records_print_as_tab_separated_lines() {
+        let text = Record {
+            sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),
+            approximate_arrival_timestamp_ms: 1,
+            data: "hello world".into(),
+            partition_key: "user-1".into(),
+        };
+        assert_eq!(
+            format_record(&text),
+            "49590338271490256608559692538361571095921575989136588898\tuser-1\thello world"
+        );
+
+        let binary = Record {
+            sequence_number: "5".into(),
+            data: vec![0xff, 0x00, 0x01].into(),
+            partition_key: "k".into(),
+            ..Record::default()
+        };
+        assert_eq!(format_record(&binary), "5\tk\tbase64:/wAB");
+    }
+
+    #[test]
+    fn put_results_and_failures() {
+        let stored = PutRecordsResultEntry {
+            sequence_number: Some("12".into()),
+            shard_id: Some("shardId-000000000000".into()),
+            error_code: None,
+            error_message: None,
+        };
+        assert_eq!(
+            put_result_line(&stored),
+            Ok("shardId-000000000000 12".to_owned())
+        );
+
+        let throttled = PutRecordsResultEntry {
+            error_code: Some("ProvisionedThroughputExceededException".into()),
+            error_message: Some("Rate exceeded for shard shardId-000000000000".into()),
+            ..PutRecordsResultEntry::default()
+        };
+        assert_eq!(
+            put_result_line(&throttled),
+            Err("ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000".to_owned())
+        );
+
+        let tally = PutTally {
+            sent: 10,
+            failed: 3,
+        };
+        assert_eq!(tally.summary(), "put 7 records, 3 failed");
+    }
+
+    fn shard(id: &str, leader: Option<u64>) -> Shard {
+        Shard {
+            shard_id: id.into(),
+            parent_shard_id: None,
+            adjacent_parent_shard_id: None,
+            hash_key_range: Some(HashKeyRange {
+                starting_hash_key: "0".into(),
+                ending_hash_key: "340282366920938463463374607431768211455".into(),
+            }),
+            sequence_number_range: Some(SequenceNumberRange {
+                starting_sequence_number: "1".into(),
+                ending_sequence_number: None,
+            }),
+            replica_nodes: vec![1, 2, 3],
+            leader_node: leader,
+        }
+    }
+
+    #[test]
+    fn shard_table_aligns_columns() {
+        let table = format_shard_table(&[
+            shard("shardId-000000000000", Some(2)),
+            shard("shardId-000000000001", None),
+        ]);
+
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines[0].starts_with("SHARD ID              HASH KEY RANGE"),
+            "{table}"
+        );
+        assert_eq!(
+            lines[1],
+            "shardId-000000000000  0-340282366920938463463374607431768211455  1                  -                -       2       1,2,3"
+        );
+        assert!(lines[2].ends_with("-       -       1,2,3"), "{table}");
+        assert!(table.lines().all(|line| line == line.trim_end()));
+    }
+
+    #[test]
+    fn description_json_follows_kinesis_names() {
+        let description = StreamDescription {
+            stream_name: "orders".into(),
+            stream_arn: "arn:aws:kinesis:local:000000000000:stream/orders".into(),
+            stream_status: StreamStatus::Active.into(),
+            shards: vec![shard("shardId-000000000000", Some(2))],
+            has_more_shards: false,
+            retention_period_hours: 24,
+            stream_creation_timestamp_ms: 1_700_000_000_000,
+        };
+
+        let value = stream_description_json(&description);
+
+        let stream = &value["StreamDescription"];
+        assert_eq!(stream["StreamName"], "orders");
+        assert_eq!(stream["StreamStatus"], "ACTIVE");
+        assert_eq!(stream["RetentionPeriodHours"], 24);
+        let shard = &stream["Shards"][0];
+        assert_eq!(shard["ShardId"], "shardId-000000000000");
+        assert_eq!(shard["HashKeyRange"]["StartingHashKey"], "0");
+        assert_eq!(shard["SequenceNumberRange"]["StartingSequenceNumber"], "1");
+        assert!(shard["SequenceNumberRange"]
+            .get("EndingSequenceNumber")
+            .is_none());
+        assert_eq!(shard["LeaderNode"], 2);
+        assert_eq!(shard["ReplicaNodes"], json!([1, 2, 3]));
+        assert!(shard.get("ParentShardId").is_none());
+
+        let text = format_stream_description(&description);
+        assert!(text.starts_with("Stream:     orders\n"), "{text}");
+        assert!(text.contains("Status:     ACTIVE\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn line_reader_splits_lines_and_bounds_their_length() {
+        let input: &[u8] = b"one\r\ntwo\n\nlast";
+        let mut lines = LineReader::new(input);
+        let mut read = Vec::new();
+        while let Some(line) = lines.next_line().await.expect("in-memory input") {
+            read.push(String::from_utf8(line).expect("ASCII input"));
+        }
+        assert_eq!(read, vec!["one", "two", "", "last"]);
+
+        let mut exact = vec![b'x'; LINE_BYTES_MAX];
+        exact.extend_from_slice(b"\r\n");
+        let mut lines = LineReader::new(exact.as_slice());
+        let line = lines
+            .next_line()
+            .await
+            .expect("a line at the limit is fine");
+        assert_eq!(line.map(|line| line.len()), Some(LINE_BYTES_MAX));
+        assert_eq!(lines.next_line().await.expect("end of input"), None);
+
+        let too_long = vec![b'x'; LINE_BYTES_MAX + 1];
+        let mut lines = LineReader::new(too_long.as_slice());
+        let error = lines.next_line().await.expect_err("a line over the limit");
+        assert!(error.to_string().contains("line 1 is longer"), "{error}");
+    }
 }

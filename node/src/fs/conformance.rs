@@ -16,9 +16,11 @@ use super::{FileHandle, FileSystem, OpenMode};
 /// Makes a fresh, empty file system and an existing, empty directory to work in.
 pub type MakeFileSystem<'a> = &'a dyn Fn() -> (Arc<dyn FileSystem>, PathBuf);
 
+type Check = fn(&dyn FileSystem, &Path);
+
 /// Runs every check, each on a fresh file system from `make`.
 pub fn run_all(make: MakeFileSystem<'_>) {
-    let checks: &[(&str, fn(&dyn FileSystem, &Path))] = &[
+    let checks: &[(&str, Check)] = &[
         ("open modes", open_modes),
         ("missing files are NotFound", missing_files_are_not_found),
         ("read past end of file", read_past_end_of_file),

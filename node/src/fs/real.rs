@@ -74,7 +74,7 @@ impl FileHandle for RealFile {
             let mut slot = slot.borrow_mut();
             if let RingSlot::Untried = *slot {
                 *slot = match IoUring::new(RING_ENTRIES) {
-                    Ok(ring) => RingSlot::Ready(ring),
+                    Ok(ring) => RingSlot::Ready(Box::new(ring)),
                     Err(error) => {
                         if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
                             tracing::warn!(
@@ -108,7 +108,8 @@ impl FileHandle for RealFile {
 
 enum RingSlot {
     Untried,
-    Ready(IoUring),
+    // Boxed: the ring is large and most threads never create one.
+    Ready(Box<IoUring>),
     Unavailable,
 }
 

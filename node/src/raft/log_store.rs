@@ -43,6 +43,9 @@ pub struct LogEngineConfig {
     /// Writes between two purges of raft-engine files that hold only compacted entries.
     /// Default 256.
     pub purge_interval_writes: u64,
+    /// Run raft-engine calls on a thread of the engine's own (see [`EngineHost`]). The
+    /// simulator sets it; a node process has one engine and calls it directly. Default false.
+    pub engine_thread: bool,
 }
 
 impl Default for LogEngineConfig {
@@ -52,6 +55,7 @@ impl Default for LogEngineConfig {
             write_batch_jobs_max: 1024,
             write_batch_bytes_max: 16 << 20,
             purge_interval_writes: 256,
+            engine_thread: false,
         }
     }
 }
@@ -90,9 +94,70 @@ impl WriteJob {
     }
 }
 
+type RaftEngine = Engine<EngineFileSystem>;
+type EngineJob = Box<dyn FnOnce() + Send>;
+
+/// Where raft-engine calls run. raft-engine keeps a per-thread cache of the last block it read,
+/// keyed by file and offset only; several engines used from one thread (the simulator's nodes)
+/// would read each other's blocks through it. `Threaded` gives an engine a thread of its own
+/// and runs each call there while the caller waits, which keeps a single-threaded simulation
+/// deterministic.
+enum EngineHost {
+    Direct(Arc<RaftEngine>),
+    Threaded { engine: Arc<RaftEngine>, jobs: std::sync::Mutex<std::sync::mpsc::Sender<EngineJob>> },
+}
+
+impl EngineHost {
+    fn new(engine: RaftEngine, own_thread: bool) -> EngineHost {
+        let engine = Arc::new(engine);
+        if !own_thread {
+            return EngineHost::Direct(engine);
+        }
+        let (jobs, receiver) = std::sync::mpsc::channel::<EngineJob>();
+        let spawned = std::thread::Builder::new().name("raft-engine".into()).spawn(move || {
+            while let Ok(job) = receiver.recv() {
+                job();
+            }
+        });
+        if let Err(error) = spawned {
+            panic!("cannot start the raft-engine thread: {error}");
+        }
+        EngineHost::Threaded { engine, jobs: std::sync::Mutex::new(jobs) }
+    }
+
+    fn engine(&self) -> &Arc<RaftEngine> {
+        match self {
+            EngineHost::Direct(engine) | EngineHost::Threaded { engine, .. } => engine,
+        }
+    }
+
+    /// Runs `call` with the engine, on the engine's own thread when it has one.
+    fn call<R: Send + 'static>(&self, call: impl FnOnce(&RaftEngine) -> R + Send + 'static) -> R {
+        match self {
+            EngineHost::Direct(engine) => call(engine),
+            EngineHost::Threaded { engine, jobs } => {
+                let engine = engine.clone();
+                let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+                let job: EngineJob = Box::new(move || {
+                    let result = call(&engine);
+                    // Release the engine before answering, so the caller never observes it
+                    // still held by this thread (the simulator waits for its release).
+                    drop(engine);
+                    let _ = sender.send(result);
+                });
+                jobs.lock()
+                    .expect("engine job sender lock is not poisoned")
+                    .send(job)
+                    .expect("the raft-engine thread lives as long as its host");
+                receiver.recv().expect("the raft-engine thread answers every call")
+            }
+        }
+    }
+}
+
 /// The node's raft-engine instance and its writer.
 pub struct LogEngine {
-    engine: Arc<Engine<EngineFileSystem>>,
+    engine: Arc<EngineHost>,
     jobs: mpsc::Sender<WriteJob>,
 }
 
@@ -105,19 +170,25 @@ impl Debug for LogEngine {
 impl LogEngine {
     /// Starts the writer for an open engine.
     pub fn start(engine: Engine<EngineFileSystem>, config: LogEngineConfig, executor: &dyn Executor) -> Arc<LogEngine> {
-        let engine = Arc::new(engine);
+        let engine = Arc::new(EngineHost::new(engine, config.engine_thread));
         let (jobs, receiver) = mpsc::channel(config.write_queue_depth_max.max(1));
         executor.spawn_dedicated("raft-log-writer", Box::pin(run_writer(engine.clone(), receiver, config)));
         Arc::new(LogEngine { engine, jobs })
     }
 
+    /// The raft-engine instance itself; it is released once the writer has stopped too.
+    pub fn raft_engine(&self) -> std::sync::Weak<Engine<EngineFileSystem>> {
+        Arc::downgrade(self.engine.engine())
+    }
+
     /// Groups that have anything stored on this node.
     pub fn groups(&self) -> Vec<u64> {
-        self.engine.raft_groups()
+        self.engine.engine().raft_groups()
     }
 
     pub fn get(&self, group: u64, key: &[u8]) -> Option<Vec<u8>> {
-        self.engine.get(group, key)
+        let key = key.to_vec();
+        self.engine.call(move |engine| engine.get(group, &key))
     }
 
     /// Stores `key = value` for `group` and returns once it is fsynced.
@@ -139,12 +210,12 @@ impl LogEngine {
 
     /// Opens the log of one group.
     pub fn group_log(self: &Arc<Self>, group: u64) -> Result<GroupLog, StorageError> {
-        let last_purged = match self.engine.get(group, PURGED_KEY) {
+        let last_purged = match self.get(group, PURGED_KEY) {
             Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
             None => None,
         };
         let mut last_log_id = last_purged;
-        if let Some(last_index) = self.engine.last_index(group) {
+        if let Some(last_index) = self.engine.engine().last_index(group) {
             let entries = self.read_engine(group, last_index, last_index + 1)?;
             if let Some(entry) = entries.last() {
                 last_log_id = Some(entry.log_id);
@@ -161,15 +232,18 @@ impl LogEngine {
         if begin >= end {
             return Ok(Vec::new());
         }
-        let mut raw = Vec::with_capacity((end - begin).min(1024) as usize);
-        self.engine
-            .fetch_entries_to::<EntryCodec>(group, begin, end, None, &mut raw)
+        let raw = self
+            .engine
+            .call(move |engine| {
+                let mut raw = Vec::with_capacity((end - begin).min(1024) as usize);
+                engine.fetch_entries_to::<EntryCodec>(group, begin, end, None, &mut raw).map(|_| raw)
+            })
             .map_err(|error| StorageIOError::read_logs(AnyError::error(format!("group {group} [{begin}, {end}): {error}"))))?;
         raw.iter().map(|value| decode_entry(&value.value).map_err(|error| StorageIOError::read_logs(AnyError::error(error)).into())).collect()
     }
 }
 
-async fn run_writer(engine: Arc<Engine<EngineFileSystem>>, mut receiver: mpsc::Receiver<WriteJob>, config: LogEngineConfig) {
+async fn run_writer(engine: Arc<EngineHost>, mut receiver: mpsc::Receiver<WriteJob>, config: LogEngineConfig) {
     let mut writes: u64 = 0;
     while let Some(first) = receiver.recv().await {
         let mut bytes = first.bytes();
@@ -183,7 +257,13 @@ async fn run_writer(engine: Arc<Engine<EngineFileSystem>>, mut receiver: mpsc::R
                 Err(_) => break,
             }
         }
-        let result = write_jobs(&engine, &mut jobs);
+        let result = match build_batch(engine.engine(), &mut jobs) {
+            Ok(Some((mut batch, sync))) => engine.call(move |engine| {
+                engine.write(&mut batch, sync).map(|_| ()).map_err(|error| format!("raft-engine write: {error}"))
+            }),
+            Ok(None) => Ok(()),
+            Err(error) => Err(error),
+        };
         for job in jobs {
             if result.is_ok() {
                 if let Some((state, written)) = &job.written {
@@ -207,15 +287,15 @@ async fn run_writer(engine: Arc<Engine<EngineFileSystem>>, mut receiver: mpsc::R
         }
         writes += 1;
         if writes % config.purge_interval_writes.max(1) == 0 {
-            if let Err(error) = engine.purge_expired_files() {
+            if let Err(error) = engine.call(|engine| engine.purge_expired_files()) {
                 tracing::warn!(%error, "purging raft-engine files failed");
             }
         }
     }
 }
 
-/// Builds one batch of every job and writes it with one fsync.
-fn write_jobs(engine: &Engine<EngineFileSystem>, jobs: &mut [WriteJob]) -> Result<(), String> {
+/// Builds one batch of every job, to be written with one fsync when `sync` says so.
+fn build_batch(engine: &RaftEngine, jobs: &mut [WriteJob]) -> Result<Option<(LogBatch, bool)>, String> {
     let mut batch = LogBatch::default();
     // The span (first, last) each group will have once the batch so far is applied.
     let mut spans: BTreeMap<u64, Option<(u64, u64)>> = BTreeMap::new();
@@ -271,9 +351,9 @@ fn write_jobs(engine: &Engine<EngineFileSystem>, jobs: &mut [WriteJob]) -> Resul
         }
     }
     if batch.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
-    engine.write(&mut batch, sync).map(|_| ()).map_err(|error| format!("raft-engine write: {error}"))
+    Ok(Some((batch, sync)))
 }
 
 fn encode_entry(entry: &Entry) -> BytesValue {

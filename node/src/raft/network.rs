@@ -41,7 +41,9 @@ fn transport_error<E: std::error::Error>(error: TransportError) -> RpcError<E> {
     let any = AnyError::error(error.to_string());
     match error {
         TransportError::Unreachable { .. } | TransportError::UnknownPeer(_) => RPCError::Unreachable(Unreachable::new(&any)),
-        TransportError::Timeout { .. } | TransportError::Malformed { .. } => RPCError::Network(NetworkError::new(&any)),
+        TransportError::Lost { .. } | TransportError::Timeout { .. } | TransportError::Malformed { .. } => {
+            RPCError::Network(NetworkError::new(&any))
+        }
     }
 }
 

@@ -527,14 +527,14 @@ fn scan_segment(
         .read_at(&mut bytes, 0)
         .context(|| format!("read segment {}", path.display()))?;
     bytes.truncate(read);
+    let bytes = Bytes::from(bytes);
     let mut headers = Vec::new();
     let mut offset = 0usize;
     while offset < bytes.len() {
         match decode_header(&bytes[offset..]) {
             Ok(header) => {
                 let end = offset + header.encoded_bytes();
-                let batch = Bytes::copy_from_slice(&bytes[offset..end]);
-                if let Err(error) = decode_records(&batch, &header) {
+                if let Err(error) = decode_records(&bytes.slice(offset..end), &header) {
                     return Err(corruption(path, offset, error.to_string()));
                 }
                 headers.push(header);
@@ -776,8 +776,13 @@ impl ShardSegments {
     /// Never blocks: the batch is readable at once and becomes durable in a later writer round.
     ///
     /// Panics if the batch has 65 536 records or more (sequence numbers have 16 bits for the
-    /// position; the leader's batching limit keeps far below).
+    /// position; the leader's batching limit keeps far below) or if the index is 2^48 or more.
     pub fn append(&self, log_id: BatchLogId, batch: &AppendBatch) -> Result<bool, StorageError> {
+        assert!(
+            log_id.index < 1 << (64 - SEQUENCE_POSITION_BITS),
+            "log index {} leaves no room for the record position in a sequence",
+            log_id.index
+        );
         assert!(
             batch.records.len() < BATCH_RECORDS_MAX,
             "a batch holds fewer than {BATCH_RECORDS_MAX} records (got {})",
@@ -910,7 +915,8 @@ impl ShardSegments {
                 }
             };
             sources.push((batch.first_sequence(), batch.timestamp_ms, source));
-            records += batch.record_count as usize;
+            let wanted = batch.end_sequence() - batch.first_sequence().max(from_sequence);
+            records = records.saturating_add(usize::try_from(wanted).unwrap_or(usize::MAX));
             bytes += batch.length as usize;
             if records >= limit || bytes >= bytes_max {
                 break;

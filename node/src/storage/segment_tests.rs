@@ -1,1 +1,590 @@
+//! Unit tests of the segment store (a sibling file of `segment.rs` to keep that one readable).
 
+use std::io;
+use std::sync::atomic::AtomicUsize;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use riffle_proto::peer::RecordInput;
+
+use super::*;
+use crate::fs::memory::MemoryFileSystem;
+use crate::fs::real::RealFileSystem;
+use crate::seam::BoxFuture;
+
+/// Runs the writer as a task of the test's current-thread runtime: deterministic, and the
+/// writer only runs while the test awaits.
+#[derive(Debug)]
+struct TaskExecutor;
+
+impl Executor for TaskExecutor {
+    fn spawn(&self, _name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+
+    fn spawn_dedicated(&self, _name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+}
+
+const ROOT: &str = "/segments";
+
+fn log_id(index: u64) -> BatchLogId {
+    BatchLogId {
+        term: 1,
+        node_id: 1,
+        index,
+    }
+}
+
+fn batch(timestamp_ms: i64, record_count: usize, data_bytes: usize) -> AppendBatch {
+    AppendBatch {
+        timestamp_ms,
+        records: (0..record_count)
+            .map(|position| RecordInput {
+                partition_key: format!("key-{position}"),
+                data: Bytes::from(vec![(position % 251) as u8; data_bytes]),
+            })
+            .collect(),
+    }
+}
+
+fn open_store(fs: Arc<dyn FileSystem>, config: SegmentStoreConfig) -> SegmentStore {
+    SegmentStore::open(fs, PathBuf::from(ROOT), config, &TaskExecutor).expect("open store")
+}
+
+fn small_segments() -> SegmentStoreConfig {
+    SegmentStoreConfig {
+        segment_bytes_max: SegmentStoreConfig::SEGMENT_BYTES_MIN,
+        ..SegmentStoreConfig::default()
+    }
+}
+
+fn read_all(shard: &ShardSegments) -> Vec<StoredRecord> {
+    shard
+        .read(0, usize::MAX, usize::MAX)
+        .expect("read everything")
+        .records
+}
+
+fn sequence(index: u64, position: u64) -> u64 {
+    (index << 16) | position
+}
+
+#[tokio::test]
+async fn appended_records_read_back_in_order() {
+    let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
+    let shard = store.shard(1).expect("shard");
+    assert_eq!((shard.end_sequence(), shard.first_sequence()), (0, 0));
+
+    assert!(shard.append(log_id(3), &batch(10, 2, 5)).expect("append"));
+    assert!(shard
+        .append(log_id(4), &batch(11, 0, 0))
+        .expect("append empty"));
+    assert!(shard.append(log_id(7), &batch(12, 3, 5)).expect("append"));
+
+    let expected = [
+        sequence(3, 0),
+        sequence(3, 1),
+        sequence(7, 0),
+        sequence(7, 1),
+        sequence(7, 2),
+    ];
+    let records = read_all(&shard);
+    let sequences: Vec<u64> = records.iter().map(|record| record.sequence).collect();
+    assert_eq!(sequences, expected, "read from memory");
+    assert_eq!(records[3].partition_key, "key-1");
+    assert_eq!(&records[3].data[..], &[1u8; 5]);
+    assert_eq!(records[2].timestamp_ms, 12);
+
+    let durable = shard.flush().await.expect("flush");
+    assert_eq!(durable, Some(log_id(7)));
+    assert_eq!(read_all(&shard), records, "the same records from the files");
+
+    let middle = shard.read(sequence(3, 1), 2, usize::MAX).expect("read");
+    let sequences: Vec<u64> = middle
+        .records
+        .iter()
+        .map(|record| record.sequence)
+        .collect();
+    assert_eq!(sequences, [sequence(3, 1), sequence(7, 0)]);
+    assert_eq!(middle.next_sequence, sequence(7, 0) + 1);
+
+    assert_eq!(shard.first_sequence(), sequence(3, 0));
+    assert_eq!(shard.end_sequence(), sequence(7, 3));
+    let past_end = shard
+        .read(shard.end_sequence(), 10, 1000)
+        .expect("read at end");
+    assert!(past_end.records.is_empty());
+    assert_eq!(past_end.next_sequence, shard.end_sequence());
+}
+
+#[tokio::test]
+async fn bytes_max_stops_before_exceeding_but_returns_at_least_one() {
+    let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
+    let shard = store.shard(1).expect("shard");
+    shard.append(log_id(1), &batch(1, 4, 100)).expect("append");
+    // Each record is "key-N" (5 bytes) + 100 bytes of data.
+    let two = shard.read(0, 10, 2 * 105 + 50).expect("read");
+    assert_eq!(two.records.len(), 2);
+    assert_eq!(two.next_sequence, sequence(1, 2));
+    let one = shard.read(0, 10, 1).expect("read");
+    assert_eq!(
+        one.records.len(),
+        1,
+        "at least one record even over bytes_max"
+    );
+    let none = shard.read(0, 0, 1000).expect("read");
+    assert_eq!((none.records.len(), none.next_sequence), (0, 0));
+}
+
+#[tokio::test]
+async fn re_appending_old_indexes_is_a_no_op() {
+    let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
+    let shard = store.shard(1).expect("shard");
+    assert!(shard.append(log_id(5), &batch(1, 1, 1)).expect("append"));
+    assert!(!shard.append(log_id(5), &batch(1, 9, 1)).expect("replay"));
+    assert!(!shard.append(log_id(2), &batch(1, 9, 1)).expect("older"));
+    assert_eq!(shard.last_appended(), Some(log_id(5)));
+    assert_eq!(read_all(&shard).len(), 1);
+}
+
+#[tokio::test]
+async fn timestamps_never_decrease_and_index_reads() {
+    let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
+    let shard = store.shard(1).expect("shard");
+    shard.append(log_id(1), &batch(100, 1, 1)).expect("append");
+    shard
+        .append(log_id(2), &batch(50, 1, 1))
+        .expect("append from a lagging clock");
+    shard.append(log_id(3), &batch(200, 1, 1)).expect("append");
+    let timestamps: Vec<i64> = read_all(&shard).iter().map(|r| r.timestamp_ms).collect();
+    assert_eq!(timestamps, [100, 100, 200]);
+    assert_eq!(shard.last_timestamp_ms(), Some(200));
+
+    assert_eq!(shard.sequence_at_timestamp(0), sequence(1, 0));
+    assert_eq!(shard.sequence_at_timestamp(100), sequence(1, 0));
+    assert_eq!(shard.sequence_at_timestamp(150), sequence(3, 0));
+    assert_eq!(shard.sequence_at_timestamp(201), shard.end_sequence());
+}
+
+#[tokio::test]
+async fn segments_roll_and_are_named_by_first_index() {
+    let memory = MemoryFileSystem::new();
+    let store = open_store(Arc::new(memory.clone()), small_segments());
+    let shard = store.shard(9).expect("shard");
+    for index in 1..=6 {
+        shard
+            .append(log_id(index), &batch(index as i64, 3, 500))
+            .expect("append");
+    }
+    shard.flush().await.expect("flush");
+    let names = memory
+        .list_dir(&PathBuf::from(ROOT).join("9"))
+        .expect("list");
+    // Each batch is ~1.6 KiB and a segment holds 4 KiB: two batches per file.
+    assert_eq!(
+        names,
+        [
+            segment_file_name(1),
+            segment_file_name(3),
+            segment_file_name(5)
+        ]
+    );
+    assert_eq!(names[1], "00000000000000000003.seg");
+    assert_eq!(read_all(&shard).len(), 18);
+}
+
+#[tokio::test]
+async fn restart_recovers_on_the_memory_fs() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    let before = {
+        let store = open_store(fs.clone(), small_segments());
+        let shard = store.shard(1).expect("shard");
+        for index in 1..=5 {
+            shard
+                .append(log_id(index), &batch(index as i64, 2, 700))
+                .expect("append");
+        }
+        shard.flush().await.expect("flush");
+        read_all(&shard)
+    };
+
+    let store = open_store(fs, small_segments());
+    let shard = store.shard(1).expect("reopen shard");
+    assert_eq!(read_all(&shard), before);
+    assert_eq!(shard.last_appended(), Some(log_id(5)));
+    assert_eq!(shard.last_durable(), Some(log_id(5)));
+    assert!(!shard
+        .append(log_id(5), &batch(9, 1, 1))
+        .expect("replay is a no-op"));
+    shard
+        .append(log_id(6), &batch(1, 1, 1))
+        .expect("append after restart");
+    shard.flush().await.expect("flush");
+    assert_eq!(read_all(&shard).len(), before.len() + 1);
+    assert_eq!(read_all(&shard).last().map(|r| r.timestamp_ms), Some(5));
+}
+
+#[tokio::test]
+async fn restart_recovers_on_the_real_fs() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let root = temp.path().join("segments");
+    let fs: Arc<dyn FileSystem> = Arc::new(RealFileSystem::new());
+    let open = || {
+        SegmentStore::open(fs.clone(), root.clone(), small_segments(), &TaskExecutor).expect("open")
+    };
+    let before = {
+        let store = open();
+        let shard = store.shard(2).expect("shard");
+        for index in 1..=4 {
+            shard
+                .append(log_id(index), &batch(index as i64, 3, 600))
+                .expect("append");
+        }
+        shard.flush().await.expect("flush");
+        read_all(&shard)
+    };
+    let shard = open().shard(2).expect("reopen");
+    assert_eq!(read_all(&shard), before);
+    assert_eq!(shard.last_durable(), Some(log_id(4)));
+}
+
+/// Writes `bytes` after the end of the newest segment without syncing, as a writer that
+/// crashed mid-write would have.
+fn write_unsynced_tail(memory: &MemoryFileSystem, path: &Path, bytes: &[u8]) {
+    let file = memory
+        .open(path, OpenMode::ReadWrite)
+        .expect("open segment");
+    let len = file.len().expect("len");
+    file.write_at(bytes, len).expect("unsynced write");
+}
+
+#[tokio::test]
+async fn a_torn_tail_after_a_crash_is_truncated_and_synced_batches_survive() {
+    for seed in 0..40u64 {
+        let memory = MemoryFileSystem::new();
+        let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+        let store = open_store(fs.clone(), Default::default());
+        let shard = store.shard(1).expect("shard");
+        for index in 1..=3 {
+            shard
+                .append(log_id(index), &batch(1, 2, 40))
+                .expect("append");
+        }
+        shard.flush().await.expect("flush");
+        let segment = PathBuf::from(ROOT).join("1").join(segment_file_name(1));
+        let mut tail = encode_batch(log_id(4), 1, &batch(1, 2, 40).records).to_vec();
+        tail.extend_from_slice(&encode_batch(log_id(5), 1, &batch(1, 2, 40).records));
+        write_unsynced_tail(&memory, &segment, &tail);
+
+        memory.crash(&mut ChaCha8Rng::seed_from_u64(seed));
+        drop((shard, store));
+
+        let store = open_store(fs, Default::default());
+        let shard = store.shard(1).expect("recovery tolerates a torn tail");
+        let last = shard.last_durable().expect("synced batches survive").index;
+        assert!((3..=5).contains(&last), "seed {seed}: last batch {last}");
+        assert_eq!(read_all(&shard).len() as u64, last * 2, "seed {seed}");
+        let valid_len = memory.durable_content(&segment).expect("segment").len();
+        assert_eq!(
+            valid_len as u64 % (tail.len() as u64 / 2),
+            0,
+            "seed {seed}: truncated"
+        );
+        shard
+            .append(log_id(last + 1), &batch(1, 1, 1))
+            .expect("append");
+        shard.flush().await.expect("flush after recovery");
+    }
+}
+
+#[tokio::test]
+async fn damage_before_the_tail_is_corruption() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    let dir = PathBuf::from(ROOT).join("1");
+    {
+        let store = open_store(fs.clone(), small_segments());
+        let shard = store.shard(1).expect("shard");
+        for index in 1..=5 {
+            shard
+                .append(log_id(index), &batch(1, 2, 700))
+                .expect("append");
+        }
+        shard.flush().await.expect("flush");
+    }
+    let second_batch_offset = (encode_batch(log_id(1), 1, &batch(1, 2, 700).records).len()) as u64;
+    let first_segment = dir.join(segment_file_name(1));
+    memory
+        .corrupt_byte(&first_segment, second_batch_offset + 60)
+        .expect("corrupt");
+
+    let store = open_store(fs.clone(), small_segments());
+    match store.shard(1) {
+        Err(StorageError::Corruption { file, offset, .. }) => {
+            assert_eq!(file, first_segment);
+            assert_eq!(offset, second_batch_offset);
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn damage_inside_the_last_file_with_valid_batches_after_is_corruption() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    {
+        let store = open_store(fs.clone(), Default::default());
+        let shard = store.shard(1).expect("shard");
+        for index in 1..=3 {
+            shard
+                .append(log_id(index), &batch(1, 1, 10))
+                .expect("append");
+        }
+        shard.flush().await.expect("flush");
+    }
+    let segment = PathBuf::from(ROOT).join("1").join(segment_file_name(1));
+    memory
+        .corrupt_byte(&segment, 30)
+        .expect("corrupt the first batch");
+    let store = open_store(fs, Default::default());
+    assert!(matches!(
+        store.shard(1),
+        Err(StorageError::Corruption { offset: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn reads_verify_checksums() {
+    let memory = MemoryFileSystem::new();
+    let store = open_store(Arc::new(memory.clone()), Default::default());
+    let shard = store.shard(1).expect("shard");
+    shard.append(log_id(1), &batch(1, 1, 10)).expect("append");
+    shard.flush().await.expect("flush");
+    let segment = PathBuf::from(ROOT).join("1").join(segment_file_name(1));
+    memory.corrupt_byte(&segment, 55).expect("corrupt");
+    let error = shard.read(0, 10, 1000).expect_err("damaged batch");
+    assert!(error.is_corruption(), "got {error}");
+}
+
+/// Counts `write_all_at_and_sync` calls of the handles it opens.
+#[derive(Debug)]
+struct CountingFileSystem {
+    inner: MemoryFileSystem,
+    synced_writes: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    inner: Arc<dyn FileHandle>,
+    synced_writes: Arc<AtomicUsize>,
+}
+
+impl FileHandle for CountingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn write_all_at_and_sync(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.synced_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.write_all_at_and_sync(bufs, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+}
+
+impl FileSystem for CountingFileSystem {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn FileHandle>> {
+        Ok(Arc::new(CountingFile {
+            inner: self.inner.open(path, mode)?,
+            synced_writes: self.synced_writes.clone(),
+        }))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list_dir(dir)
+    }
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.remove_dir_all(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+#[tokio::test]
+async fn one_flush_group_commits_every_shard_with_one_sync_per_file() {
+    let synced_writes = Arc::new(AtomicUsize::new(0));
+    let fs = Arc::new(CountingFileSystem {
+        inner: MemoryFileSystem::new(),
+        synced_writes: synced_writes.clone(),
+    });
+    let store = open_store(fs, Default::default());
+    let shards: Vec<ShardSegments> = (1..=8)
+        .map(|group| store.shard(group).expect("shard"))
+        .collect();
+    for shard in &shards {
+        for index in 1..=3 {
+            shard
+                .append(log_id(index), &batch(1, 2, 10))
+                .expect("append");
+        }
+    }
+    assert!(shards.iter().all(|shard| shard.last_durable().is_none()));
+
+    shards[0].flush().await.expect("flush one shard");
+
+    for shard in &shards {
+        assert_eq!(
+            shard.last_durable(),
+            Some(log_id(3)),
+            "group {}",
+            shard.group_id()
+        );
+        assert_eq!(shard.pending_bytes(), 0);
+    }
+    assert_eq!(
+        synced_writes.load(Ordering::SeqCst),
+        shards.len(),
+        "one sync per file"
+    );
+}
+
+#[tokio::test]
+async fn write_batch_bytes_max_splits_rounds_without_losing_order() {
+    let store = open_store(
+        Arc::new(MemoryFileSystem::new()),
+        SegmentStoreConfig {
+            write_batch_bytes_max: SegmentStoreConfig::WRITE_BATCH_BYTES_MIN,
+            ..SegmentStoreConfig::default()
+        },
+    );
+    let shard = store.shard(1).expect("shard");
+    for index in 1..=10 {
+        shard
+            .append(log_id(index), &batch(1, 2, 1000))
+            .expect("append");
+    }
+    assert_eq!(shard.flush().await.expect("flush"), Some(log_id(10)));
+    assert_eq!(read_all(&shard).len(), 20);
+}
+
+#[tokio::test]
+async fn export_then_import_reproduces_the_shard() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    let source_store = open_store(fs.clone(), small_segments());
+    let source = source_store.shard(1).expect("source");
+    for index in 1..=4 {
+        source
+            .append(log_id(index), &batch(index as i64 * 10, 2, 900))
+            .expect("append");
+    }
+    source.flush().await.expect("flush");
+    source
+        .append(log_id(5), &batch(50, 0, 0))
+        .expect("append empty, pending");
+    source
+        .append(log_id(6), &batch(60, 1, 10))
+        .expect("append, pending");
+    let snapshot = source.export().expect("export");
+
+    let target_store = open_store(fs.clone(), small_segments());
+    let target = target_store.shard(2).expect("target");
+    target
+        .append(log_id(1), &batch(1, 5, 5))
+        .expect("old contents");
+    target.flush().await.expect("flush old contents");
+    target.import(&snapshot).expect("import");
+
+    assert_eq!(read_all(&target), read_all(&source));
+    assert_eq!(target.last_appended(), Some(log_id(6)));
+    assert_eq!(target.last_durable(), Some(log_id(6)), "durable on return");
+    assert_eq!(target.export().expect("export again"), snapshot);
+
+    assert!(matches!(
+        target.import(&snapshot[..snapshot.len() - 1]),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert_eq!(
+        read_all(&target),
+        read_all(&source),
+        "a bad snapshot changes nothing"
+    );
+
+    drop((target, target_store));
+    let reopened = open_store(fs, small_segments()).shard(2).expect("reopen");
+    assert_eq!(read_all(&reopened), read_all(&source));
+    assert_eq!(reopened.last_appended(), Some(log_id(6)));
+}
+
+#[tokio::test]
+async fn removed_shards_are_closed_and_start_empty_again() {
+    let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
+    let shard = store.shard(4).expect("shard");
+    shard.append(log_id(1), &batch(1, 1, 1)).expect("append");
+    let flushing = shard.flush();
+    store.remove_shard(4).expect("remove");
+    assert!(matches!(
+        shard.append(log_id(2), &batch(1, 1, 1)),
+        Err(StorageError::Closed)
+    ));
+    assert!(matches!(flushing.await, Err(StorageError::Closed)));
+    let fresh = store.shard(4).expect("re-create");
+    assert_eq!(fresh.last_appended(), None);
+    assert!(read_all(&fresh).is_empty());
+}
+
+#[test]
+fn config_bounds_are_checked() {
+    assert!(SegmentStoreConfig::default().validate().is_ok());
+    let bad = [
+        SegmentStoreConfig {
+            segment_bytes_max: 10,
+            ..Default::default()
+        },
+        SegmentStoreConfig {
+            write_queue_depth_max: 0,
+            ..Default::default()
+        },
+        SegmentStoreConfig {
+            write_batch_bytes_max: usize::MAX,
+            ..Default::default()
+        },
+    ];
+    for config in bad {
+        assert!(matches!(
+            config.validate(),
+            Err(StorageError::InvalidConfig(_))
+        ));
+    }
+}
+
+#[test]
+fn segment_names_parse_back() {
+    assert_eq!(parse_segment_file_name(&segment_file_name(42)), Some(42));
+    assert_eq!(parse_segment_file_name("42.seg"), None);
+    assert_eq!(parse_segment_file_name("00000000000000000042.tmp"), None);
+}

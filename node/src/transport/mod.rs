@@ -19,17 +19,29 @@ pub type NodeId = u64;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why a request did not get a response. The request may or may not have been delivered.
+/// Why a request did not get a response. `Unreachable` and `UnknownPeer` mean the request was
+/// not delivered; after `Lost`, `Timeout` or `Malformed` it may have run.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     #[error("peer {0} is unknown to this node")]
     UnknownPeer(NodeId),
     #[error("peer {peer} is unreachable: {reason}")]
     Unreachable { peer: NodeId, reason: String },
+    /// The request may have reached the peer and run there; its response was lost.
+    #[error("the exchange with peer {peer} broke after the request was sent: {reason}")]
+    Lost { peer: NodeId, reason: String },
+    /// No response in time; the request may have run.
     #[error("request to peer {peer} timed out after {timeout_ms} ms")]
     Timeout { peer: NodeId, timeout_ms: u64 },
     #[error("peer {peer} sent a malformed message: {reason}")]
     Malformed { peer: NodeId, reason: String },
+}
+
+impl TransportError {
+    /// Whether the request certainly did not run on the peer (so retrying cannot duplicate it).
+    pub fn certainly_not_delivered(&self) -> bool {
+        matches!(self, TransportError::Unreachable { .. } | TransportError::UnknownPeer(_))
+    }
 }
 
 /// Sends requests to other nodes.

@@ -350,11 +350,16 @@ impl QuicTransport {
             .open_bi()
             .await
             .map_err(|error| unreachable(error.to_string()))?;
+        // From here on the request may reach the peer, so failures are `Lost`, not
+        // `Unreachable`: a caller must not assume it did not run.
+        let lost = |reason: String| TransportError::Lost {
+            peer: target,
+            reason,
+        };
         send.write_chunk(frame)
             .await
-            .map_err(|error| unreachable(error.to_string()))?;
-        send.finish()
-            .map_err(|error| unreachable(error.to_string()))?;
+            .map_err(|error| lost(error.to_string()))?;
+        send.finish().map_err(|error| lost(error.to_string()))?;
         match read_frame::<PeerResponse>(&mut receive, message_bytes_max).await {
             Ok(response) => Ok(response),
             Err(FrameError::Stream(quinn::ReadError::Reset(code)))
@@ -373,7 +378,7 @@ impl QuicTransport {
                     reason: "the peer's response exceeded its message_bytes_max".to_string(),
                 })
             }
-            Err(FrameError::Stream(error)) => Err(unreachable(error.to_string())),
+            Err(FrameError::Stream(error)) => Err(lost(error.to_string())),
             Err(error) => {
                 let _ = receive.stop(VarInt::from_u32(STREAM_REQUEST_REJECTED));
                 Err(TransportError::Malformed {

@@ -1,0 +1,112 @@
+//! `riffle-sim`: run simulation seeds.
+//!
+//! `riffle-sim --seeds N` runs seeds 0..N (or from `--start`), `--seed S` replays one seed,
+//! `--check-determinism` runs each seed twice and compares the trace hashes.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use riffle_sim::{run_seed, SimFailure, SimOptions};
+
+#[derive(Parser)]
+#[command(name = "riffle-sim", about = "Deterministic simulation of a three-zone Riffle cluster under faults")]
+struct Arguments {
+    /// Number of seeds to run.
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Replay this one seed (prints its report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run every seed twice and require identical trace hashes.
+    #[arg(long)]
+    check_determinism: bool,
+    /// Worker threads, each running its own seeds.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Puts per client per seed.
+    #[arg(long, default_value_t = 80)]
+    operations: u32,
+    /// Run without faults.
+    #[arg(long)]
+    no_faults: bool,
+}
+
+fn main() -> Result<()> {
+    let arguments = Arguments::parse();
+    let options = SimOptions { operations_per_client: arguments.operations, faults: !arguments.no_faults, ..SimOptions::default() };
+    if let Some(seed) = arguments.seed {
+        return match run_seed(seed, &options) {
+            Ok(report) => {
+                println!("{report:#?}");
+                Ok(())
+            }
+            Err(failure) => bail!("{failure}"),
+        };
+    }
+    let seeds: Vec<u64> = (arguments.start..arguments.start + arguments.seeds).collect();
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failures: Arc<Mutex<Vec<SimFailure>>> = Arc::default();
+    let started = Instant::now();
+    let total = seeds.len() as u64;
+    let seeds = Arc::new(seeds);
+    let workers: Vec<_> = (0..arguments.jobs.max(1))
+        .map(|_| {
+            let (seeds, next, done, failures, options) = (seeds.clone(), next.clone(), done.clone(), failures.clone(), options.clone());
+            let check_determinism = arguments.check_determinism;
+            std::thread::spawn(move || loop {
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&seed) = seeds.get(index) else { return };
+                let outcome = run_seed(seed, &options).and_then(|first| {
+                    if !check_determinism {
+                        return Ok(first);
+                    }
+                    let second = run_seed(seed, &options)?;
+                    if first.trace_hash != second.trace_hash {
+                        return Err(SimFailure {
+                            seed,
+                            message: format!("not deterministic: trace {} then {}", first.trace_hash, second.trace_hash),
+                            recent_events: Vec::new(),
+                        });
+                    }
+                    Ok(first)
+                });
+                if let Err(failure) = outcome {
+                    eprintln!("\n{failure}");
+                    failures.lock().expect("failure list lock").push(failure);
+                }
+                let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                let line = format!(
+                    "{finished}/{total} seeds, {} failed, {:.1} s",
+                    failures.lock().expect("failure list lock").len(),
+                    started.elapsed().as_secs_f64()
+                );
+                if std::io::stderr().is_terminal() {
+                    eprint!("\r{line}");
+                } else if finished % (total / 10).max(1) == 0 || finished == total {
+                    eprintln!("{line}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    eprintln!();
+    let failures = failures.lock().expect("failure list lock");
+    println!("{} passed, {} failed", total - failures.len() as u64, failures.len());
+    if !failures.is_empty() {
+        for failure in failures.iter() {
+            println!("failed seed {}: replay with `{}`", failure.seed, failure.replay_command());
+        }
+        bail!("{} seed(s) failed", failures.len());
+    }
+    Ok(())
+}

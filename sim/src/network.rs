@@ -1,0 +1,136 @@
+//! The simulated network: every node's peer transport is an endpoint of one [`SimNetwork`].
+//!
+//! Messages take a seeded random latency each way. A partition isolates a node: requests to
+//! or from it fail (after their latency, as a real timeout would), including responses that
+//! were in flight when the partition began.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use riffle_node::transport::{BoxFuture, NodeId, PeerHandler, PeerTransport, TransportError};
+use riffle_proto::peer::{PeerRequest, PeerResponse};
+
+use crate::trace::Trace;
+
+/// Latency of one direction of a message, in microseconds.
+const LATENCY_MIN_US: u64 = 100;
+const LATENCY_MAX_US: u64 = 2_000;
+/// How long a request to an unreachable node takes to fail.
+const UNREACHABLE_DELAY_MS: u64 = 20;
+
+struct NetworkState {
+    handlers: BTreeMap<NodeId, Arc<dyn PeerHandler>>,
+    isolated: BTreeSet<NodeId>,
+    rng: ChaCha8Rng,
+    messages: u64,
+}
+
+/// One network shared by every simulated node.
+pub struct SimNetwork {
+    state: Mutex<NetworkState>,
+    trace: Arc<Trace>,
+}
+
+impl SimNetwork {
+    pub fn new(rng: ChaCha8Rng, trace: Arc<Trace>) -> Arc<SimNetwork> {
+        Arc::new(SimNetwork {
+            state: Mutex::new(NetworkState {
+                handlers: BTreeMap::new(),
+                isolated: BTreeSet::new(),
+                rng,
+                messages: 0,
+            }),
+            trace,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NetworkState> {
+        self.state.lock().expect("the simulation runs on one thread and never panics holding this lock")
+    }
+
+    /// A node (re)joins with a new handler.
+    pub fn attach(&self, node: NodeId, handler: Arc<dyn PeerHandler>) {
+        self.lock().handlers.insert(node, handler);
+    }
+
+    /// A node crashed: nothing reaches it any more.
+    pub fn detach(&self, node: NodeId) {
+        self.lock().handlers.remove(&node);
+    }
+
+    pub fn isolate(&self, node: NodeId) {
+        self.lock().isolated.insert(node);
+    }
+
+    pub fn heal(&self) {
+        self.lock().isolated.clear();
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.lock().messages
+    }
+
+    fn connected(&self, from: NodeId, to: NodeId) -> bool {
+        let state = self.lock();
+        !state.isolated.contains(&from) && !state.isolated.contains(&to) && state.handlers.contains_key(&from)
+    }
+
+    fn latency(&self) -> Duration {
+        Duration::from_micros(self.lock().rng.gen_range(LATENCY_MIN_US..=LATENCY_MAX_US))
+    }
+
+    pub fn endpoint(self: &Arc<Self>, local: NodeId) -> Arc<SimEndpoint> {
+        Arc::new(SimEndpoint { network: self.clone(), local })
+    }
+}
+
+/// A node's view of the network.
+pub struct SimEndpoint {
+    network: Arc<SimNetwork>,
+    local: NodeId,
+}
+
+impl PeerTransport for SimEndpoint {
+    fn call(&self, target: NodeId, request: PeerRequest) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+        Box::pin(async move {
+            let network = &self.network;
+            let handler = {
+                let mut state = network.lock();
+                state.messages += 1;
+                state.handlers.get(&target).cloned()
+            };
+            let kind = request.body.as_ref().map_or("empty", body_kind);
+            network.trace.record(&format!("send {}->{} g{} {kind}", self.local, target, request.group_id));
+            let unreachable = || TransportError::Unreachable { peer: target, reason: "simulated partition or crash".into() };
+            let Some(handler) = handler.filter(|_| network.connected(self.local, target)) else {
+                tokio::time::sleep(Duration::from_millis(UNREACHABLE_DELAY_MS)).await;
+                return Err(unreachable());
+            };
+            tokio::time::sleep(network.latency()).await;
+            if !network.connected(self.local, target) {
+                return Err(unreachable());
+            }
+            let response = handler.handle(self.local, request).await;
+            tokio::time::sleep(network.latency()).await;
+            if !network.connected(target, self.local) {
+                return Err(TransportError::Lost { peer: target, reason: "the response was lost to a partition".into() });
+            }
+            Ok(response)
+        })
+    }
+}
+
+fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
+    use riffle_proto::peer::peer_request::Body;
+    match body {
+        Body::AppendEntries(_) => "append",
+        Body::Vote(_) => "vote",
+        Body::InstallSnapshot(_) => "snapshot",
+        Body::ForwardAppend(_) => "forward-append",
+        Body::ForwardRead(_) => "forward-read",
+        Body::ForwardMeta(_) => "forward-meta",
+    }
+}

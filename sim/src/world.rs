@@ -1,0 +1,474 @@
+//! One simulated world: three nodes in three zones running the real node code, a workload of
+//! puts, a nemesis injecting partitions and crash-restarts, then a heal, a full read and the
+//! checks.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use riffle_node::fs::memory::MemoryFileSystem;
+use riffle_node::fs::FileSystem;
+use riffle_node::meta::NodePlace;
+use riffle_node::node::{DataLimits, Node, NodeOptions, RaftTiming};
+use riffle_node::seam::{BoxFuture, Clock, Executor, Seams};
+use riffle_node::service::{ServiceSettings, StreamService};
+use riffle_proto::v1;
+
+use crate::check::{self, Operation, Outcome, ShardRead};
+use crate::network::SimNetwork;
+use crate::trace::Trace;
+use crate::SimOptions;
+
+const STREAM: &str = "sim";
+/// Wall-clock time at the start of every run (virtual), 2026-01-01T00:00:00Z.
+const EPOCH_MS: i64 = 1_767_225_600_000;
+/// Bounds on waiting, in virtual time.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 100_000;
+
+/// Virtual wall clock: the run's epoch plus virtual time elapsed.
+#[derive(Debug)]
+struct SimClock {
+    start: tokio::time::Instant,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> i64 {
+        EPOCH_MS + self.start.elapsed().as_millis() as i64
+    }
+}
+
+/// Every task, dedicated loops included, runs on the simulation's one thread.
+#[derive(Debug)]
+struct SimExecutor;
+
+impl Executor for SimExecutor {
+    fn spawn(&self, _name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+    fn spawn_dedicated(&self, _name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(task);
+    }
+}
+
+struct SimNode {
+    id: u64,
+    fs: Arc<MemoryFileSystem>,
+    data_dir: PathBuf,
+    running: Option<(Arc<Node>, StreamService)>,
+}
+
+/// What one seed produced.
+#[derive(Debug, Clone)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub trace_hash: String,
+    pub events: u64,
+    pub operations: usize,
+    pub acknowledged: usize,
+    pub records_read: usize,
+    pub crashes: u32,
+    pub partitions: u32,
+    pub virtual_ms: u64,
+}
+
+pub struct World {
+    options: SimOptions,
+    seed: u64,
+    rng: ChaCha8Rng,
+    trace: Arc<Trace>,
+    network: Arc<SimNetwork>,
+    clock: Arc<SimClock>,
+    nodes: Vec<SimNode>,
+    places: Vec<NodePlace>,
+    _scratch: tempfile::TempDir,
+    crashes: u32,
+    partitions: u32,
+}
+
+fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf) -> NodeOptions {
+    NodeOptions {
+        id,
+        zone: places.iter().find(|place| place.id == id).map(|place| place.zone.clone()).unwrap_or_default(),
+        nodes: places.to_vec(),
+        data_dir,
+        mirror_file_names: true,
+        raft: RaftTiming {
+            // Small intervals keep snapshots and log purging inside the runs.
+            snapshot_interval_entries: 40,
+            log_kept_behind_snapshot_entries: 10,
+            ..RaftTiming::default()
+        },
+        limits: DataLimits::default(),
+        segments: Default::default(),
+        log_engine: riffle_node::raft::log_store::LogEngineConfig { engine_thread: true, ..Default::default() },
+    }
+}
+
+impl World {
+    pub fn new(seed: u64, options: SimOptions) -> Result<World, String> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let trace = Arc::new(Trace::new());
+        let network = SimNetwork::new(ChaCha8Rng::seed_from_u64(rng.gen()), trace.clone());
+        let scratch = tempfile::Builder::new()
+            .prefix(&format!("riffle-sim-{seed}-"))
+            .tempdir()
+            .map_err(|error| format!("scratch directory: {error}"))?;
+        let places: Vec<NodePlace> =
+            ["a", "b", "c"].iter().enumerate().map(|(index, zone)| NodePlace { id: index as u64 + 1, zone: zone.to_string() }).collect();
+        let nodes = places
+            .iter()
+            .map(|place| SimNode {
+                id: place.id,
+                fs: Arc::new(MemoryFileSystem::new()),
+                data_dir: scratch.path().join(format!("node-{}", place.id)),
+                running: None,
+            })
+            .collect();
+        Ok(World {
+            options,
+            seed,
+            rng,
+            trace,
+            network,
+            clock: Arc::new(SimClock { start: tokio::time::Instant::now() }),
+            nodes,
+            places,
+            _scratch: scratch,
+            crashes: 0,
+            partitions: 0,
+        })
+    }
+
+    async fn start_node(&mut self, position: usize) -> Result<(), String> {
+        let slot = &mut self.nodes[position];
+        let seams = Seams { clock: self.clock.clone(), executor: Arc::new(SimExecutor), fs: slot.fs.clone() as Arc<dyn FileSystem> };
+        let node = Node::open(node_options(slot.id, &self.places, slot.data_dir.clone()), seams)
+            .map_err(|error| format!("node {} does not open: {error}", slot.id))?;
+        self.network.attach(slot.id, node.peer_handler());
+        node.start(self.network.endpoint(slot.id)).await.map_err(|error| format!("node {} does not start: {error}", slot.id))?;
+        let settings = ServiceSettings {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+            stream_shards_max: 16,
+            iterator_secret: b"simulated cluster secret".to_vec(),
+        };
+        let service = StreamService::new(node.clone(), settings);
+        slot.running = Some((node, service));
+        self.trace.record(&format!("start node {}", slot.id));
+        Ok(())
+    }
+
+    /// Stops a node abruptly: it is cut off, its tasks stop, and its disk loses whatever was
+    /// not synced (possibly tearing the last write).
+    async fn crash_node(&mut self, position: usize) -> Result<(), String> {
+        let id = self.nodes[position].id;
+        let Some((node, service)) = self.nodes[position].running.take() else { return Ok(()) };
+        self.network.detach(id);
+        self.trace.record(&format!("crash node {id}"));
+        node.shutdown().await;
+        let engine = node.log_engine().upgrade().map(|logs| logs.raft_engine()).ok_or("the raft log is already gone")?;
+        drop(service);
+        drop(node);
+        // Tasks of the stopped node finish on their own; raft-engine must be released before
+        // the node can reopen its directory.
+        let mut attempts = 0;
+        while engine.upgrade().is_some() {
+            attempts += 1;
+            if attempts > ENGINE_RELEASE_ATTEMPTS_MAX {
+                return Err(format!("node {id} did not release its raft log after stopping"));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut disk_rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
+        self.nodes[position].fs.crash(&mut disk_rng);
+        self.crashes += 1;
+        Ok(())
+    }
+
+    fn service(&self, position: usize) -> Option<StreamService> {
+        self.nodes[position].running.as_ref().map(|(_, service)| service.clone())
+    }
+
+    /// Runs the whole scenario and checks it.
+    pub async fn run(mut self) -> Result<SeedReport, String> {
+        for position in 0..self.nodes.len() {
+            self.start_node(position).await?;
+        }
+        self.create_stream().await?;
+
+        let history: Rc<RefCell<Vec<Operation>>> = Rc::new(RefCell::new(Vec::new()));
+        let clients: Vec<(u32, u64)> = (0..self.options.clients).map(|client| (client, self.rng.gen::<u64>())).collect();
+        // Clients pick a node per operation; a shared table says which services are up.
+        let services: Rc<RefCell<Vec<Option<StreamService>>>> =
+            Rc::new(RefCell::new((0..self.nodes.len()).map(|position| self.service(position)).collect()));
+        let local = tokio::task::LocalSet::new();
+        let start = tokio::time::Instant::now();
+        for (client, seed) in clients {
+            let history = history.clone();
+            let services = services.clone();
+            let trace = self.trace.clone();
+            let operations = self.options.operations_per_client;
+            local.spawn_local(async move {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                for number in 0..operations {
+                    tokio::time::sleep(Duration::from_micros(rng.gen_range(0..60_000))).await;
+                    let value = format!("c{client}-{number}");
+                    let position = rng.gen_range(0..services.borrow().len());
+                    let key = format!("k{}", rng.gen_range(0..1000));
+                    let service = services.borrow()[position].clone();
+                    let invoked_us = start.elapsed().as_micros() as u64;
+                    trace.record(&format!("invoke client {client} {value} via node {}", position + 1));
+                    let outcome = match service {
+                        None => Outcome::Fail(format!("node {} is down", position + 1)),
+                        Some(service) => {
+                            let request = v1::PutRecordRequest {
+                                stream_name: STREAM.into(),
+                                data: Bytes::from(value.clone()),
+                                partition_key: key,
+                                explicit_hash_key: None,
+                                sequence_number_for_ordering: None,
+                            };
+                            match tokio::time::timeout(OPERATION_TIMEOUT, service.put_record(request)).await {
+                                Ok(Ok(response)) => Outcome::Ok {
+                                    shard: riffle_node::keys::parse_shard_id(&response.shard_id).unwrap_or(u32::MAX),
+                                    sequence: response.sequence_number,
+                                },
+                                Ok(Err(error)) if error.error_type() == "InternalFailure" => Outcome::Info(error.message()),
+                                Ok(Err(error)) => Outcome::Fail(format!("{}: {}", error.error_type(), error.message())),
+                                Err(_) => Outcome::Info("timed out".into()),
+                            }
+                        }
+                    };
+                    trace.record(&format!("complete {value} {outcome:?}"));
+                    history.borrow_mut().push(Operation {
+                        client,
+                        value,
+                        invoked_us,
+                        completed_us: start.elapsed().as_micros() as u64,
+                        outcome,
+                    });
+                }
+            });
+        }
+        // The nemesis runs while the clients do.
+        let total_operations = (self.options.clients * self.options.operations_per_client) as usize;
+        let workload = local.run_until(async {
+            let clients_done = async {
+                while history.borrow().len() < total_operations {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::pin!(clients_done);
+            loop {
+                let pause = Duration::from_millis(self.rng.gen_range(200..1_500));
+                tokio::select! {
+                    biased;
+                    _ = &mut clients_done => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                if !self.options.faults {
+                    continue;
+                }
+                let victim = self.rng.gen_range(0..self.nodes.len());
+                if self.rng.gen_bool(0.5) {
+                    self.partitions += 1;
+                    self.network.isolate(self.nodes[victim].id);
+                    self.trace.record(&format!("partition node {}", victim + 1));
+                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(300..3_000))).await;
+                    self.network.heal();
+                    self.trace.record("heal");
+                } else {
+                    services.borrow_mut()[victim] = None;
+                    self.crash_node(victim).await?;
+                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+                    self.start_node(victim).await?;
+                    services.borrow_mut()[victim] = self.service(victim);
+                }
+            }
+            Ok::<(), String>(())
+        });
+        workload.await?;
+        self.network.heal();
+        self.trace.record("final heal");
+
+        let reads = self.settle_and_read().await?;
+        let history = history.borrow().clone();
+        let violations = check::check(&history, &reads);
+        if !violations.is_empty() {
+            return Err(format!("{} violation(s):\n  {}", violations.len(), violations.join("\n  ")));
+        }
+        for read in &reads {
+            let line: Vec<String> = read.records.iter().map(|(sequence, value)| format!("{sequence}={value}")).collect();
+            self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
+        }
+        let acknowledged = history.iter().filter(|operation| matches!(operation.outcome, Outcome::Ok { .. })).count();
+        Ok(SeedReport {
+            seed: self.seed,
+            trace_hash: self.trace.hash(),
+            events: self.trace.events(),
+            operations: history.len(),
+            acknowledged,
+            records_read: reads.iter().map(|read| read.records.len()).sum(),
+            crashes: self.crashes,
+            partitions: self.partitions,
+            virtual_ms: start.elapsed().as_millis() as u64,
+        })
+    }
+
+    async fn create_stream(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let service = self.service(0).ok_or("node 1 is down")?;
+            let request = v1::CreateStreamRequest { stream_name: STREAM.into(), shard_count: self.options.shards, retention_period_hours: None };
+            match service.create_stream(request).await {
+                Ok(_) => break,
+                Err(error) if error.error_type() == "ResourceInUseException" => break,
+                Err(error) => {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(format!("the stream was not created: {error}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        self.trace.record("stream created");
+        self.wait_until_active().await
+    }
+
+    async fn wait_until_active(&self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut active = true;
+            for position in 0..self.nodes.len() {
+                let Some(service) = self.service(position) else { continue };
+                let request = v1::DescribeStreamSummaryRequest { stream_name: STREAM.into() };
+                let status = service.describe_stream_summary(request).ok().and_then(|response| response.stream_description_summary).map(|summary| summary.stream_status);
+                active &= status == Some(v1::StreamStatus::Active as i32);
+            }
+            if active {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("the stream did not become ACTIVE on every node".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Restarts every node, waits until all replicas hold the same records, then reads every
+    /// shard from the start.
+    async fn settle_and_read(&mut self) -> Result<Vec<ShardRead>, String> {
+        for position in 0..self.nodes.len() {
+            if self.nodes[position].running.is_none() {
+                self.start_node(position).await?;
+            }
+        }
+        self.wait_until_active().await?;
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut reads = Vec::new();
+        for shard in 0..self.options.shards {
+            let records = loop {
+                match self.read_shard(shard).await {
+                    Ok(records) => break records,
+                    Err(error) if tokio::time::Instant::now() > deadline => {
+                        return Err(format!("shard {shard} could not be read after healing: {error}"))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            reads.push(ShardRead { shard, records });
+        }
+        // Every replica must converge to exactly what was read.
+        let state = self.service(0).ok_or("node 1 is down")?.node().meta_state();
+        let stream = state.streams.get(STREAM).ok_or("the stream vanished")?;
+        for read in &reads {
+            let group_id = stream.shards[read.shard as usize].group_id;
+            let mut attempts = 0u32;
+            loop {
+                let mut differing = Vec::new();
+                for position in 0..self.nodes.len() {
+                    let replica = self.replica_records(position, group_id, read.shard)?;
+                    if replica != read.records {
+                        differing.push((position + 1, replica.len()));
+                    }
+                }
+                if differing.is_empty() {
+                    break;
+                }
+                attempts += 1;
+                if attempts > 600 {
+                    return Err(format!(
+                        "replicas of shard {} disagree after healing: read {} records; nodes (id, records) {differing:?}",
+                        read.shard,
+                        read.records.len()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(reads)
+    }
+
+    fn replica_records(&self, position: usize, group_id: u64, shard: u32) -> Result<Vec<(String, String)>, String> {
+        let Some((node, _)) = &self.nodes[position].running else { return Ok(Vec::new()) };
+        let Some(group) = node.group(group_id) else { return Ok(Vec::new()) };
+        let Some(shard_group) = &group.shard else { return Ok(Vec::new()) };
+        let mut records = Vec::new();
+        let mut next = 0u64;
+        loop {
+            let outcome = shard_group
+                .segments
+                .read(next, 10_000, 64 << 20)
+                .map_err(|error| format!("node {} shard {shard}: {error}", position + 1))?;
+            if outcome.records.is_empty() {
+                return Ok(records);
+            }
+            for record in &outcome.records {
+                records.push((
+                    riffle_node::keys::render_sequence(shard, record.sequence),
+                    String::from_utf8_lossy(&record.data).into_owned(),
+                ));
+            }
+            next = outcome.next_sequence;
+        }
+    }
+
+    async fn read_shard(&self, shard: u32) -> Result<Vec<(String, String)>, String> {
+        let service = self.service(0).ok_or("node 1 is down")?;
+        let request = v1::GetShardIteratorRequest {
+            stream_name: STREAM.into(),
+            shard_id: riffle_node::keys::shard_id(shard),
+            shard_iterator_type: v1::ShardIteratorType::TrimHorizon as i32,
+            starting_sequence_number: None,
+            timestamp_ms: None,
+        };
+        let mut iterator = service.get_shard_iterator(request).await.map_err(|error| error.to_string())?.shard_iterator;
+        let mut records = Vec::new();
+        for _ in 0..10_000 {
+            let response = service
+                .get_records(v1::GetRecordsRequest { shard_iterator: iterator.clone(), limit: Some(1_000) })
+                .await
+                .map_err(|error| error.to_string())?;
+            let empty = response.records.is_empty();
+            for record in response.records {
+                records.push((record.sequence_number, String::from_utf8_lossy(&record.data).into_owned()));
+            }
+            if empty && response.millis_behind_latest == 0 {
+                return Ok(records);
+            }
+            iterator = response.next_shard_iterator.ok_or("the shard ended")?;
+        }
+        Err("the read did not reach the end of the shard".into())
+    }
+
+    pub fn trace(&self) -> Arc<Trace> {
+        self.trace.clone()
+    }
+}
