@@ -228,6 +228,17 @@ grpc_address = "127.0.0.1:50051"
     }
 
     #[test]
+    fn the_ops_example_uses_only_known_keys() {
+        let text = include_str!("../../ops/three-zone-node-1.toml");
+        let mut config: NodeConfig = toml::from_str(text).expect("the example parses with every key known");
+        // The example's secret is a placeholder that must be replaced before use.
+        assert!(config.validate().expect_err("placeholder refused").starts_with("cluster_secret"));
+        config.cluster_secret = "ab".repeat(32);
+        config.validate().expect("valid once the secret is set");
+        assert_eq!(config.peers.len(), 3);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let unknown = SAMPLE.replace("node_id = 1", "node_id = 1\nnode_idd = 2");
         let error = toml::from_str::<NodeConfig>(&unknown).expect_err("unknown key refused").to_string();

@@ -338,11 +338,14 @@ impl Node {
         let group_id = shard.group_id;
         let log = self.logs.group_log(group_id).map_err(|error| error.to_string())?;
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
-        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone()).map_err(|error| error.to_string())?;
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone(), started.clone())
+            .map_err(|error| error.to_string())?;
         let network = GroupNetworkFactory { group: group_id, transport: self.transport.clone() };
         let raft = Raft::new(self.id(), self.raft_config.clone(), network, log, GroupStateMachine::Shard(machine))
             .await
             .map_err(|error| format!("starting group {group_id}: {error}"))?;
+        started.store(true, std::sync::atomic::Ordering::SeqCst);
         let members: BTreeSet<u64> = shard.replicas.iter().copied().collect();
         let fresh = initialize_group(&raft, members).await;
         if fresh && shard.replicas.first() == Some(&self.id()) {

@@ -22,6 +22,12 @@ struct TraceState {
     all: Option<Vec<String>>,
 }
 
+impl Default for Trace {
+    fn default() -> Self {
+        Trace::new()
+    }
+}
+
 impl Trace {
     /// A new trace whose times count from now (virtual time inside the simulation).
     pub fn new() -> Trace {

@@ -45,6 +45,10 @@ pub trait FileHandle: Send + Sync + std::fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Current length in bytes (including unsynced writes).
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file holds no bytes.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
     /// Sets the length; shrinking drops bytes, growing fills with zeros.
     fn set_len(&self, len: u64) -> io::Result<()>;
 }

@@ -286,7 +286,7 @@ async fn run_writer(engine: Arc<EngineHost>, mut receiver: mpsc::Receiver<WriteJ
             }
         }
         writes += 1;
-        if writes % config.purge_interval_writes.max(1) == 0 {
+        if writes.is_multiple_of(config.purge_interval_writes.max(1)) {
             if let Err(error) = engine.call(|engine| engine.purge_expired_files()) {
                 tracing::warn!(%error, "purging raft-engine files failed");
             }

