@@ -23,7 +23,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use riffle_client::{Client, ClientConfig, PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX};
+use riffle_client::proto::StreamStatus;
+use riffle_client::{
+    stream_status_name, Client, ClientConfig, PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX,
+};
 
 use crate::machine::{Machine, Revision};
 use crate::report::{Parameters, Report, Results};
@@ -247,7 +250,7 @@ async fn run(arguments: Arguments) -> Result<bool> {
         }
         let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
-        println!("  {:<22} {}", "JSON report", path.display());
+        println!("  {:<24} {}", "JSON report", path.display());
     }
     Ok(outcome.records_acked > 0)
 }
@@ -305,11 +308,28 @@ async fn ensure_stream(client: &Client, stream: &str, shards: u32) -> Result<u32
         }
         Err(error) => return Err(error).context(format!("describing stream {stream}")),
     }
-    let summary = client
-        .wait_for_stream_active(stream, STREAM_POLLS_MAX)
-        .await
-        .with_context(|| format!("waiting for stream {stream}"))?;
-    Ok(summary.open_shard_count)
+    // A node may answer from metadata that has not yet applied the create, so "not found"
+    // right after creating means "not yet", for a bounded number of polls.
+    let mut last = String::new();
+    for _ in 0..STREAM_POLLS_MAX {
+        match client.describe_stream_summary(stream).await {
+            Ok(summary) if summary.stream_status == StreamStatus::Active as i32 => {
+                return Ok(summary.open_shard_count)
+            }
+            Ok(summary) => {
+                last = stream_status_name(
+                    StreamStatus::try_from(summary.stream_status).unwrap_or_default(),
+                )
+                .to_string()
+            }
+            Err(error) if error.error_type() == Some("ResourceNotFoundException") => {
+                last = error.to_string()
+            }
+            Err(error) => return Err(error).context(format!("waiting for stream {stream}")),
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    bail!("stream {stream} is not ACTIVE after {STREAM_POLLS_MAX} polls (last: {last})")
 }
 
 /// Polls DescribeStream until every shard has a leader, so the first requests do not measure

@@ -124,7 +124,7 @@ impl Report {
         let parameters = &self.parameters;
         let results = &self.results;
         let mut line = |key: &str, value: String| {
-            let _ = writeln!(out, "  {key:<22} {value}");
+            let _ = writeln!(out, "  {key:<24} {value}");
         };
         line(
             "label",

@@ -103,7 +103,10 @@ impl ClientError {
                 code: status.code(),
             };
         }
-        if status.code() == Code::Unavailable {
+        // A connection dropped mid-call surfaces as `Unknown: transport error` with the tonic
+        // transport error as its source: no answer came back, so it is a transport error too.
+        let dropped_connection = status.code() == Code::Unknown && has_transport_source(status);
+        if status.code() == Code::Unavailable || dropped_connection {
             return ClientError::Transport {
                 endpoint: endpoint.to_owned(),
                 message: with_causes(status),
@@ -166,6 +169,18 @@ fn with_causes(status: &Status) -> String {
         source = error.source();
     }
     text
+}
+
+/// Whether the status carries a tonic transport error (or says it is one).
+fn has_transport_source(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(error) = source {
+        if error.downcast_ref::<tonic::transport::Error>().is_some() {
+            return true;
+        }
+        source = error.source();
+    }
+    status.message() == "transport error"
 }
 
 /// tonic keeps the transport error as the status' source; a `ConnectError` in that chain means

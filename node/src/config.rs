@@ -67,11 +67,11 @@ pub struct PeerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftConfig {
-    /// Default 250.
+    /// Default 200.
     pub heartbeat_interval_ms: u64,
-    /// Default 1000.
+    /// Default 800.
     pub election_timeout_min_ms: u64,
-    /// Default 2000.
+    /// Default 1600.
     pub election_timeout_max_ms: u64,
 }
 

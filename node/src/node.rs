@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use crate::api::ApiError;
 use crate::meta::{MetaRejection, MetaState, NodePlace, ShardMeta, META_GROUP};
 use crate::raft::codec;
-use crate::raft::log_store::{LogEngine, LogEngineConfig};
+use crate::raft::log_store::{DurableFloor, LogEngine, LogEngineConfig};
 use crate::raft::network::GroupNetworkFactory;
 use crate::raft::state_machine::{GroupStateMachine, MetaStateMachine, ShardStateMachine};
 use crate::raft::types::{ApplyResult, Raft};
@@ -40,9 +40,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         RaftTiming {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
+            heartbeat_interval_ms: 200,
+            election_timeout_min_ms: 800,
+            election_timeout_max_ms: 1_600,
             snapshot_interval_entries: 20_000,
             log_kept_behind_snapshot_entries: 5_000,
         }
@@ -234,8 +234,10 @@ impl Node {
         if self.transport.0.set(transport).is_err() {
             return Err("node started twice".to_string());
         }
-        let log = self.logs.group_log(META_GROUP).map_err(|error| error.to_string())?;
-        let (machine, state) = MetaStateMachine::open(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
+        let floor = DurableFloor::new(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
+        let (machine, state) =
+            MetaStateMachine::open(META_GROUP, self.logs.clone(), floor.clone()).map_err(|error| error.to_string())?;
+        let log = self.logs.group_log(META_GROUP, floor).map_err(|error| error.to_string())?;
         let network = GroupNetworkFactory { group: META_GROUP, transport: self.transport.clone() };
         let raft = Raft::new(self.id(), self.meta_raft_config.clone(), network, log, GroupStateMachine::Meta(machine))
             .await
@@ -284,12 +286,9 @@ impl Node {
         }
     }
 
-    /// Waits until the metadata changes or `timeout` passes.
-    pub async fn meta_changed(&self, timeout: Duration) {
-        if let Some((_, state)) = self.meta.get() {
-            let mut state = state.clone();
-            let _ = tokio::time::timeout(timeout, state.changed()).await;
-        }
+    /// A receiver of every metadata state this node applies.
+    pub fn meta_watch(&self) -> Option<watch::Receiver<Arc<MetaState>>> {
+        self.meta.get().map(|(_, state)| state.clone())
     }
 
     pub fn group(&self, id: u64) -> Option<Arc<Group>> {
@@ -336,11 +335,12 @@ impl Node {
 
     async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
         let group_id = shard.group_id;
-        let log = self.logs.group_log(group_id).map_err(|error| error.to_string())?;
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone(), started.clone())
+        let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
+        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone(), started.clone(), floor.clone())
             .map_err(|error| error.to_string())?;
+        let log = self.logs.group_log(group_id, floor).map_err(|error| error.to_string())?;
         let network = GroupNetworkFactory { group: group_id, transport: self.transport.clone() };
         let raft = Raft::new(self.id(), self.raft_config.clone(), network, log, GroupStateMachine::Shard(machine))
             .await
@@ -407,14 +407,7 @@ impl Node {
             let outcome = if target == self.id() {
                 self.serve(group_id, body.clone()).await
             } else {
-                let request = PeerRequest { group_id, body: Some(body.clone()) };
-                match self.transport.call(target, request).await {
-                    Ok(PeerResponse { body: Some(peer_response::Body::Error(error)) }) => Err(RouteError::from_remote(error)),
-                    Ok(PeerResponse { body: Some(body) }) => Ok(body),
-                    Ok(PeerResponse { body: None }) => Err(RouteError::Unknown(format!("node {target} sent an empty answer"))),
-                    Err(error) if error.certainly_not_delivered() => Err(RouteError::Failed(error.to_string())),
-                    Err(error) => Err(RouteError::Unknown(error.to_string())),
-                }
+                self.forward(group_id, target, body.clone()).await
             };
             match outcome {
                 Ok(body) => return Ok(body),
@@ -439,6 +432,44 @@ impl Node {
             }
         }
         Err(last_error)
+    }
+
+    /// Sends a forwarded request to `target`. If this node hosts the group and sees `target`
+    /// lose leadership meanwhile (it crashed or was partitioned), it stops waiting at once: the
+    /// outcome is then unknown, but the caller learns it in an election's time instead of a
+    /// transport timeout.
+    async fn forward(&self, group_id: u64, target: NodeId, body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
+        let request = PeerRequest { group_id, body: Some(body) };
+        let call = self.transport.call(target, request);
+        let leader_lost = async {
+            let Some(group) = self.group(group_id) else { return std::future::pending::<Option<NodeId>>().await };
+            let mut metrics = group.raft.metrics();
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader != Some(target) {
+                    return leader;
+                }
+                if metrics.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            biased;
+            outcome = call => outcome,
+            leader = leader_lost => {
+                return Err(RouteError::Unknown(format!(
+                    "node {target} stopped leading group {group_id} (leader now {leader:?}) while the request was in flight"
+                )));
+            }
+        };
+        match outcome {
+            Ok(PeerResponse { body: Some(peer_response::Body::Error(error)) }) => Err(RouteError::from_remote(error)),
+            Ok(PeerResponse { body: Some(body) }) => Ok(body),
+            Ok(PeerResponse { body: None }) => Err(RouteError::Unknown(format!("node {target} sent an empty answer"))),
+            Err(error) if error.certainly_not_delivered() => Err(RouteError::Failed(error.to_string())),
+            Err(error) => Err(RouteError::Unknown(error.to_string())),
+        }
     }
 
     /// Appends `records` to a shard, acknowledged once committed.

@@ -27,6 +27,8 @@ pub const GET_RECORDS_MAX: u32 = 10_000;
 pub const GET_RECORDS_BYTES_MAX: u64 = 10 << 20;
 /// Partition key length in characters.
 pub const PARTITION_KEY_CHARS_MAX: usize = 256;
+/// How long a metadata change waits to be applied on the node that proposed it.
+pub const META_APPLY_WAIT_MS: u64 = 5_000;
 /// Stream name length.
 pub const STREAM_NAME_CHARS_MAX: usize = 128;
 
@@ -177,6 +179,20 @@ impl StreamService {
         }
     }
 
+    /// Waits until this node's applied metadata satisfies `condition`, at most
+    /// [`META_APPLY_WAIT_MS`].
+    async fn await_meta(&self, condition: impl Fn(&crate::meta::MetaState) -> bool) {
+        let Some(mut state) = self.node.meta_watch() else { return };
+        let wait = async {
+            while !condition(&state.borrow_and_update()) {
+                if state.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(META_APPLY_WAIT_MS), wait).await;
+    }
+
     pub async fn create_stream(&self, request: v1::CreateStreamRequest) -> Result<v1::CreateStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
         if request.shard_count < 1 {
@@ -226,6 +242,9 @@ impl StreamService {
             })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
+        // The command is committed; wait (bounded) until this node has applied it, so that a
+        // client describing the stream through this node right away finds it.
+        self.await_meta(|state| state.streams.contains_key(&request.stream_name)).await;
         Ok(v1::CreateStreamResponse {})
     }
 
@@ -235,6 +254,7 @@ impl StreamService {
             command: Some(meta_command::Command::DeleteStream(DeleteStream { name: request.stream_name.clone() })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
+        self.await_meta(|state| !state.streams.contains_key(&request.stream_name)).await;
         Ok(v1::DeleteStreamResponse {})
     }
 

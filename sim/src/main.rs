@@ -40,6 +40,10 @@ struct Arguments {
 
 fn main() -> Result<()> {
     let arguments = Arguments::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Logs of the simulated nodes, for replaying one seed.
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
     let options = SimOptions { operations_per_client: arguments.operations, faults: !arguments.no_faults, ..SimOptions::default() };
     if let Some(seed) = arguments.seed {
         return match run_seed(seed, &options) {

@@ -208,8 +208,8 @@ impl LogEngine {
         receiver.await.map_err(|_| "the log writer has stopped".to_string())?
     }
 
-    /// Opens the log of one group.
-    pub fn group_log(self: &Arc<Self>, group: u64) -> Result<GroupLog, StorageError> {
+    /// Opens the log of one group; `floor` is shared with the group's state machine.
+    pub fn group_log(self: &Arc<Self>, group: u64, floor: Arc<DurableFloor>) -> Result<GroupLog, StorageError> {
         let last_purged = match self.get(group, PURGED_KEY) {
             Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
             None => None,
@@ -221,10 +221,12 @@ impl LogEngine {
                 last_log_id = Some(entry.log_id);
             }
         }
+        tracing::debug!(engine = ?Arc::as_ptr(self), group, ?last_purged, ?last_log_id, "open group log");
         Ok(GroupLog {
             group,
             engine: self.clone(),
             state: Arc::new(Mutex::new(GroupLogState { pending: BTreeMap::new(), last_log_id, last_purged })),
+            floor,
         })
     }
 
@@ -232,6 +234,7 @@ impl LogEngine {
         if begin >= end {
             return Ok(Vec::new());
         }
+        tracing::debug!(engine = ?(self as *const LogEngine), group, begin, end, "read engine");
         let raw = self
             .engine
             .call(move |engine| {
@@ -318,9 +321,11 @@ fn build_batch(engine: &RaftEngine, jobs: &mut [WriteJob]) -> Result<Option<(Log
                             ));
                         }
                         if first_new > last + 1 {
-                            // A snapshot moved the log past a gap: drop what is before it.
-                            batch.add_command(group, Command::Compact { index: first_new });
-                            *span = None;
+                            // `GroupLog::append` closes gaps itself (with a durable purge
+                            // marker); one reaching here would leave a hole raft-engine refuses.
+                            return Err(format!(
+                                "group {group}: append at {first_new} leaves a gap after {last}"
+                            ));
                         }
                     }
                     batch
@@ -388,6 +393,138 @@ fn decode_log_id(bytes: &[u8]) -> Result<LogId, String> {
     codec::log_id_from_wire(wire_log_id).map_err(|error| error.to_string())
 }
 
+/// How far a group's log may be purged on disk.
+///
+/// openraft purges a log up to a snapshot as soon as it has one. On disk, the purge waits:
+/// - until the group's state machine has made that point durable (its *floor*), so a restart
+///   never finds the log purged beyond what the state machine holds;
+/// - and by one purge, so entries openraft has just declared purged stay readable for the
+///   replication reads already under way.
+///
+/// The state machine raises the floor with [`DurableFloor::persist_marker`], which also writes
+/// its durable marker (monotonically: a stale writer never moves it back).
+pub struct DurableFloor {
+    group: u64,
+    logs: Arc<LogEngine>,
+    state: Mutex<FloorState>,
+    marker_writes: tokio::sync::Mutex<()>,
+    raised: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct FloorState {
+    floor: Option<LogId>,
+    latest_purge: Option<LogId>,
+    previous_purge: Option<LogId>,
+    durable_purged: Option<LogId>,
+}
+
+/// How long an append past a snapshot waits for the snapshot to be durable.
+const SNAPSHOT_DURABLE_WAIT_MS: u64 = 120_000;
+
+impl DurableFloor {
+    pub fn new(group: u64, logs: Arc<LogEngine>) -> Result<Arc<DurableFloor>, StorageError> {
+        let durable_purged = match logs.get(group, PURGED_KEY) {
+            Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
+            None => None,
+        };
+        Ok(Arc::new(DurableFloor {
+            group,
+            logs,
+            state: Mutex::new(FloorState {
+                floor: None,
+                latest_purge: durable_purged,
+                previous_purge: durable_purged,
+                durable_purged,
+            }),
+            marker_writes: tokio::sync::Mutex::new(()),
+            raised: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Sets the floor found at start (what the state machine holds durably).
+    pub fn start_at(&self, log_id: Option<LogId>) {
+        let mut state = self.state.lock().expect("floor lock is not poisoned");
+        state.floor = state.floor.max(log_id);
+    }
+
+    pub fn floor(&self) -> Option<LogId> {
+        self.state.lock().expect("floor lock is not poisoned").floor
+    }
+
+    fn durable_purged(&self) -> Option<LogId> {
+        self.state.lock().expect("floor lock is not poisoned").durable_purged
+    }
+
+    /// Writes `value` under `key` durably if `log_id` is above the floor, then raises the floor
+    /// to `log_id`. Returns whether it wrote.
+    pub async fn persist_marker(&self, key: &[u8], log_id: LogId, value: Vec<u8>) -> Result<bool, String> {
+        let _serialized = self.marker_writes.lock().await;
+        if self.floor().is_some_and(|floor| floor >= log_id) {
+            return Ok(false);
+        }
+        self.logs.put_durable(self.group, key, value).await?;
+        {
+            let mut state = self.state.lock().expect("floor lock is not poisoned");
+            state.floor = Some(log_id);
+        }
+        self.raised.notify_waiters();
+        self.purge_on_disk().await;
+        Ok(true)
+    }
+
+    /// Records a purge openraft made; purges on disk what is now allowed.
+    async fn purged(&self, log_id: LogId) {
+        {
+            let mut state = self.state.lock().expect("floor lock is not poisoned");
+            if state.latest_purge.is_some_and(|latest| latest >= log_id) {
+                return;
+            }
+            state.previous_purge = state.latest_purge;
+            state.latest_purge = Some(log_id);
+        }
+        self.purge_on_disk().await;
+    }
+
+    async fn purge_on_disk(&self) {
+        let target = {
+            let mut state = self.state.lock().expect("floor lock is not poisoned");
+            let target = match (state.previous_purge, state.floor) {
+                (Some(purge), Some(floor)) => Some(purge.min(floor)),
+                _ => None,
+            };
+            match target {
+                Some(target) if state.durable_purged.is_none_or(|durable| durable < target) => {
+                    state.durable_purged = Some(target);
+                    target
+                }
+                _ => return,
+            }
+        };
+        let ops = vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&target)), WriteOp::Compact(target.index + 1)];
+        let job = WriteJob { group: self.group, ops, completion: Completion::Nothing, written: None };
+        if self.logs.jobs.send(job).await.is_err() {
+            tracing::warn!(group = self.group, "the log writer stopped before a purge");
+        }
+    }
+
+    /// Waits until the floor reaches `log_id` (a snapshot being installed became durable).
+    async fn wait_for(&self, log_id: LogId) -> Result<(), String> {
+        let wait = async {
+            loop {
+                let raised = self.raised.notified();
+                if self.floor().is_some_and(|floor| floor >= log_id) {
+                    return;
+                }
+                raised.await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_millis(SNAPSHOT_DURABLE_WAIT_MS), wait)
+            .await
+            .map_err(|_| format!("group {}: the snapshot at {log_id} did not become durable", self.group))
+    }
+}
+
 struct GroupLogState {
     /// Entries queued to the writer and not yet in raft-engine: always a contiguous tail.
     pending: BTreeMap<u64, Entry>,
@@ -401,6 +538,7 @@ pub struct GroupLog {
     group: u64,
     engine: Arc<LogEngine>,
     state: Arc<Mutex<GroupLogState>>,
+    floor: Arc<DurableFloor>,
 }
 
 impl GroupLog {
@@ -424,12 +562,21 @@ impl GroupLog {
         Ok(self.entries(index, index + 1)?.first().map(|entry| entry.log_id))
     }
 
-    fn queue(&self, job: WriteJob) -> Result<(), StorageError> {
-        // The writer's channel is bounded; `try_send` would drop work, so block the caller's task
-        // briefly through `blocking_send` only where allowed: use the async path instead.
-        self.engine.jobs.try_send(job).map_err(|error| {
-            StorageIOError::write_logs(AnyError::error(format!("log writer queue: {error}"))).into()
-        })
+    /// If appending at `first_index` would leave a hole after what the log holds on disk (the
+    /// entries follow an installed snapshot), the snapshot's log id.
+    fn gap_before(&self, first_index: u64) -> Option<LogId> {
+        let on_disk_last = self.engine.engine.engine().last_index(self.group).unwrap_or(0);
+        let durable_purged = self.floor.durable_purged().map_or(0, |log_id| log_id.index);
+        let state = self.state.lock().expect("group log state lock is not poisoned");
+        let pending_last = state.pending.range(..first_index).next_back().map_or(0, |(index, _)| *index);
+        let covered = on_disk_last.max(durable_purged).max(pending_last);
+        if first_index <= covered + 1 {
+            return None;
+        }
+        match state.last_purged {
+            Some(purged) if purged.index + 1 == first_index => Some(purged),
+            _ => None,
+        }
     }
 }
 
@@ -513,9 +660,25 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
+        let mut ops = Vec::with_capacity(3);
+        let first_index = written.first().map_or(0, |log_id| log_id.index);
+        if let Some(snapshot) = self.gap_before(first_index) {
+            // The entries follow a snapshot this replica installed: the log before them is gone.
+            // Record that durably with them, once the snapshot itself is durable, so a restart
+            // never sees a log purged beyond its state machine.
+            self.floor.wait_for(snapshot).await.map_err(|error| StorageIOError::write_logs(AnyError::error(error)))?;
+            {
+                let mut floor = self.floor.state.lock().expect("floor lock is not poisoned");
+                floor.durable_purged = Some(snapshot);
+                floor.previous_purge = floor.previous_purge.max(Some(snapshot));
+            }
+            ops.push(WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&snapshot)));
+            ops.push(WriteOp::Compact(first_index));
+        }
+        ops.push(WriteOp::Entries(encoded));
         let job = WriteJob {
             group: self.group,
-            ops: vec![WriteOp::Entries(encoded)],
+            ops,
             completion: Completion::Flushed(callback),
             written: Some((self.state.clone(), written)),
         };
@@ -528,6 +691,7 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let index = log_id.index;
+        tracing::debug!(engine = ?Arc::as_ptr(&self.engine), group = self.group, %log_id, "truncate");
         {
             let mut state = self.state.lock().expect("group log state lock is not poisoned");
             let stale: Vec<u64> = state.pending.range(index..).map(|(index, _)| *index).collect();
@@ -552,6 +716,7 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        tracing::debug!(engine = ?Arc::as_ptr(&self.engine), group = self.group, %log_id, "purge");
         {
             let mut state = self.state.lock().expect("group log state lock is not poisoned");
             state.last_purged = Some(log_id);
@@ -563,22 +728,7 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
                 state.pending.remove(&index);
             }
         }
-        let job = WriteJob {
-            group: self.group,
-            ops: vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&log_id)), WriteOp::Compact(log_id.index + 1)],
-            completion: Completion::Nothing,
-            written: None,
-        };
-        match self.queue(job) {
-            Ok(()) => Ok(()),
-            Err(_) => self
-                .engine
-                .submit_and_wait(
-                    self.group,
-                    vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&log_id)), WriteOp::Compact(log_id.index + 1)],
-                )
-                .await
-                .map_err(|error| StorageIOError::write_logs(AnyError::error(error)).into()),
-        }
+        self.floor.purged(log_id).await;
+        Ok(())
     }
 }

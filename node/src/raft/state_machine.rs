@@ -16,7 +16,7 @@ use riffle_proto::peer::{self as wire, group_command};
 use tokio::sync::watch;
 
 use super::codec;
-use super::log_store::LogEngine;
+use super::log_store::{DurableFloor, LogEngine};
 use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::meta::{MetaRejection, MetaState};
 use crate::storage::segment::{BatchLogId, ShardSegments};
@@ -56,8 +56,8 @@ pub enum GroupStateMachine {
 
 /// The metadata group's state machine; it publishes every applied state on a watch channel.
 pub struct MetaStateMachine {
-    group: u64,
     logs: Arc<LogEngine>,
+    floor: Arc<DurableFloor>,
     state: MetaState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -72,10 +72,14 @@ struct MetaSnapshot {
 
 impl MetaStateMachine {
     /// Opens the state machine from its last persisted snapshot, if any.
-    pub fn open(group: u64, logs: Arc<LogEngine>) -> Result<(MetaStateMachine, watch::Receiver<Arc<MetaState>>), StorageError> {
+    pub fn open(
+        group: u64,
+        logs: Arc<LogEngine>,
+        floor: Arc<DurableFloor>,
+    ) -> Result<(MetaStateMachine, watch::Receiver<Arc<MetaState>>), StorageError> {
         let mut machine = MetaStateMachine {
-            group,
             logs,
+            floor,
             state: MetaState::default(),
             last_applied: None,
             membership: StoredMembership::default(),
@@ -87,6 +91,7 @@ impl MetaStateMachine {
             machine.last_applied = meta.last_log_id;
             machine.membership = meta.last_membership;
         }
+        machine.floor.start_at(machine.last_applied);
         let (published, receiver) = watch::channel(Arc::new(machine.state.clone()));
         machine.published = published;
         Ok((machine, receiver))
@@ -117,6 +122,7 @@ fn decode_meta_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, MetaState), Stora
 pub struct ShardStateMachine {
     group: u64,
     logs: Arc<LogEngine>,
+    floor: Arc<DurableFloor>,
     segments: ShardSegments,
     last_applied: Option<LogId>,
     membership: StoredMembership,
@@ -132,6 +138,7 @@ impl ShardStateMachine {
         logs: Arc<LogEngine>,
         segments: ShardSegments,
         started: Arc<std::sync::atomic::AtomicBool>,
+        floor: Arc<DurableFloor>,
     ) -> Result<ShardStateMachine, StorageError> {
         let membership = match logs.get(group, MEMBERSHIP_KEY) {
             Some(bytes) => {
@@ -149,7 +156,8 @@ impl ShardStateMachine {
         };
         let durable = segments.last_durable().as_ref().map(from_batch_log_id);
         let last_applied = durable.max(marker);
-        Ok(ShardStateMachine { group, logs, segments, last_applied, membership, started })
+        floor.start_at(last_applied);
+        Ok(ShardStateMachine { group, logs, floor, segments, last_applied, membership, started })
     }
 
     async fn persist_membership(&self) -> Result<(), StorageError> {
@@ -157,33 +165,39 @@ impl ShardStateMachine {
         self.logs.put_durable(self.group, MEMBERSHIP_KEY, bytes).await.map_err(write_error)
     }
 
-    async fn persist_applied_marker(logs: &LogEngine, group: u64, applied: &Option<LogId>) -> Result<(), StorageError> {
+    async fn persist_applied_marker(floor: &DurableFloor, applied: &Option<LogId>) -> Result<(), StorageError> {
         let Some(applied) = applied else { return Ok(()) };
         let bytes = codec::log_id_to_wire(applied).encode_to_vec();
-        logs.put_durable(group, APPLIED_KEY, bytes).await.map_err(write_error)
+        floor.persist_marker(APPLIED_KEY, *applied, bytes).await.map(|_| ()).map_err(write_error)
     }
 }
 
 /// Builds snapshots. A shard snapshot only marks a durable point (its data stays in the
 /// segments and is exported when a follower needs it); a metadata snapshot holds the state.
 pub enum GroupSnapshotBuilder {
-    Meta { group: u64, logs: Arc<LogEngine>, encoded: Result<Vec<u8>, String>, meta: SnapshotMeta },
-    Shard { group: u64, logs: Arc<LogEngine>, segments: ShardSegments, meta: SnapshotMeta },
+    Meta { floor: Arc<DurableFloor>, encoded: Result<Vec<u8>, String>, meta: SnapshotMeta },
+    Shard { floor: Arc<DurableFloor>, segments: ShardSegments, meta: SnapshotMeta },
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         match self {
-            GroupSnapshotBuilder::Meta { group, logs, encoded, meta } => {
+            GroupSnapshotBuilder::Meta { floor, encoded, meta } => {
                 let bytes = encoded.clone().map_err(write_error)?;
-                logs.put_durable(*group, SNAPSHOT_KEY, bytes.clone()).await.map_err(write_error)?;
+                if let Some(last) = meta.last_log_id {
+                    floor.persist_marker(SNAPSHOT_KEY, last, bytes.clone()).await.map_err(write_error)?;
+                }
                 Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes)) })
             }
-            GroupSnapshotBuilder::Shard { group, logs, segments, meta } => {
+            GroupSnapshotBuilder::Shard { floor, segments, meta } => {
                 // Everything applied before the builder was made is in the segments; make it
-                // durable before the log may be purged up to it.
-                segments.flush().await.map_err(write_error)?;
-                ShardStateMachine::persist_applied_marker(logs, *group, &meta.last_log_id).await?;
+                // durable before the log may be purged up to it. If a snapshot install replaced
+                // the segments meanwhile, the installer records its own (newer) point instead.
+                match segments.flush().await {
+                    Ok(_) => ShardStateMachine::persist_applied_marker(floor, &meta.last_log_id).await?,
+                    Err(error) if error.is_replaced() => {}
+                    Err(error) => return Err(write_error(error)),
+                }
                 Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
             }
         }
@@ -262,14 +276,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         match self {
             GroupStateMachine::Meta(machine) => GroupSnapshotBuilder::Meta {
-                group: machine.group,
-                logs: machine.logs.clone(),
+                floor: machine.floor.clone(),
                 encoded: machine.encode_snapshot().map_err(|error| error.to_string()),
                 meta: machine.snapshot_meta(),
             },
             GroupStateMachine::Shard(machine) => GroupSnapshotBuilder::Shard {
-                group: machine.group,
-                logs: machine.logs.clone(),
+                floor: machine.floor.clone(),
                 segments: machine.segments.clone(),
                 meta: SnapshotMeta {
                     last_log_id: machine.last_applied,
@@ -293,7 +305,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 machine.last_applied = meta.last_log_id;
                 machine.membership = meta.last_membership.clone();
                 let encoded = machine.encode_snapshot()?;
-                machine.logs.put_durable(machine.group, SNAPSHOT_KEY, encoded).await.map_err(write_error)?;
+                if let Some(last) = meta.last_log_id {
+                    machine.floor.persist_marker(SNAPSHOT_KEY, last, encoded).await.map_err(write_error)?;
+                }
                 machine.published.send_replace(Arc::new(machine.state.clone()));
             }
             GroupStateMachine::Shard(machine) => {
@@ -302,7 +316,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 machine.last_applied = meta.last_log_id;
                 machine.membership = meta.last_membership.clone();
                 machine.persist_membership().await?;
-                ShardStateMachine::persist_applied_marker(&machine.logs, machine.group, &machine.last_applied).await?;
+                ShardStateMachine::persist_applied_marker(&machine.floor, &machine.last_applied).await?;
             }
         }
         Ok(())

@@ -35,6 +35,9 @@ pub enum StorageError {
     /// The store's writer has stopped (shut down, or failed earlier with the error it logged).
     #[error("storage closed")]
     Closed,
+    /// The data a caller waited on was replaced by a snapshot import before it became durable.
+    #[error("the shard's contents were replaced by a snapshot import")]
+    Replaced,
 }
 
 impl StorageError {
@@ -44,6 +47,11 @@ impl StorageError {
             context: context.into(),
             source,
         }
+    }
+
+    /// Whether the data waited on was replaced by an import (see [`StorageError::Replaced`]).
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, StorageError::Replaced)
     }
 
     /// Whether this error means stored data is damaged (the replica must stop serving).

@@ -7,8 +7,13 @@
 //! shard's pending bytes, issues one `write_all_at_and_sync` per touched file, then marks the
 //! batches durable and wakes the [`ShardSegments::flush`] callers.
 //!
-//! Layout: `root/<group_id>/<first log index, 20 digits>.seg`; the batch encoding is in
-//! [`super::segment_format`] and `docs/storage.md`.
+//! Layout: `root/<group_id>/<first log index, 20 digits>.seg` until the shard's first
+//! [`ShardSegments::import`]; from then on `root/<group_id>/gen-<n>/<first index>.seg`, with
+//! `root/<group_id>/CURRENT` naming the live generation `n` (no `CURRENT`: generation 0, the
+//! shard directory itself). An import writes and syncs a whole new generation, then switches
+//! `CURRENT` (write `CURRENT.tmp`, sync, rename, sync the directory), so a crash leaves either
+//! the old or the new contents. The batch encoding is in [`super::segment_format`] and
+//! `docs/storage.md`.
 //!
 //! Invariants:
 //! - batches are stored in strictly increasing log index; a record's sequence is
@@ -37,6 +42,17 @@ use crate::seam::Executor;
 
 /// File-name suffix of segment files.
 pub const SEGMENT_SUFFIX: &str = ".seg";
+/// The file in a shard directory that names the live generation (absent: generation 0).
+pub const CURRENT_FILE: &str = "CURRENT";
+/// `CURRENT` is written under this name, synced, then renamed over `CURRENT`.
+const CURRENT_TMP_FILE: &str = "CURRENT.tmp";
+/// Generation `n >= 1` of a shard lives in the directory `gen-<n>` of the shard directory.
+const GENERATION_DIR_PREFIX: &str = "gen-";
+/// `CURRENT`: magic, format version (u16), reserved (u16), generation (u64), CRC32C of the
+/// 16 bytes before it; integers little-endian.
+const CURRENT_MAGIC: [u8; 4] = *b"RFSG";
+const CURRENT_FORMAT_VERSION: u16 = 1;
+const CURRENT_BYTES: usize = 20;
 /// Bits of a sequence number that hold the record's position within its batch.
 pub const SEQUENCE_POSITION_BITS: u32 = 16;
 
@@ -142,6 +158,158 @@ fn first_sequence_of(index: u64) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Generations
+
+/// The directory holding generation `generation` of the shard in `shard_dir`: the shard
+/// directory itself for generation 0 (the layout before the first import), `gen-<n>` otherwise.
+pub fn generation_dir(shard_dir: &Path, generation: u64) -> PathBuf {
+    if generation == 0 {
+        shard_dir.to_path_buf()
+    } else {
+        shard_dir.join(format!("{GENERATION_DIR_PREFIX}{generation}"))
+    }
+}
+
+fn encode_current(generation: u64) -> [u8; CURRENT_BYTES] {
+    let mut bytes = [0u8; CURRENT_BYTES];
+    bytes[0..4].copy_from_slice(&CURRENT_MAGIC);
+    bytes[4..6].copy_from_slice(&CURRENT_FORMAT_VERSION.to_le_bytes());
+    bytes[8..16].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..16]);
+    bytes[16..20].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode_current(bytes: &[u8]) -> Result<u64, String> {
+    if bytes.len() != CURRENT_BYTES {
+        return Err(format!("{} bytes, expected {CURRENT_BYTES}", bytes.len()));
+    }
+    if bytes[0..4] != CURRENT_MAGIC {
+        return Err("bad magic".to_string());
+    }
+    let stored_crc = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
+    if stored_crc != crc32c::crc32c(&bytes[..16]) {
+        return Err("checksum mismatch".to_string());
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != CURRENT_FORMAT_VERSION || bytes[6..8] != [0, 0] {
+        return Err(format!("unknown format version {version}"));
+    }
+    let generation = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    if generation == 0 {
+        return Err("names generation 0, which is never written".to_string());
+    }
+    Ok(generation)
+}
+
+/// The live generation of the shard in `shard_dir`: what `CURRENT` names, or 0 without it.
+fn read_current(fs: &dyn FileSystem, shard_dir: &Path) -> Result<u64, StorageError> {
+    let path = shard_dir.join(CURRENT_FILE);
+    if !fs.exists(&path) {
+        return Ok(0);
+    }
+    let file = fs
+        .open(&path, OpenMode::Read)
+        .context(|| format!("open {}", path.display()))?;
+    let mut bytes = vec![0u8; CURRENT_BYTES + 1];
+    let read = file
+        .read_at(&mut bytes, 0)
+        .context(|| format!("read {}", path.display()))?;
+    bytes.truncate(read);
+    // CURRENT is only ever replaced by a rename of a synced file, so damage is corruption.
+    decode_current(&bytes).map_err(|reason| StorageError::Corruption {
+        file: path,
+        offset: 0,
+        reason: format!("bad CURRENT file: {reason}"),
+    })
+}
+
+/// Makes `generation` the live one, durably: `CURRENT.tmp` is written and synced, renamed
+/// over `CURRENT`, and the shard directory is synced.
+fn write_current(
+    fs: &dyn FileSystem,
+    shard_dir: &Path,
+    generation: u64,
+) -> Result<(), StorageError> {
+    let tmp = shard_dir.join(CURRENT_TMP_FILE);
+    let path = shard_dir.join(CURRENT_FILE);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)
+            .context(|| format!("remove {}", tmp.display()))?;
+    }
+    fs.open(&tmp, OpenMode::CreateNew)
+        .and_then(|file| file.write_all_at_and_sync(&[&encode_current(generation)], 0))
+        .context(|| format!("write {}", tmp.display()))?;
+    fs.rename(&tmp, &path)
+        .context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    fs.sync_dir(shard_dir)
+        .context(|| format!("sync directory {}", shard_dir.display()))
+}
+
+/// Removes generation `generation` of the shard in `shard_dir` (for generation 0, the segment
+/// files directly in the shard directory); returns whether anything was there. Does not sync
+/// the shard directory.
+fn remove_generation(
+    fs: &dyn FileSystem,
+    shard_dir: &Path,
+    generation: u64,
+) -> Result<bool, StorageError> {
+    let dir = generation_dir(shard_dir, generation);
+    if generation > 0 {
+        if !fs.exists(&dir) {
+            return Ok(false);
+        }
+        fs.remove_dir_all(&dir)
+            .context(|| format!("remove generation {}", dir.display()))?;
+        return Ok(true);
+    }
+    let mut removed = false;
+    for name in fs
+        .list_dir(shard_dir)
+        .context(|| format!("list shard directory {}", shard_dir.display()))?
+    {
+        if parse_segment_file_name(&name).is_some() {
+            let path = shard_dir.join(&name);
+            fs.remove_file(&path)
+                .context(|| format!("remove segment {}", path.display()))?;
+            removed = true;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes everything of the shard in `shard_dir` that is not generation `live`: a leftover
+/// `CURRENT.tmp`, the generation after `live` (an import that did not finish) and every
+/// generation before it that can exist. An import starts only after this succeeded, so at
+/// most `live - 1` (an import whose clean-up did not finish) and `live + 1` can be present,
+/// plus, once `live >= 1`, segment files of generation 0.
+fn remove_stale_generations(
+    fs: &dyn FileSystem,
+    shard_dir: &Path,
+    live: u64,
+) -> Result<(), StorageError> {
+    let mut removed = false;
+    let tmp = shard_dir.join(CURRENT_TMP_FILE);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)
+            .context(|| format!("remove {}", tmp.display()))?;
+        removed = true;
+    }
+    removed |= remove_generation(fs, shard_dir, live + 1)?;
+    if live >= 2 {
+        removed |= remove_generation(fs, shard_dir, live - 1)?;
+    }
+    if live >= 1 {
+        removed |= remove_generation(fs, shard_dir, 0)?;
+    }
+    if removed {
+        fs.sync_dir(shard_dir)
+            .context(|| format!("sync directory {}", shard_dir.display()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shard state
 
 #[derive(Debug)]
@@ -189,12 +357,17 @@ impl BatchEntry {
 
 #[derive(Debug, Default)]
 struct ShardState {
+    /// The live generation on disk (what `CURRENT` names; 0 without it).
+    disk_generation: u64,
+    /// The directory of the live generation: where `segments` are.
+    data_dir: PathBuf,
     segments: Vec<Segment>,
     batches: Vec<BatchEntry>,
     /// Batches before this position are durable; the rest are pending.
     durable_count: usize,
     /// Bumped when the contents are replaced (import) or removed, so a writer round planned
-    /// on the old contents does not mark anything.
+    /// on the old contents does not mark anything and a waiting flush fails. In memory only;
+    /// unrelated to `disk_generation`.
     generation: u64,
     removed: bool,
     /// The first failed segment write: the shard stops accepting appends (an fsync error
@@ -235,27 +408,23 @@ impl ShardState {
     }
 
     /// Places a batch of `length` bytes at the end of the newest segment, rolling to a new one
-    /// (named after `index`) if it would go past `segment_bytes_max`.
-    fn place(&mut self, dir: &Path, index: u64, length: u64, segment_bytes_max: u64) -> usize {
+    /// (named after `index`, in the live generation's directory) if it would go past
+    /// `segment_bytes_max`.
+    fn place(&mut self, index: u64, length: u64, segment_bytes_max: u64) -> usize {
         let roll = match self.segments.last() {
             None => true,
             Some(segment) => segment.len > 0 && segment.len + length > segment_bytes_max,
         };
         if roll {
-            self.segments.push(Segment::new(dir, index, 0));
+            let segment = Segment::new(&self.data_dir, index, 0);
+            self.segments.push(segment);
         }
         self.segments.len() - 1
     }
 
-    fn push_batch(
-        &mut self,
-        dir: &Path,
-        header: &BatchHeader,
-        pending: Option<Bytes>,
-        segment_bytes_max: u64,
-    ) {
+    fn push_batch(&mut self, header: &BatchHeader, pending: Option<Bytes>, segment_bytes_max: u64) {
         let length = header.encoded_bytes() as u64;
-        let segment = self.place(dir, header.log_id.index, length, segment_bytes_max);
+        let segment = self.place(header.log_id.index, length, segment_bytes_max);
         let offset = self.segments[segment].len;
         self.segments[segment].len += length;
         self.batches.push(BatchEntry {
@@ -281,6 +450,8 @@ struct ShardInner {
     group_id: u64,
     /// Distinguishes a shard re-created after `remove_shard` from its predecessor.
     instance: u64,
+    /// The shard directory (`root/<group_id>`); segments are in the live generation's
+    /// directory, `ShardState::data_dir`.
     dir: PathBuf,
     fs: Arc<dyn FileSystem>,
     config: SegmentStoreConfig,
@@ -401,10 +572,11 @@ fn writer_handle(
     }
     let handle = match shard.fs.open(path, OpenMode::CreateNew) {
         Ok(handle) => {
+            let dir = path.parent().unwrap_or(&shard.dir);
             shard
                 .fs
-                .sync_dir(&shard.dir)
-                .context(|| format!("sync directory {}", shard.dir.display()))?;
+                .sync_dir(dir)
+                .context(|| format!("sync directory {}", dir.display()))?;
             handle
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => shard
@@ -566,8 +738,8 @@ fn corruption(path: &Path, offset: usize, reason: String) -> StorageError {
     }
 }
 
-/// Rebuilds a shard's state from its directory, truncating a torn tail.
-fn recover_shard(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, StorageError> {
+/// Rebuilds a shard's state from the directory of its live generation, truncating a torn tail.
+fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, StorageError> {
     let mut files: Vec<(u64, String)> = fs
         .list_dir(dir)
         .context(|| format!("list shard directory {}", dir.display()))?
@@ -575,7 +747,10 @@ fn recover_shard(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, StorageE
         .filter_map(|name| parse_segment_file_name(&name).map(|index| (index, name)))
         .collect();
     files.sort();
-    let mut state = ShardState::default();
+    let mut state = ShardState {
+        data_dir: dir.to_path_buf(),
+        ..ShardState::default()
+    };
     let mut last_index: Option<u64> = None;
     let mut last_timestamp_ms = i64::MIN;
     for (position, (first_index, name)) in files.iter().enumerate() {
@@ -634,6 +809,24 @@ fn recover_shard(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, StorageE
         }
     }
     state.durable_count = state.batches.len();
+    Ok(state)
+}
+
+/// Opens a shard directory: finds the live generation, removes what an interrupted import or
+/// clean-up left behind, and recovers the live generation.
+fn recover_shard(fs: &dyn FileSystem, shard_dir: &Path) -> Result<ShardState, StorageError> {
+    let live = read_current(fs, shard_dir)?;
+    remove_stale_generations(fs, shard_dir, live)?;
+    let data_dir = generation_dir(shard_dir, live);
+    if !fs.exists(&data_dir) {
+        return Err(StorageError::Corruption {
+            file: shard_dir.join(CURRENT_FILE),
+            offset: 0,
+            reason: format!("names generation {live}, whose directory is missing"),
+        });
+    }
+    let mut state = recover_generation(fs, &data_dir)?;
+    state.disk_generation = live;
     Ok(state)
 }
 
@@ -704,7 +897,10 @@ impl SegmentStore {
             fs.create_dir_all(&dir)
                 .and_then(|()| fs.sync_dir(&self.inner.root))
                 .context(|| format!("create shard directory {}", dir.display()))?;
-            ShardState::default()
+            ShardState {
+                data_dir: dir.clone(),
+                ..ShardState::default()
+            }
         };
         let shard = ShardSegments {
             inner: Arc::new(ShardInner {
@@ -812,12 +1008,7 @@ impl ShardSegments {
                 payload_bytes: payload_bytes as u32,
             };
             debug_assert_eq!(header.encoded_bytes(), encoded.len());
-            state.push_batch(
-                &self.inner.dir,
-                &header,
-                Some(encoded),
-                self.inner.config.segment_bytes_max,
-            );
+            state.push_batch(&header, Some(encoded), self.inner.config.segment_bytes_max);
         }
         self.inner.link.mark_dirty(&self.inner)?;
         Ok(true)
@@ -1019,7 +1210,10 @@ impl ShardSegments {
     }
 
     /// Waits until everything appended before this call is durable; returns the last durable
-    /// batch. Fails if a segment write failed or the store is closed.
+    /// batch. Fails if a segment write failed or the store is closed, and with
+    /// [`StorageError::Replaced`] if an [`Self::import`] replaced the shard's contents after
+    /// this call and before the flush saw them durable (what the caller asked about is gone;
+    /// the imported contents are durable when `import` returns).
     pub fn flush(
         &self,
     ) -> impl std::future::Future<Output = Result<Option<BatchLogId>, StorageError>> + Send + 'static
@@ -1039,7 +1233,10 @@ impl ShardSegments {
                         (Some(target), Some(durable)) => durable.index >= target.index,
                         (Some(_), None) => false,
                     };
-                    if reached || state.generation != generation {
+                    if state.generation != generation {
+                        return Err(StorageError::Replaced);
+                    }
+                    if reached {
                         return Ok(state.last_durable());
                     }
                 }
@@ -1092,8 +1289,16 @@ impl ShardSegments {
     }
 
     /// Replaces the shard's contents with a snapshot from [`Self::export`]; durable on return.
-    /// The snapshot is verified before anything is changed. Not atomic across a crash: after
-    /// one, the shard holds a prefix of the snapshot (never a mix with the old contents).
+    /// The snapshot is verified before anything is changed. Atomic across a crash: the
+    /// snapshot goes into a new generation directory, made durable before `CURRENT` is
+    /// switched to it, so recovery finds either all the old contents or all the new ones.
+    ///
+    /// Reads and appends from the moment `import` takes the shard see the new contents
+    /// (appends go to the new generation and become durable in a later writer round); a
+    /// [`Self::flush`] waiting on the old contents fails with [`StorageError::Replaced`].
+    /// An error before the new contents are swapped in changes nothing; a later one stops
+    /// the shard as a failed segment write does (the disk holds the old or the new contents,
+    /// which reopening the store recovers).
     pub fn import(&self, snapshot: &[u8]) -> Result<(), StorageError> {
         let mut headers = Vec::new();
         let mut offset = 0usize;
@@ -1122,71 +1327,93 @@ impl ShardSegments {
         }
 
         let inner = &self.inner;
+        let fs = inner.fs.as_ref();
         let mut file = lock(&inner.io);
-        file.current = None;
-        {
-            let mut state = inner.state();
+        // Nothing is changed until the new generation's directory exists: on an error up to
+        // there the shard keeps its contents and stays usable.
+        let (old_generation, new_generation, new_dir) = {
+            let state = inner.state();
             state.check_usable()?;
+            let new_generation = state.disk_generation + 1;
+            (
+                state.disk_generation,
+                new_generation,
+                generation_dir(&inner.dir, new_generation),
+            )
+        };
+        remove_stale_generations(fs, &inner.dir, old_generation)?;
+        fs.create_dir_all(&new_dir)
+            .and_then(|()| fs.sync_dir(&inner.dir))
+            .context(|| format!("create generation {}", new_dir.display()))?;
+
+        file.current = None;
+        let plan = {
+            let mut state = inner.state();
             let generation = state.generation + 1;
             *state = ShardState {
                 generation,
+                disk_generation: new_generation,
+                data_dir: new_dir.clone(),
                 ..ShardState::default()
             };
             for (header, bytes) in &headers {
-                state.push_batch(
-                    &inner.dir,
-                    header,
-                    Some(bytes.clone()),
-                    inner.config.segment_bytes_max,
-                );
+                state.push_batch(header, Some(bytes.clone()), inner.config.segment_bytes_max);
             }
-        }
-        // The old files go first, so a crash never leaves old and new contents mixed.
-        for name in inner
-            .fs
-            .list_dir(&inner.dir)
-            .context(|| format!("list shard directory {}", inner.dir.display()))?
+            plan_shard(&state, usize::MAX)
+        };
+        let outcome = write_generation(fs, &mut file, &new_dir, &plan.writes)
+            .and_then(|()| write_current(fs, &inner.dir, new_generation));
         {
-            if parse_segment_file_name(&name).is_some() {
-                let path = inner.dir.join(&name);
-                inner
-                    .fs
-                    .remove_file(&path)
-                    .context(|| format!("remove segment {}", path.display()))?;
-            }
-        }
-        inner
-            .fs
-            .sync_dir(&inner.dir)
-            .context(|| format!("sync directory {}", inner.dir.display()))?;
-        let plan = plan_shard(&inner.state(), usize::MAX);
-        let mut outcome = Ok(());
-        for write in &plan.writes {
-            let bufs: Vec<&[u8]> = write.bufs.iter().map(|buf| &buf[..]).collect();
-            outcome = writer_handle(inner, &mut file, &write.path).and_then(|handle| {
-                handle
-                    .write_all_at_and_sync(&bufs, write.offset)
-                    .context(|| format!("write segment {}", write.path.display()))
-            });
-            if outcome.is_err() {
-                break;
-            }
-        }
-        let mut state = inner.state();
-        match outcome {
-            Ok(()) => {
-                for batch in &mut state.batches {
-                    batch.pending = None;
-                }
-                state.durable_count = state.batches.len();
-                Ok(())
-            }
-            Err(error) => {
+            let mut state = inner.state();
+            if let Err(error) = outcome {
+                tracing::error!(group_id = inner.group_id, %error, "snapshot import failed");
                 state.write_error = Some(error.to_string());
-                Err(error)
+                return Err(error);
             }
+            // Batches appended while the import wrote stay pending for the writer.
+            for batch in &mut state.batches[plan.durable_start..plan.durable_end] {
+                batch.pending = None;
+            }
+            state.durable_count = plan.durable_end;
         }
+        // The new contents are live and durable; the old generation is garbage. Failing to
+        // remove it is not an error: the next import or recovery removes it first.
+        let removed = remove_generation(fs, &inner.dir, old_generation).and_then(|_| {
+            fs.sync_dir(&inner.dir)
+                .context(|| format!("sync directory {}", inner.dir.display()))
+        });
+        if let Err(error) = removed {
+            tracing::warn!(
+                group_id = inner.group_id,
+                %error,
+                "could not remove the generation an import replaced"
+            );
+        }
+        Ok(())
     }
+}
+
+/// Writes an import's planned files into the (new, empty) generation directory `dir`, each
+/// with one write + fdatasync, then syncs the directory. Leaves the last file as the writer's
+/// current one, so later appends continue it.
+fn write_generation(
+    fs: &dyn FileSystem,
+    file: &mut WriterFile,
+    dir: &Path,
+    writes: &[PlannedWrite],
+) -> Result<(), StorageError> {
+    for write in writes {
+        let bufs: Vec<&[u8]> = write.bufs.iter().map(|buf| &buf[..]).collect();
+        let handle = fs
+            .open(&write.path, OpenMode::CreateNew)
+            .context(|| format!("create segment {}", write.path.display()))?;
+        handle
+            .write_all_at_and_sync(&bufs, write.offset)
+            .context(|| format!("write segment {}", write.path.display()))?;
+        file.current = Some((write.path.clone(), handle));
+    }
+    fs.sync_dir(dir)
+        .context(|| format!("sync directory {}", dir.display()))
 }
 
 #[cfg(test)]
