@@ -57,12 +57,8 @@ pub struct Revision {
 impl Revision {
     /// Asks git about the repository holding `directory`.
     pub fn detect(directory: &Path) -> Option<Revision> {
-        let output = Command::new("git")
-            .arg("-C")
-            .arg(directory)
-            .args(["rev-parse", "--short", "HEAD"])
-            .output()
-            .ok()?;
+        let output =
+            Command::new("git").arg("-C").arg(directory).args(["rev-parse", "--short", "HEAD"]).output().ok()?;
         if !output.status.success() {
             return None;
         }
@@ -80,10 +76,7 @@ impl Revision {
 
 /// The current time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn utc_timestamp_now() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0);
+    let seconds = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
     utc_timestamp(seconds)
 }
 
@@ -95,16 +88,11 @@ fn utc_timestamp(seconds: u64) -> String {
     let shifted = days + 719_468;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -129,10 +117,7 @@ mod tests {
     #[test]
     fn proc_files_are_parsed() {
         let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) CPU @ 2.20GHz\n";
-        assert_eq!(
-            cpu_model(cpuinfo).as_deref(),
-            Some("Intel(R) Xeon(R) CPU @ 2.20GHz")
-        );
+        assert_eq!(cpu_model(cpuinfo).as_deref(), Some("Intel(R) Xeon(R) CPU @ 2.20GHz"));
         assert_eq!(cpu_model("processor : 0\n"), None);
         let meminfo = "MemTotal:        8148012 kB\nMemFree:          123 kB\n";
         assert_eq!(memory_total_mib(meminfo), Some(7957));

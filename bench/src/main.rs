@@ -24,9 +24,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use riffle_client::proto::StreamStatus;
-use riffle_client::{
-    stream_status_name, Client, ClientConfig, PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX,
-};
+use riffle_client::{stream_status_name, Client, ClientConfig, PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX};
 
 use crate::machine::{Machine, Revision};
 use crate::report::{Parameters, Report, Results};
@@ -48,18 +46,10 @@ const RECORD_BYTES_MAX: usize = 1024 * 1024;
 const CONCURRENCY_MAX: usize = 1_024;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "riffle-bench",
-    version,
-    about = "PutRecords load generator for Riffle"
-)]
+#[command(name = "riffle-bench", version, about = "PutRecords load generator for Riffle")]
 struct Arguments {
     /// Node to send to (repeat for several; workers spread over them).
-    #[arg(
-        long = "endpoint",
-        value_name = "URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long = "endpoint", value_name = "URL", default_value = "http://127.0.0.1:50051")]
     endpoints: Vec<String>,
     /// Stream to write to; created with `--shards` shards if missing.
     #[arg(long, default_value = "bench")]
@@ -146,10 +136,7 @@ impl Arguments {
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: starting the runtime: {error}");
@@ -169,9 +156,7 @@ fn main() -> ExitCode {
 /// Runs the benchmark; `Ok(false)` when not a single record was acknowledged.
 async fn run(arguments: Arguments) -> Result<bool> {
     arguments.validate()?;
-    let admin = Client::connect(arguments.endpoints.clone())
-        .await
-        .context("connecting")?;
+    let admin = Client::connect(arguments.endpoints.clone()).await.context("connecting")?;
     if arguments.wait_ready_s > 0 {
         wait_ready(&admin, arguments.wait_ready_s).await?;
     }
@@ -185,9 +170,7 @@ async fn run(arguments: Arguments) -> Result<bool> {
         let first = worker % endpoints.len();
         endpoints.rotate_left(first);
         clients.push(
-            Client::connect_with_config(endpoints, ClientConfig::default())
-                .await
-                .context("connecting a worker")?,
+            Client::connect_with_config(endpoints, ClientConfig::default()).await.context("connecting a worker")?,
         );
     }
     let workload = Workload {
@@ -216,19 +199,13 @@ async fn run(arguments: Arguments) -> Result<bool> {
         timestamp_utc: machine::utc_timestamp_now(),
         revision: Revision::detect(&std::env::current_dir().unwrap_or_else(|_| ".".into())),
         machine: Machine::detect(),
-        durability: format!(
-            "{replicas} replicas, fsync on a quorum before ack (raft-engine group commit)"
-        ),
+        durability: format!("{replicas} replicas, fsync on a quorum before ack (raft-engine group commit)"),
         parameters: Parameters {
             endpoints: arguments.endpoints.clone(),
             stream: arguments.stream.clone(),
             shards,
             record_bytes: arguments.record_bytes,
-            mode: if arguments.rate.is_some() {
-                "open-loop"
-            } else {
-                "closed-loop"
-            },
+            mode: if arguments.rate.is_some() { "open-loop" } else { "closed-loop" },
             records,
             duration_s,
             concurrency: arguments.concurrency,
@@ -241,12 +218,8 @@ async fn run(arguments: Arguments) -> Result<bool> {
     println!("riffle-bench report");
     print!("{}", report.table());
     if let Some(path) = &arguments.json {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
@@ -260,10 +233,9 @@ fn describe_workload(workload: &Workload) -> String {
         End::Records(records) => format!("{records} records"),
         End::Duration(duration) => format!("{} s", duration.as_secs()),
     };
-    let pace = workload.rate_records_per_s.map_or_else(
-        || "as fast as possible".to_string(),
-        |rate| format!("at {rate} records/s (open loop)"),
-    );
+    let pace = workload
+        .rate_records_per_s
+        .map_or_else(|| "as fast as possible".to_string(), |rate| format!("at {rate} records/s (open loop)"));
     format!(
         "{end} of {} B {pace}, {} per request, concurrency {}",
         workload.record_bytes, workload.batch_records, workload.concurrency
@@ -313,18 +285,11 @@ async fn ensure_stream(client: &Client, stream: &str, shards: u32) -> Result<u32
     let mut last = String::new();
     for _ in 0..STREAM_POLLS_MAX {
         match client.describe_stream_summary(stream).await {
-            Ok(summary) if summary.stream_status == StreamStatus::Active as i32 => {
-                return Ok(summary.open_shard_count)
-            }
+            Ok(summary) if summary.stream_status == StreamStatus::Active as i32 => return Ok(summary.open_shard_count),
             Ok(summary) => {
-                last = stream_status_name(
-                    StreamStatus::try_from(summary.stream_status).unwrap_or_default(),
-                )
-                .to_string()
+                last = stream_status_name(StreamStatus::try_from(summary.stream_status).unwrap_or_default()).to_string()
             }
-            Err(error) if error.error_type() == Some("ResourceNotFoundException") => {
-                last = error.to_string()
-            }
+            Err(error) if error.error_type() == Some("ResourceNotFoundException") => last = error.to_string(),
             Err(error) => return Err(error).context(format!("waiting for stream {stream}")),
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -337,20 +302,11 @@ async fn ensure_stream(client: &Client, stream: &str, shards: u32) -> Result<u32
 async fn wait_for_leaders(client: &Client, stream: &str) -> Result<usize> {
     let mut shards_without_leader = 0;
     for _ in 0..STREAM_POLLS_MAX {
-        let description = client
-            .describe_stream(stream)
-            .await
-            .with_context(|| format!("describing stream {stream}"))?;
-        shards_without_leader = description
-            .shards
-            .iter()
-            .filter(|shard| shard.leader_node.is_none())
-            .count();
+        let description =
+            client.describe_stream(stream).await.with_context(|| format!("describing stream {stream}"))?;
+        shards_without_leader = description.shards.iter().filter(|shard| shard.leader_node.is_none()).count();
         if shards_without_leader == 0 {
-            return Ok(description
-                .shards
-                .first()
-                .map_or(0, |shard| shard.replica_nodes.len()));
+            return Ok(description.shards.first().map_or(0, |shard| shard.replica_nodes.len()));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }

@@ -112,9 +112,7 @@ fn milliseconds(micros: u64) -> String {
 }
 
 fn or_unknown<T: ToString>(value: &Option<T>) -> String {
-    value
-        .as_ref()
-        .map_or_else(|| "unknown".to_string(), T::to_string)
+    value.as_ref().map_or_else(|| "unknown".to_string(), T::to_string)
 }
 
 impl Report {
@@ -126,26 +124,13 @@ impl Report {
         let mut line = |key: &str, value: String| {
             let _ = writeln!(out, "  {key:<24} {value}");
         };
-        line(
-            "label",
-            self.label.clone().unwrap_or_else(|| "(none)".to_string()),
-        );
+        line("label", self.label.clone().unwrap_or_else(|| "(none)".to_string()));
         line("time (UTC)", self.timestamp_utc.clone());
         line(
             "revision",
-            self.revision
-                .as_ref()
-                .map_or("unknown".to_string(), |revision| {
-                    format!(
-                        "{}{}",
-                        revision.commit,
-                        if revision.dirty {
-                            " (with uncommitted changes)"
-                        } else {
-                            ""
-                        }
-                    )
-                }),
+            self.revision.as_ref().map_or("unknown".to_string(), |revision| {
+                format!("{}{}", revision.commit, if revision.dirty { " (with uncommitted changes)" } else { "" })
+            }),
         );
         line(
             "machine",
@@ -172,11 +157,7 @@ impl Report {
         );
         line(
             "target",
-            match (
-                parameters.records,
-                parameters.duration_s,
-                parameters.rate_records_per_s,
-            ) {
+            match (parameters.records, parameters.duration_s, parameters.rate_records_per_s) {
                 (Some(records), _, Some(rate)) => format!("{records} records at {rate} records/s"),
                 (Some(records), _, None) => format!("{records} records"),
                 (None, Some(duration), Some(rate)) => {
@@ -188,13 +169,7 @@ impl Report {
         );
         line("endpoints", parameters.endpoints.join(" "));
         line("elapsed", format!("{:.2} s", results.elapsed_s));
-        line(
-            "records acked",
-            format!(
-                "{} ({} failed)",
-                results.records_acked, results.records_failed
-            ),
-        );
+        line("records acked", format!("{} ({} failed)", results.records_acked, results.records_failed));
         line(
             "requests",
             format!(
@@ -202,23 +177,11 @@ impl Report {
                 results.requests_ok, results.requests_failed, results.requests_per_s
             ),
         );
-        line(
-            "throughput",
-            format!("{:.0} records/s", results.records_per_s),
-        );
-        line(
-            "data rate",
-            format!("{:.2} MiB/s of record data", results.mib_per_s),
-        );
-        let latency_title = if parameters.rate_records_per_s.is_some() {
-            "latency (from due time)"
-        } else {
-            "latency per request"
-        };
-        for (title, summary) in [
-            (latency_title, &results.latency_us),
-            ("service time", &results.service_time_us),
-        ] {
+        line("throughput", format!("{:.0} records/s", results.records_per_s));
+        line("data rate", format!("{:.2} MiB/s of record data", results.mib_per_s));
+        let latency_title =
+            if parameters.rate_records_per_s.is_some() { "latency (from due time)" } else { "latency per request" };
+        for (title, summary) in [(latency_title, &results.latency_us), ("service time", &results.service_time_us)] {
             line(
                 title,
                 format!(
@@ -241,13 +204,7 @@ impl Report {
             }
         }
         if results.ended_by_time_limit {
-            line(
-                "NOTE",
-                format!(
-                    "stopped by the {} s time limit before the target",
-                    parameters.time_limit_s
-                ),
-            );
+            line("NOTE", format!("stopped by the {} s time limit before the target", parameters.time_limit_s));
         }
         out
     }

@@ -125,10 +125,7 @@ impl Plan {
             self.time_limit_hit.store(true, Ordering::Relaxed);
             return None;
         }
-        Some(Batch {
-            records: records as usize,
-            due,
-        })
+        Some(Batch { records: records as usize, due })
     }
 }
 
@@ -153,10 +150,7 @@ struct WorkerResult {
 /// Runs `workload` with one client per worker (`clients.len()` must equal the concurrency).
 pub async fn run(workload: &Workload, clients: Vec<Client>) -> Outcome {
     assert_eq!(clients.len(), workload.concurrency, "one client per worker");
-    assert!(
-        workload.batch_records >= 1,
-        "batches hold at least one record"
-    );
+    assert!(workload.batch_records >= 1, "batches hold at least one record");
     let plan = Arc::new(Plan {
         end: workload.end,
         batch_records: workload.batch_records,
@@ -169,9 +163,7 @@ pub async fn run(workload: &Workload, clients: Vec<Client>) -> Outcome {
     let keys: Arc<[String]> = (0..PARTITION_KEYS).map(partition_key).collect();
     let counters = Arc::new(Counters::default());
     let start = Instant::now();
-    let progress = workload
-        .progress
-        .then(|| tokio::spawn(report_progress(start, counters.clone())));
+    let progress = workload.progress.then(|| tokio::spawn(report_progress(start, counters.clone())));
     let mut workers = Vec::new();
     for (worker, client) in clients.into_iter().enumerate() {
         workers.push(tokio::spawn(run_worker(
@@ -202,14 +194,8 @@ pub async fn run(workload: &Workload, clients: Vec<Client>) -> Outcome {
         outcome.requests_failed += result.requests_failed;
         outcome.records_acked += result.records_acked;
         outcome.records_failed += result.records_failed;
-        outcome
-            .latency
-            .add(&result.latency)
-            .expect("histograms share bounds");
-        outcome
-            .service_time
-            .add(&result.service_time)
-            .expect("histograms share bounds");
+        outcome.latency.add(&result.latency).expect("histograms share bounds");
+        outcome.service_time.add(&result.service_time).expect("histograms share bounds");
         for (kind, count) in result.errors {
             *outcome.errors.entry(kind).or_default() += count;
         }
@@ -255,10 +241,7 @@ async fn run_worker(
                 }
             })
             .collect();
-        let request = PutRecordsRequest {
-            stream_name: stream.clone(),
-            records,
-        };
+        let request = PutRecordsRequest { stream_name: stream.clone(), records };
         if let Some(due) = batch.due {
             tokio::time::sleep_until((start + due).into()).await;
         }
@@ -272,11 +255,7 @@ async fn run_worker(
         match answer {
             Ok(response) => {
                 result.requests_ok += 1;
-                let failed = response
-                    .records
-                    .iter()
-                    .filter(|entry| entry.error_code.is_some())
-                    .count() as u64;
+                let failed = response.records.iter().filter(|entry| entry.error_code.is_some()).count() as u64;
                 for entry in &response.records {
                     if let Some(code) = &entry.error_code {
                         *result.errors.entry(code.clone()).or_default() += 1;
@@ -293,9 +272,7 @@ async fn run_worker(
                 result.records_failed += batch.records as u64;
                 *result.errors.entry(error_kind(&error)).or_default() += 1;
                 counters.requests_failed.fetch_add(1, Ordering::Relaxed);
-                counters
-                    .records_failed
-                    .fetch_add(batch.records as u64, Ordering::Relaxed);
+                counters.records_failed.fetch_add(batch.records as u64, Ordering::Relaxed);
             }
         }
     }
@@ -318,9 +295,7 @@ fn micros(duration: Duration) -> u64 {
 
 /// Record data: printable, not all one byte, so nothing along the way compresses it to nothing.
 fn payload(record_bytes: usize) -> Vec<u8> {
-    (0..record_bytes)
-        .map(|index| b'a' + ((index * 7 + index / 26) % 26) as u8)
-        .collect()
+    (0..record_bytes).map(|index| b'a' + ((index * 7 + index / 26) % 26) as u8).collect()
 }
 
 /// Partition keys whose MD5 hashes spread evenly over the shards.
@@ -370,10 +345,8 @@ mod tests {
     #[test]
     fn record_count_runs_end_with_a_partial_batch() {
         let plan = plan(End::Records(250), 100, None);
-        let sizes: Vec<usize> = std::iter::from_fn(|| plan.claim(Duration::ZERO))
-            .map(|batch| batch.records)
-            .take(10)
-            .collect();
+        let sizes: Vec<usize> =
+            std::iter::from_fn(|| plan.claim(Duration::ZERO)).map(|batch| batch.records).take(10).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
     }
 

@@ -37,25 +37,15 @@ impl PutRecordsBatcher {
     pub fn new(records_max: usize, bytes_max: usize) -> PutRecordsBatcher {
         assert!(records_max >= 1, "records_max must be at least 1");
         assert!(bytes_max >= 1, "bytes_max must be at least 1");
-        PutRecordsBatcher {
-            records_max,
-            bytes_max,
-            pending: Vec::new(),
-            pending_bytes: 0,
-        }
+        PutRecordsBatcher { records_max, bytes_max, pending: Vec::new(), pending_bytes: 0 }
     }
 
     /// Adds `entry`; returns the batch collected so far when `entry` does not fit in it
     /// (`entry` then starts the next batch).
     pub fn push(&mut self, entry: PutRecordsRequestEntry) -> Option<Vec<PutRecordsRequestEntry>> {
         let bytes = entry_bytes(&entry);
-        let fits = self.pending.len() < self.records_max
-            && self.pending_bytes.saturating_add(bytes) <= self.bytes_max;
-        let full = if fits || self.pending.is_empty() {
-            None
-        } else {
-            self.take()
-        };
+        let fits = self.pending.len() < self.records_max && self.pending_bytes.saturating_add(bytes) <= self.bytes_max;
+        let full = if fits || self.pending.is_empty() { None } else { self.take() };
         self.pending_bytes += bytes;
         self.pending.push(entry);
         debug_assert!(self.pending.len() <= self.records_max);
@@ -84,10 +74,7 @@ pub fn split_into_batches(
     bytes_max: usize,
 ) -> Vec<Vec<PutRecordsRequestEntry>> {
     let mut batcher = PutRecordsBatcher::new(records_max, bytes_max);
-    let mut batches: Vec<_> = entries
-        .into_iter()
-        .filter_map(|entry| batcher.push(entry))
-        .collect();
+    let mut batches: Vec<_> = entries.into_iter().filter_map(|entry| batcher.push(entry)).collect();
     batches.extend(batcher.take());
     batches
 }
@@ -116,10 +103,7 @@ mod tests {
 
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![500, 500, 201]);
-        let all: Vec<String> = batches
-            .iter()
-            .flat_map(|batch| keys(batch).into_iter().map(str::to_owned))
-            .collect();
+        let all: Vec<String> = batches.iter().flat_map(|batch| keys(batch).into_iter().map(str::to_owned)).collect();
         let expected: Vec<String> = (0..1201).map(|i| i.to_string()).collect();
         assert_eq!(all, expected);
     }

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use riffle_proto::v1::riffle_client::RiffleClient;
 use riffle_proto::v1::{
-    CreateStreamRequest, CreateStreamResponse, DeleteStreamRequest, DeleteStreamResponse,
-    DescribeStreamRequest, DescribeStreamSummaryRequest, GetRecordsRequest, GetRecordsResponse,
-    GetShardIteratorRequest, GetShardIteratorResponse, ListShardsRequest, ListStreamsRequest,
-    ListStreamsResponse, PutRecordRequest, PutRecordResponse, PutRecordsRequest,
-    PutRecordsResponse, Shard, StreamDescription, StreamStatus, StreamSummary,
+    CreateStreamRequest, CreateStreamResponse, DeleteStreamRequest, DeleteStreamResponse, DescribeStreamRequest,
+    DescribeStreamSummaryRequest, GetRecordsRequest, GetRecordsResponse, GetShardIteratorRequest,
+    GetShardIteratorResponse, ListShardsRequest, ListStreamsRequest, ListStreamsResponse, PutRecordRequest,
+    PutRecordResponse, PutRecordsRequest, PutRecordsResponse, Shard, StreamDescription, StreamStatus, StreamSummary,
 };
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -60,10 +59,7 @@ impl ClientConfig {
     fn validate(&self) -> Result<(), ClientError> {
         let invalid = |reason: String| Err(ClientError::InvalidConfig(reason));
         if self.retries_max > RETRIES_MAX_LIMIT {
-            return invalid(format!(
-                "retries_max {} is above {RETRIES_MAX_LIMIT}",
-                self.retries_max
-            ));
+            return invalid(format!("retries_max {} is above {RETRIES_MAX_LIMIT}", self.retries_max));
         }
         if self.backoff_initial_ms > self.backoff_max_ms {
             return invalid(format!(
@@ -80,10 +76,7 @@ impl ClientConfig {
     /// The wait before retry number `retry` (1-based).
     fn backoff(&self, retry: u32) -> Duration {
         let factor = 1u64 << retry.saturating_sub(1).min(20);
-        let ms = self
-            .backoff_initial_ms
-            .saturating_mul(factor)
-            .min(self.backoff_max_ms);
+        let ms = self.backoff_initial_ms.saturating_mul(factor).min(self.backoff_max_ms);
         Duration::from_millis(ms)
     }
 }
@@ -132,10 +125,7 @@ impl Client {
     }
 
     /// A client for `endpoints` with `config` (validated here).
-    pub async fn connect_with_config(
-        endpoints: Vec<String>,
-        config: ClientConfig,
-    ) -> Result<Client, ClientError> {
+    pub async fn connect_with_config(endpoints: Vec<String>, config: ClientConfig) -> Result<Client, ClientError> {
         config.validate()?;
         if endpoints.is_empty() {
             return Err(ClientError::InvalidEndpoint {
@@ -146,11 +136,7 @@ impl Client {
         let nodes = endpoints
             .into_iter()
             .map(|endpoint| {
-                let uri = if endpoint.contains("://") {
-                    endpoint.clone()
-                } else {
-                    format!("http://{endpoint}")
-                };
+                let uri = if endpoint.contains("://") { endpoint.clone() } else { format!("http://{endpoint}") };
                 let channel = Endpoint::from_shared(uri)
                     .map_err(|error| ClientError::InvalidEndpoint {
                         endpoint: endpoint.clone(),
@@ -159,17 +145,10 @@ impl Client {
                     .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
                     .timeout(Duration::from_millis(config.request_timeout_ms))
                     .connect_lazy();
-                Ok(Node {
-                    endpoint,
-                    rpc: RiffleClient::new(channel),
-                })
+                Ok(Node { endpoint, rpc: RiffleClient::new(channel) })
             })
             .collect::<Result<Vec<Node>, ClientError>>()?;
-        Ok(Client {
-            nodes: nodes.into(),
-            current: Arc::new(AtomicUsize::new(0)),
-            config,
-        })
+        Ok(Client { nodes: nodes.into(), current: Arc::new(AtomicUsize::new(0)), config })
     }
 
     /// The configuration in force.
@@ -185,11 +164,7 @@ impl Client {
         shard_count: u32,
         retention_period_hours: Option<u32>,
     ) -> Result<CreateStreamResponse, ClientError> {
-        let request = CreateStreamRequest {
-            stream_name: stream_name.to_owned(),
-            shard_count,
-            retention_period_hours,
-        };
+        let request = CreateStreamRequest { stream_name: stream_name.to_owned(), shard_count, retention_period_hours };
         self.call(Idempotence::NotIdempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.create_stream(request).await }
@@ -198,13 +173,8 @@ impl Client {
     }
 
     /// Deletes a stream and its records.
-    pub async fn delete_stream(
-        &self,
-        stream_name: &str,
-    ) -> Result<DeleteStreamResponse, ClientError> {
-        let request = DeleteStreamRequest {
-            stream_name: stream_name.to_owned(),
-        };
+    pub async fn delete_stream(&self, stream_name: &str) -> Result<DeleteStreamResponse, ClientError> {
+        let request = DeleteStreamRequest { stream_name: stream_name.to_owned() };
         self.call(Idempotence::NotIdempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.delete_stream(request).await }
@@ -214,10 +184,7 @@ impl Client {
 
     /// Describes a stream with all its shards, following DescribeStream's pagination (at most
     /// [`PAGES_MAX`] pages). The result has `has_more_shards == false`.
-    pub async fn describe_stream(
-        &self,
-        stream_name: &str,
-    ) -> Result<StreamDescription, ClientError> {
+    pub async fn describe_stream(&self, stream_name: &str) -> Result<StreamDescription, ClientError> {
         const RPC: &str = "DescribeStream";
         let mut shards: Vec<Shard> = Vec::new();
         for _ in 0..PAGES_MAX {
@@ -232,9 +199,7 @@ impl Client {
                     async move { rpc.describe_stream(request).await }
                 })
                 .await?;
-            let mut page = response
-                .stream_description
-                .ok_or_else(|| malformed(RPC, "no stream_description"))?;
+            let mut page = response.stream_description.ok_or_else(|| malformed(RPC, "no stream_description"))?;
             if page.has_more_shards && page.shards.is_empty() {
                 return Err(malformed(RPC, "has_more_shards with an empty page"));
             }
@@ -248,13 +213,8 @@ impl Client {
     }
 
     /// Describes a stream without its shards.
-    pub async fn describe_stream_summary(
-        &self,
-        stream_name: &str,
-    ) -> Result<StreamSummary, ClientError> {
-        let request = DescribeStreamSummaryRequest {
-            stream_name: stream_name.to_owned(),
-        };
+    pub async fn describe_stream_summary(&self, stream_name: &str) -> Result<StreamSummary, ClientError> {
+        let request = DescribeStreamSummaryRequest { stream_name: stream_name.to_owned() };
         let response = self
             .call(Idempotence::Idempotent, |mut rpc| {
                 let request = request.clone();
@@ -272,10 +232,8 @@ impl Client {
         const RPC: &str = "ListStreams";
         let mut all = ListStreamsResponse::default();
         for _ in 0..PAGES_MAX {
-            let request = ListStreamsRequest {
-                limit: None,
-                exclusive_start_stream_name: all.stream_names.last().cloned(),
-            };
+            let request =
+                ListStreamsRequest { limit: None, exclusive_start_stream_name: all.stream_names.last().cloned() };
             let mut page = self
                 .call(Idempotence::Idempotent, |mut rpc| {
                     let request = request.clone();
@@ -303,11 +261,7 @@ impl Client {
         for _ in 0..PAGES_MAX {
             // Kinesis takes either the stream name (first page) or the token (later pages).
             let request = ListShardsRequest {
-                stream_name: if next_token.is_some() {
-                    String::new()
-                } else {
-                    stream_name.to_owned()
-                },
+                stream_name: if next_token.is_some() { String::new() } else { stream_name.to_owned() },
                 max_results: None,
                 exclusive_start_shard_id: None,
                 next_token: next_token.take(),
@@ -328,10 +282,7 @@ impl Client {
     }
 
     /// Appends one record. Retried only when the request was never sent (see [`Client`]).
-    pub async fn put_record(
-        &self,
-        request: PutRecordRequest,
-    ) -> Result<PutRecordResponse, ClientError> {
+    pub async fn put_record(&self, request: PutRecordRequest) -> Result<PutRecordResponse, ClientError> {
         self.call(Idempotence::NotIdempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.put_record(request).await }
@@ -342,10 +293,7 @@ impl Client {
     /// Appends up to 500 records in one request. Individual records may fail while others
     /// succeed: check `failed_record_count` and each entry's `error_code`. Retried only when the
     /// request was never sent (see [`Client`]); see [`crate::PutRecordsBatcher`] for batching.
-    pub async fn put_records(
-        &self,
-        request: PutRecordsRequest,
-    ) -> Result<PutRecordsResponse, ClientError> {
+    pub async fn put_records(&self, request: PutRecordsRequest) -> Result<PutRecordsResponse, ClientError> {
         let response = self
             .call(Idempotence::NotIdempotent, |mut rpc| {
                 let request = request.clone();
@@ -355,11 +303,7 @@ impl Client {
         if response.records.len() != request.records.len() {
             return Err(malformed(
                 "PutRecords",
-                &format!(
-                    "{} results for {} records",
-                    response.records.len(),
-                    request.records.len()
-                ),
+                &format!("{} results for {} records", response.records.len(), request.records.len()),
             ));
         }
         Ok(response)
@@ -384,10 +328,7 @@ impl Client {
         shard_iterator: &str,
         limit: Option<u32>,
     ) -> Result<GetRecordsResponse, ClientError> {
-        let request = GetRecordsRequest {
-            shard_iterator: shard_iterator.to_owned(),
-            limit,
-        };
+        let request = GetRecordsRequest { shard_iterator: shard_iterator.to_owned(), limit };
         self.call(Idempotence::Idempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.get_records(request).await }
@@ -452,12 +393,8 @@ impl Client {
             }
             retry += 1;
             // Another call may have moved on already; only move from the endpoint that failed.
-            let _ = self.current.compare_exchange(
-                index,
-                (index + 1) % node_count,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
+            let _ =
+                self.current.compare_exchange(index, (index + 1) % node_count, Ordering::Relaxed, Ordering::Relaxed);
             tracing::debug!(%error, retry, "retrying on the next endpoint");
             tokio::time::sleep(self.config.backoff(retry)).await;
         }
@@ -471,10 +408,7 @@ pub fn stream_status_name(status: StreamStatus) -> &'static str {
 }
 
 fn malformed(rpc: &'static str, reason: &str) -> ClientError {
-    ClientError::MalformedResponse {
-        rpc,
-        reason: reason.to_owned(),
-    }
+    ClientError::MalformedResponse { rpc, reason: reason.to_owned() }
 }
 
 #[cfg(test)]
@@ -484,9 +418,7 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let config = ClientConfig::default();
-        let waits: Vec<u64> = (1..=7)
-            .map(|retry| config.backoff(retry).as_millis() as u64)
-            .collect();
+        let waits: Vec<u64> = (1..=7).map(|retry| config.backoff(retry).as_millis() as u64).collect();
         assert_eq!(waits, vec![50, 100, 200, 400, 800, 1000, 1000]);
         assert_eq!(config.backoff(u32::MAX).as_millis(), 1000);
     }
@@ -500,42 +432,25 @@ mod tests {
     #[tokio::test]
     async fn connect_rejects_bad_input() {
         let no_endpoints = Client::connect(Vec::new()).await;
-        assert!(matches!(
-            no_endpoints,
-            Err(ClientError::InvalidEndpoint { .. })
-        ));
+        assert!(matches!(no_endpoints, Err(ClientError::InvalidEndpoint { .. })));
 
         let bad_uri = Client::connect(vec!["http://bad host:1".into()]).await;
         assert!(matches!(bad_uri, Err(ClientError::InvalidEndpoint { .. })));
 
-        let config = ClientConfig {
-            retries_max: RETRIES_MAX_LIMIT + 1,
-            ..ClientConfig::default()
-        };
-        let too_many_retries =
-            Client::connect_with_config(vec!["127.0.0.1:1".into()], config).await;
-        assert!(matches!(
-            too_many_retries,
-            Err(ClientError::InvalidConfig(_))
-        ));
+        let config = ClientConfig { retries_max: RETRIES_MAX_LIMIT + 1, ..ClientConfig::default() };
+        let too_many_retries = Client::connect_with_config(vec!["127.0.0.1:1".into()], config).await;
+        assert!(matches!(too_many_retries, Err(ClientError::InvalidConfig(_))));
     }
 
     /// Port 1 on loopback refuses connections, so every attempt fails before sending and even a
     /// put is retried on every endpoint until `retries_max` runs out.
     #[tokio::test]
     async fn refused_connections_are_retried_then_reported() {
-        let config = ClientConfig {
-            retries_max: 2,
-            backoff_initial_ms: 1,
-            backoff_max_ms: 1,
-            ..ClientConfig::default()
-        };
-        let client = Client::connect_with_config(
-            vec!["127.0.0.1:1".into(), "http://127.0.0.1:1".into()],
-            config,
-        )
-        .await
-        .expect("valid endpoints");
+        let config =
+            ClientConfig { retries_max: 2, backoff_initial_ms: 1, backoff_max_ms: 1, ..ClientConfig::default() };
+        let client = Client::connect_with_config(vec!["127.0.0.1:1".into(), "http://127.0.0.1:1".into()], config)
+            .await
+            .expect("valid endpoints");
 
         let error = client
             .put_record(PutRecordRequest {

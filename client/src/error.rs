@@ -97,11 +97,7 @@ impl ClientError {
                 .map(str::trim_start)
                 .unwrap_or(message)
                 .to_owned();
-            return ClientError::Service {
-                error_type,
-                message,
-                code: status.code(),
-            };
+            return ClientError::Service { error_type, message, code: status.code() };
         }
         // A connection dropped mid-call surfaces as `Unknown: transport error` with the tonic
         // transport error as its source: no answer came back, so it is a transport error too.
@@ -113,10 +109,7 @@ impl ClientError {
                 before_request: is_connect_failure(status),
             };
         }
-        ClientError::Status {
-            code: status.code(),
-            message: message.to_owned(),
-        }
+        ClientError::Status { code: status.code(), message: message.to_owned() }
     }
 
     /// The Kinesis error type, e.g. `ResourceNotFoundException`, if the service sent one.
@@ -134,13 +127,7 @@ impl ClientError {
 
     /// True when the request is known never to have been sent.
     pub(crate) fn is_before_request(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Transport {
-                before_request: true,
-                ..
-            }
-        )
+        matches!(self, ClientError::Transport { before_request: true, .. })
     }
 }
 
@@ -203,14 +190,9 @@ mod tests {
 
     #[test]
     fn error_type_from_metadata_and_message_prefix() {
-        let mut status = Status::new(
-            Code::NotFound,
-            "ResourceNotFoundException: Stream s under account 000000000000 not found.",
-        );
-        status.metadata_mut().insert(
-            ERROR_TYPE_METADATA_KEY,
-            MetadataValue::from_static("ResourceNotFoundException"),
-        );
+        let mut status =
+            Status::new(Code::NotFound, "ResourceNotFoundException: Stream s under account 000000000000 not found.");
+        status.metadata_mut().insert(ERROR_TYPE_METADATA_KEY, MetadataValue::from_static("ResourceNotFoundException"));
 
         let error = ClientError::from_status(&status, "http://a:1");
 
@@ -223,10 +205,7 @@ mod tests {
             }
             other => panic!("expected a service error, got {other:?}"),
         }
-        assert_eq!(
-            error.to_string(),
-            "ResourceNotFoundException: Stream s under account 000000000000 not found."
-        );
+        assert_eq!(error.to_string(), "ResourceNotFoundException: Stream s under account 000000000000 not found.");
     }
 
     #[test]
@@ -236,26 +215,19 @@ mod tests {
         let error = ClientError::from_status(&status, "http://a:1");
 
         assert_eq!(error.error_type(), Some("ValidationException"));
-        assert_eq!(
-            error.to_string(),
-            "ValidationException: shard count 0 is below 1"
-        );
+        assert_eq!(error.to_string(), "ValidationException: shard count 0 is below 1");
     }
 
     #[test]
     fn metadata_type_without_message_prefix_keeps_message() {
         let mut status = Status::resource_exhausted("Rate exceeded for shard shardId-000000000001");
-        status.metadata_mut().insert(
-            ERROR_TYPE_METADATA_KEY,
-            MetadataValue::from_static("ProvisionedThroughputExceededException"),
-        );
+        status
+            .metadata_mut()
+            .insert(ERROR_TYPE_METADATA_KEY, MetadataValue::from_static("ProvisionedThroughputExceededException"));
 
         let error = ClientError::from_status(&status, "http://a:1");
 
-        assert_eq!(
-            error.error_type(),
-            Some("ProvisionedThroughputExceededException")
-        );
+        assert_eq!(error.error_type(), Some("ProvisionedThroughputExceededException"));
         assert_eq!(
             error.to_string(),
             "ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000001"
@@ -264,16 +236,12 @@ mod tests {
 
     #[test]
     fn untyped_statuses() {
-        let unavailable =
-            ClientError::from_status(&Status::unavailable("connection reset"), "http://a:1");
+        let unavailable = ClientError::from_status(&Status::unavailable("connection reset"), "http://a:1");
         assert!(unavailable.is_transport());
         assert!(!unavailable.is_before_request());
         assert_eq!(unavailable.error_type(), None);
 
-        let internal = ClientError::from_status(
-            &Status::internal("Something went wrong: details"),
-            "http://a:1",
-        );
+        let internal = ClientError::from_status(&Status::internal("Something went wrong: details"), "http://a:1");
         assert!(!internal.is_transport());
         assert_eq!(internal.error_type(), None);
     }

@@ -7,13 +7,11 @@ use std::sync::Arc;
 
 use riffle_client::proto::riffle_server::{Riffle, RiffleServer};
 use riffle_client::proto::{
-    CreateStreamRequest, CreateStreamResponse, DeleteStreamRequest, DeleteStreamResponse,
-    DescribeStreamRequest, DescribeStreamResponse, DescribeStreamSummaryRequest,
-    DescribeStreamSummaryResponse, GetRecordsRequest, GetRecordsResponse, GetShardIteratorRequest,
-    GetShardIteratorResponse, ListShardsRequest, ListShardsResponse, ListStreamsRequest,
-    ListStreamsResponse, PutRecordRequest, PutRecordResponse, PutRecordsRequest,
-    PutRecordsResponse, PutRecordsResultEntry, Record, Shard, StreamDescription, StreamStatus,
-    StreamSummary,
+    CreateStreamRequest, CreateStreamResponse, DeleteStreamRequest, DeleteStreamResponse, DescribeStreamRequest,
+    DescribeStreamResponse, DescribeStreamSummaryRequest, DescribeStreamSummaryResponse, GetRecordsRequest,
+    GetRecordsResponse, GetShardIteratorRequest, GetShardIteratorResponse, ListShardsRequest, ListShardsResponse,
+    ListStreamsRequest, ListStreamsResponse, PutRecordRequest, PutRecordResponse, PutRecordsRequest,
+    PutRecordsResponse, PutRecordsResultEntry, Record, Shard, StreamDescription, StreamStatus, StreamSummary,
 };
 use riffle_client::{Client, ClientConfig, ERROR_TYPE_METADATA_KEY};
 use tonic::metadata::MetadataValue;
@@ -38,29 +36,20 @@ fn shard_id(index: u32) -> String {
 }
 
 fn shard(index: u32) -> Shard {
-    Shard {
-        shard_id: shard_id(index),
-        ..Shard::default()
-    }
+    Shard { shard_id: shard_id(index), ..Shard::default() }
 }
 
 fn not_found(stream_name: &str) -> Status {
     let mut status = Status::not_found(format!(
         "ResourceNotFoundException: Stream {stream_name} under account 000000000000 not found."
     ));
-    status.metadata_mut().insert(
-        ERROR_TYPE_METADATA_KEY,
-        MetadataValue::from_static("ResourceNotFoundException"),
-    );
+    status.metadata_mut().insert(ERROR_TYPE_METADATA_KEY, MetadataValue::from_static("ResourceNotFoundException"));
     status
 }
 
 #[tonic::async_trait]
 impl Riffle for FakeNode {
-    async fn create_stream(
-        &self,
-        _: Request<CreateStreamRequest>,
-    ) -> Result<Response<CreateStreamResponse>, Status> {
+    async fn create_stream(&self, _: Request<CreateStreamRequest>) -> Result<Response<CreateStreamResponse>, Status> {
         Ok(Response::new(CreateStreamResponse {}))
     }
 
@@ -82,9 +71,7 @@ impl Riffle for FakeNode {
             Some(id) => {
                 (0..SHARD_COUNT)
                     .find(|index| shard_id(*index) == id)
-                    .ok_or_else(|| {
-                        Status::invalid_argument("InvalidArgumentException: bad start")
-                    })?
+                    .ok_or_else(|| Status::invalid_argument("InvalidArgumentException: bad start"))?
                     + 1
             }
         };
@@ -104,11 +91,7 @@ impl Riffle for FakeNode {
         request: Request<DescribeStreamSummaryRequest>,
     ) -> Result<Response<DescribeStreamSummaryResponse>, Status> {
         let polls = self.summary_polls.fetch_add(1, Ordering::SeqCst);
-        let status = if polls < CREATING_POLLS {
-            StreamStatus::Creating
-        } else {
-            StreamStatus::Active
-        };
+        let status = if polls < CREATING_POLLS { StreamStatus::Creating } else { StreamStatus::Active };
         Ok(Response::new(DescribeStreamSummaryResponse {
             stream_description_summary: Some(StreamSummary {
                 stream_name: request.into_inner().stream_name,
@@ -137,35 +120,22 @@ impl Riffle for FakeNode {
     }
 
     /// Two pages joined by a token; a token must come without the stream name.
-    async fn list_shards(
-        &self,
-        request: Request<ListShardsRequest>,
-    ) -> Result<Response<ListShardsResponse>, Status> {
+    async fn list_shards(&self, request: Request<ListShardsRequest>) -> Result<Response<ListShardsResponse>, Status> {
         let request = request.into_inner();
         let (shards, next_token) = match (request.stream_name.as_str(), request.next_token) {
             ("s", None) => (vec![shard(0), shard(1)], Some("page-2".to_owned())),
             ("", Some(token)) if token == "page-2" => (vec![shard(2)], None),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "InvalidArgumentException: bad page",
-                ))
-            }
+            _ => return Err(Status::invalid_argument("InvalidArgumentException: bad page")),
         };
         Ok(Response::new(ListShardsResponse { shards, next_token }))
     }
 
-    async fn put_record(
-        &self,
-        request: Request<PutRecordRequest>,
-    ) -> Result<Response<PutRecordResponse>, Status> {
+    async fn put_record(&self, request: Request<PutRecordRequest>) -> Result<Response<PutRecordResponse>, Status> {
         Err(not_found(&request.into_inner().stream_name))
     }
 
     /// Records whose partition key is `throttle` fail; the rest land in shard 0.
-    async fn put_records(
-        &self,
-        request: Request<PutRecordsRequest>,
-    ) -> Result<Response<PutRecordsResponse>, Status> {
+    async fn put_records(&self, request: Request<PutRecordsRequest>) -> Result<Response<PutRecordsResponse>, Status> {
         let records: Vec<PutRecordsResultEntry> = (1..)
             .zip(request.into_inner().records)
             .map(|(sequence, record)| {
@@ -185,27 +155,19 @@ impl Riffle for FakeNode {
             })
             .collect();
         let failed_record_count = records.iter().filter(|r| r.error_code.is_some()).count();
-        Ok(Response::new(PutRecordsResponse {
-            failed_record_count: failed_record_count as u32,
-            records,
-        }))
+        Ok(Response::new(PutRecordsResponse { failed_record_count: failed_record_count as u32, records }))
     }
 
     async fn get_shard_iterator(
         &self,
         _: Request<GetShardIteratorRequest>,
     ) -> Result<Response<GetShardIteratorResponse>, Status> {
-        Ok(Response::new(GetShardIteratorResponse {
-            shard_iterator: "0".into(),
-        }))
+        Ok(Response::new(GetShardIteratorResponse { shard_iterator: "0".into() }))
     }
 
     /// The shard holds [`STORED_RECORDS`]; an iterator is the index of the next one, and each
     /// call returns at most two records.
-    async fn get_records(
-        &self,
-        request: Request<GetRecordsRequest>,
-    ) -> Result<Response<GetRecordsResponse>, Status> {
+    async fn get_records(&self, request: Request<GetRecordsRequest>) -> Result<Response<GetRecordsResponse>, Status> {
         let request = request.into_inner();
         let start: usize = request
             .shard_iterator
@@ -236,16 +198,11 @@ impl Riffle for FakeNode {
 /// Starts a fake node on a loopback port and returns its endpoint. The listener is bound before
 /// this returns, so connections queue until the server task accepts them.
 async fn start_fake_node() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a loopback port");
-    let address = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    tokio::spawn(Server::builder().serve_with_incoming(
-        RiffleServer::new(FakeNode::default()),
-        TcpIncoming::from(listener),
-    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let address = listener.local_addr().expect("bound listener has an address");
+    tokio::spawn(
+        Server::builder().serve_with_incoming(RiffleServer::new(FakeNode::default()), TcpIncoming::from(listener)),
+    );
     format!("http://{address}")
 }
 
@@ -261,16 +218,10 @@ fn fast_config() -> ClientConfig {
 #[tokio::test]
 async fn listings_follow_every_page() {
     let endpoint = start_fake_node().await;
-    let client = Client::connect_with_config(vec![endpoint], fast_config())
-        .await
-        .expect("valid endpoint");
+    let client = Client::connect_with_config(vec![endpoint], fast_config()).await.expect("valid endpoint");
 
     let description = client.describe_stream("s").await.expect("describe");
-    let ids: Vec<String> = description
-        .shards
-        .iter()
-        .map(|s| s.shard_id.clone())
-        .collect();
+    let ids: Vec<String> = description.shards.iter().map(|s| s.shard_id.clone()).collect();
     assert_eq!(ids, (0..SHARD_COUNT).map(shard_id).collect::<Vec<_>>());
     assert!(!description.has_more_shards);
 
@@ -285,9 +236,7 @@ async fn listings_follow_every_page() {
 #[tokio::test]
 async fn service_errors_carry_the_kinesis_type() {
     let endpoint = start_fake_node().await;
-    let client = Client::connect_with_config(vec![endpoint], fast_config())
-        .await
-        .expect("valid endpoint");
+    let client = Client::connect_with_config(vec![endpoint], fast_config()).await.expect("valid endpoint");
 
     let error = client
         .put_record(PutRecordRequest {
@@ -300,50 +249,34 @@ async fn service_errors_carry_the_kinesis_type() {
         .expect_err("the fake node rejects every PutRecord");
 
     assert_eq!(error.error_type(), Some("ResourceNotFoundException"));
-    assert_eq!(
-        error.to_string(),
-        "ResourceNotFoundException: Stream missing under account 000000000000 not found."
-    );
+    assert_eq!(error.to_string(), "ResourceNotFoundException: Stream missing under account 000000000000 not found.");
 }
 
 #[tokio::test]
 async fn dead_endpoint_fails_over_to_a_live_one() {
     let endpoint = start_fake_node().await;
     // Port 1 on loopback refuses connections.
-    let client =
-        Client::connect_with_config(vec!["http://127.0.0.1:1".into(), endpoint], fast_config())
-            .await
-            .expect("valid endpoints");
+    let client = Client::connect_with_config(vec!["http://127.0.0.1:1".into(), endpoint], fast_config())
+        .await
+        .expect("valid endpoints");
 
     // A non-idempotent call is retried too, because the refused connection sent nothing.
-    client
-        .create_stream("s", SHARD_COUNT, None)
-        .await
-        .expect("create on the live endpoint");
+    client.create_stream("s", SHARD_COUNT, None).await.expect("create on the live endpoint");
 
-    let summary = client
-        .wait_for_stream_active("s", CREATING_POLLS + 1)
-        .await
-        .expect("ACTIVE on the last allowed poll");
+    let summary =
+        client.wait_for_stream_active("s", CREATING_POLLS + 1).await.expect("ACTIVE on the last allowed poll");
     assert_eq!(summary.stream_status, i32::from(StreamStatus::Active));
 }
 
 #[tokio::test]
 async fn waiting_for_active_is_bounded() {
     let endpoint = start_fake_node().await;
-    let client = Client::connect_with_config(vec![endpoint], fast_config())
-        .await
-        .expect("valid endpoint");
+    let client = Client::connect_with_config(vec![endpoint], fast_config()).await.expect("valid endpoint");
 
-    let error = client
-        .wait_for_stream_active("s", CREATING_POLLS)
-        .await
-        .expect_err("still CREATING when attempts run out");
+    let error =
+        client.wait_for_stream_active("s", CREATING_POLLS).await.expect_err("still CREATING when attempts run out");
 
-    assert_eq!(
-        error.to_string(),
-        format!("stream s is still CREATING after {CREATING_POLLS} polls, not ACTIVE")
-    );
+    assert_eq!(error.to_string(), format!("stream s is still CREATING after {CREATING_POLLS} polls, not ACTIVE"));
 }
 
 /// Runs the `riffle` binary against `endpoint` with `stdin`; returns (exit code, stdout, stderr).
@@ -359,10 +292,7 @@ async fn riffle(endpoint: &str, args: &[&str], stdin: &str) -> (i32, String, Str
         .spawn()
         .expect("the riffle binary starts");
     let mut input = child.stdin.take().expect("stdin is piped");
-    input
-        .write_all(stdin.as_bytes())
-        .await
-        .expect("write stdin");
+    input.write_all(stdin.as_bytes()).await.expect("write stdin");
     drop(input);
     let output = child.wait_with_output().await.expect("riffle finishes");
     (
@@ -376,23 +306,12 @@ async fn riffle(endpoint: &str, args: &[&str], stdin: &str) -> (i32, String, Str
 async fn cli_put_from_stdin_reports_partial_failures() {
     let endpoint = start_fake_node().await;
 
-    let (code, stdout, stderr) = riffle(
-        &endpoint,
-        &["put", "s", "--key-from-line"],
-        "first\nthrottle\r\nthird",
-    )
-    .await;
+    let (code, stdout, stderr) = riffle(&endpoint, &["put", "s", "--key-from-line"], "first\nthrottle\r\nthird").await;
 
     assert_eq!(code, 1, "stderr: {stderr}");
     assert_eq!(stdout, "shardId-000000000000 1\nshardId-000000000000 3\n");
-    assert!(
-        stderr.contains("line 2: ProvisionedThroughputExceededException: Rate exceeded"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("error: put 2 records, 1 failed"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 2: ProvisionedThroughputExceededException: Rate exceeded"), "{stderr}");
+    assert!(stderr.contains("error: put 2 records, 1 failed"), "{stderr}");
 }
 
 #[tokio::test]
@@ -404,20 +323,8 @@ async fn cli_get_reads_until_caught_up() {
     assert_eq!(code, 0, "stderr: {stderr}");
     assert_eq!(stdout, "1\tk1\tone\n2\tk2\ttwo\n3\tk3\tbase64://4=\n");
 
-    let (code, stdout, _) = riffle(
-        &endpoint,
-        &[
-            "get",
-            "s",
-            "--shard-id",
-            "0",
-            "--follow",
-            "--max-records",
-            "2",
-        ],
-        "",
-    )
-    .await;
+    let (code, stdout, _) =
+        riffle(&endpoint, &["get", "s", "--shard-id", "0", "--follow", "--max-records", "2"], "").await;
     assert_eq!(code, 0);
     assert_eq!(stdout.lines().count(), 2);
 }
@@ -430,8 +337,5 @@ async fn cli_failure_prints_the_error_type() {
 
     assert_eq!(code, 1);
     assert_eq!(stdout, "");
-    assert_eq!(
-        stderr,
-        "error: ResourceNotFoundException: Stream gone under account 000000000000 not found.\n"
-    );
+    assert_eq!(stderr, "error: ResourceNotFoundException: Stream gone under account 000000000000 not found.\n");
 }

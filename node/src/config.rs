@@ -167,7 +167,8 @@ impl NodeConfig {
     }
 
     pub fn node_options(&self) -> NodeOptions {
-        let zone = self.peers.iter().find(|peer| peer.id == self.node_id).map(|peer| peer.zone.clone()).unwrap_or_default();
+        let zone =
+            self.peers.iter().find(|peer| peer.id == self.node_id).map(|peer| peer.zone.clone()).unwrap_or_default();
         NodeOptions {
             id: self.node_id,
             zone,

@@ -70,4 +70,3 @@ pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Res
     }
     Ok(paths)
 }
-

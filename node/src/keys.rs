@@ -52,6 +52,11 @@ pub fn internal_sequence(log_index: u64, position: usize) -> u64 {
     (log_index << 16) | position as u64
 }
 
+/// [`internal_sequence`] for values that come from another node: `None` when out of range.
+pub fn checked_internal_sequence(log_index: u64, position: usize) -> Option<u64> {
+    (position < BATCH_RECORDS_MAX && log_index < 1 << 48).then_some((log_index << 16) | position as u64)
+}
+
 /// Renders a sequence number of shard `shard_index` for clients.
 pub fn render_sequence(shard_index: u32, internal: u64) -> String {
     let value = (u128::from(shard_index) << 64) | u128::from(internal);

@@ -76,7 +76,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         (Some(_), Some(_)) => bail!("give either --config FILE or a subcommand, not both"),
-        (None, None) => bail!("nothing to do: run `riffle-node dev` for a local cluster or `riffle-node --config FILE`"),
+        (None, None) => {
+            bail!("nothing to do: run `riffle-node dev` for a local cluster or `riffle-node --config FILE`")
+        }
     }
 }
 
@@ -96,11 +98,8 @@ fn run_node(config_path: &Path) -> Result<()> {
 
 async fn serve(config: NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let seams = Seams {
-        clock: Arc::new(SystemClock),
-        executor: Arc::new(TokioExecutor),
-        fs: Arc::new(RealFileSystem::new()),
-    };
+    let seams =
+        Seams { clock: Arc::new(SystemClock), executor: Arc::new(TokioExecutor), fs: Arc::new(RealFileSystem::new()) };
     let node = Node::open(config.node_options(), seams).map_err(anyhow::Error::msg)?;
     let tls = NodeTlsPaths {
         ca_certificate: config.tls.ca_cert.clone(),
@@ -108,13 +107,16 @@ async fn serve(config: NodeConfig) -> Result<()> {
         node_key: config.tls.node_key.clone(),
     }
     .load()?;
-    let peers: BTreeMap<u64, SocketAddr> = config
-        .peers
-        .iter()
-        .filter(|peer| peer.id != config.node_id)
-        .map(|peer| (peer.id, peer.peer_address))
-        .collect();
-    let transport = QuicTransport::bind(config.node_id, config.peer_listen, peers, tls, QuicConfig::default(), node.peer_handler())?;
+    let peers: BTreeMap<u64, SocketAddr> =
+        config.peers.iter().filter(|peer| peer.id != config.node_id).map(|peer| (peer.id, peer.peer_address)).collect();
+    let transport = QuicTransport::bind(
+        config.node_id,
+        config.peer_listen,
+        peers,
+        tls,
+        QuicConfig::default(),
+        node.peer_handler(),
+    )?;
     node.start(transport.clone()).await.map_err(anyhow::Error::msg)?;
     let service = StreamService::new(node.clone(), config.service_settings());
     tracing::info!(node = config.node_id, grpc = %config.grpc_listen, peer = %config.peer_listen, "node serving");

@@ -112,7 +112,10 @@ impl MetaState {
             && shards.last().is_some_and(|shard| shard.ending_hash_key == u128::MAX)
             && shards.windows(2).all(|pair| pair[0].ending_hash_key.checked_add(1) == Some(pair[1].starting_hash_key));
         if !covers_key_space {
-            return Err(MetaRejection::Invalid(format!("the shards of {} do not cover the hash key space", create.name)));
+            return Err(MetaRejection::Invalid(format!(
+                "the shards of {} do not cover the hash key space",
+                create.name
+            )));
         }
         self.next_group_id = first_group + shards.len() as u64;
         self.streams.insert(
@@ -211,7 +214,8 @@ mod tests {
         assert_eq!(state.apply(&create("a", 1)), Err(MetaRejection::StreamExists("a".into())));
         let groups: Vec<u64> = state.streams.values().flat_map(|s| s.shards.iter().map(|x| x.group_id)).collect();
         assert_eq!(groups, vec![1, 2, 3, 4, 5]);
-        let delete = MetaCommand { command: Some(meta_command::Command::DeleteStream(DeleteStream { name: "a".into() })) };
+        let delete =
+            MetaCommand { command: Some(meta_command::Command::DeleteStream(DeleteStream { name: "a".into() })) };
         state.apply(&delete).expect("deleted");
         assert_eq!(state.deleted_groups, vec![1, 2]);
         assert_eq!(state.apply(&delete), Err(MetaRejection::StreamNotFound("a".into())));

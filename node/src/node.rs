@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use openraft::error::ClientWriteError;
 use openraft::SnapshotPolicy;
 use riffle_proto::peer::{
     self as wire, group_command, peer_request, peer_response, AppendBatch, AppendResult, ForwardRead, GroupCommand,
@@ -65,17 +66,20 @@ pub struct DataLimits {
     pub leader_wait_ms: u64,
     /// Attempts to reach a group's leader (following redirects) before giving up.
     pub route_attempts_max: u32,
+    /// How long a proposed entry may take to commit before its outcome is reported unknown.
+    pub append_timeout_ms: u64,
 }
 
 impl Default for DataLimits {
     fn default() -> Self {
         DataLimits {
             batch_records_max: 16_384,
-            batch_bytes_max: 4 << 20,
+            batch_bytes_max: 1 << 20,
             appends_in_flight_max: 8,
             append_queue_depth_max: 4_096,
             leader_wait_ms: 10_000,
             route_attempts_max: 6,
+            append_timeout_ms: 30_000,
         }
     }
 }
@@ -135,9 +139,15 @@ impl RouteError {
             RouteError::NotLeader(hint) => {
                 RemoteError { kind: "NotLeader".into(), message: "not the leader".into(), leader_hint: *hint }
             }
-            RouteError::NoGroup => RemoteError { kind: "NoGroup".into(), message: "group not hosted".into(), leader_hint: None },
-            RouteError::Failed(message) => RemoteError { kind: "Failed".into(), message: message.clone(), leader_hint: None },
-            RouteError::Unknown(message) => RemoteError { kind: "Unknown".into(), message: message.clone(), leader_hint: None },
+            RouteError::NoGroup => {
+                RemoteError { kind: "NoGroup".into(), message: "group not hosted".into(), leader_hint: None }
+            }
+            RouteError::Failed(message) => {
+                RemoteError { kind: "Failed".into(), message: message.clone(), leader_hint: None }
+            }
+            RouteError::Unknown(message) => {
+                RemoteError { kind: "Unknown".into(), message: message.clone(), leader_hint: None }
+            }
         }
     }
 
@@ -178,6 +188,8 @@ pub struct Node {
     raft_config: Arc<openraft::Config>,
     meta_raft_config: Arc<openraft::Config>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Notified whenever this node starts hosting a group.
+    hosted: tokio::sync::Notify,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -188,7 +200,11 @@ fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Re
         election_timeout_max: timing.election_timeout_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_interval),
         max_in_snapshot_log_to_keep: timing.log_kept_behind_snapshot_entries,
-        max_payload_entries: 16,
+        // With entries of up to batch_bytes_max (1 MiB; a single PutRecords of up to 5 MiB
+        // goes alone), one AppendEntries stays far below the transport's message bound.
+        max_payload_entries: 8,
+        // A snapshot's last chunk waits for the follower to import it.
+        install_snapshot_timeout: 30_000,
         ..Default::default()
     };
     config.validate().map(Arc::new).map_err(|error| format!("raft timing: {error}"))
@@ -202,8 +218,13 @@ impl Node {
             .map_err(|error| format!("opening the raft log in {}: {error}", raft_dir.display()))?;
         let logs = LogEngine::start(engine, options.log_engine.clone(), seams.executor.as_ref());
         let segments_dir = options.data_dir.join("segments");
-        let segments = SegmentStore::open(seams.fs.clone(), segments_dir.clone(), options.segments.clone(), seams.executor.as_ref())
-            .map_err(|error| format!("opening the segment store in {}: {error}", segments_dir.display()))?;
+        let segments = SegmentStore::open(
+            seams.fs.clone(),
+            segments_dir.clone(),
+            options.segments.clone(),
+            seams.executor.as_ref(),
+        )
+        .map_err(|error| format!("opening the segment store in {}: {error}", segments_dir.display()))?;
         let raft_config = raft_config(&options.raft, options.raft.snapshot_interval_entries, "shard")?;
         let meta_raft_config = raft_config_for_meta(&options.raft)?;
         Ok(Arc::new(Node {
@@ -217,6 +238,7 @@ impl Node {
             raft_config,
             meta_raft_config,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            hosted: tokio::sync::Notify::new(),
         }))
     }
 
@@ -259,7 +281,8 @@ impl Node {
     /// Stops every group. Durability never depends on this running.
     pub async fn shutdown(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
-        let groups: Vec<Arc<Group>> = self.groups.lock().expect("groups lock is not poisoned").values().cloned().collect();
+        let groups: Vec<Arc<Group>> =
+            self.groups.lock().expect("groups lock is not poisoned").values().cloned().collect();
         for group in groups {
             let _ = group.raft.shutdown().await;
         }
@@ -338,8 +361,9 @@ impl Node {
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
-        let machine = ShardStateMachine::open(group_id, self.logs.clone(), segments.clone(), started.clone(), floor.clone())
-            .map_err(|error| error.to_string())?;
+        let machine =
+            ShardStateMachine::open(group_id, self.logs.clone(), segments.clone(), started.clone(), floor.clone())
+                .map_err(|error| error.to_string())?;
         let log = self.logs.group_log(group_id, floor).map_err(|error| error.to_string())?;
         let network = GroupNetworkFactory { group: group_id, transport: self.transport.clone() };
         let raft = Raft::new(self.id(), self.raft_config.clone(), network, log, GroupStateMachine::Shard(machine))
@@ -357,7 +381,30 @@ impl Node {
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
         let group = Group { id: group_id, raft, shard: Some(ShardGroup { segments, appends }) };
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
+        self.hosted.notify_waiters();
         Ok(())
+    }
+
+    /// The group, waiting (bounded) for it if the metadata places it here but this node has
+    /// not started it yet — peers of a new stream reach out as soon as they start theirs.
+    async fn group_soon(&self, group_id: u64) -> Option<Arc<Group>> {
+        const GROUP_START_WAIT_MS: u64 = 2_000;
+        let wait = async {
+            loop {
+                let started = self.hosted.notified();
+                if let Some(group) = self.group(group_id) {
+                    return Some(group);
+                }
+                let placed_here = self.meta_state().streams.values().any(|stream| {
+                    stream.shards.iter().any(|shard| shard.group_id == group_id && shard.replicas.contains(&self.id()))
+                });
+                if !placed_here {
+                    return None;
+                }
+                started.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(GROUP_START_WAIT_MS), wait).await.ok().flatten()
     }
 
     /// The leader of `group` as this node knows it, waiting (bounded) for one to be elected.
@@ -438,7 +485,12 @@ impl Node {
     /// lose leadership meanwhile (it crashed or was partitioned), it stops waiting at once: the
     /// outcome is then unknown, but the caller learns it in an election's time instead of a
     /// transport timeout.
-    async fn forward(&self, group_id: u64, target: NodeId, body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
+    async fn forward(
+        &self,
+        group_id: u64,
+        target: NodeId,
+        body: peer_request::Body,
+    ) -> Result<peer_response::Body, RouteError> {
         let request = PeerRequest { group_id, body: Some(body) };
         let call = self.transport.call(target, request);
         let leader_lost = async {
@@ -521,7 +573,8 @@ impl Node {
                 let (respond, response) = oneshot::channel();
                 let request = AppendRequest { records: append.records, bytes, respond };
                 shard.appends.send(request).await.map_err(|_| RouteError::Failed("the shard is closing".into()))?;
-                let result = response.await.map_err(|_| RouteError::Unknown("the shard closed during the append".into()))??;
+                let result =
+                    response.await.map_err(|_| RouteError::Unknown("the shard closed during the append".into()))??;
                 Ok(peer_response::Body::Append(result))
             }
             peer_request::Body::ForwardRead(read) => {
@@ -536,7 +589,11 @@ impl Node {
             }
             peer_request::Body::ForwardMeta(command) => {
                 let write = GroupCommand { command: Some(group_command::Command::Meta(command)) };
-                match group.raft.client_write(write).await {
+                let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
+                let Ok(outcome) = tokio::time::timeout(timeout, group.raft.client_write(write)).await else {
+                    return Err(RouteError::Unknown("the metadata command did not commit in time".into()));
+                };
+                match outcome {
                     Ok(response) => match response.data {
                         ApplyResult::Meta(Ok(())) => Ok(peer_response::Body::Meta(wire::MetaResult {})),
                         ApplyResult::Meta(Err(rejection)) => Err(RouteError::Failed(encode_rejection(&rejection))),
@@ -571,9 +628,10 @@ fn route_failure(shard: &ShardMeta, error: RouteError) -> ApiError {
         RouteError::NotLeader(_) => ApiError::Internal(format!("shard {} has no reachable leader; retry", shard.index)),
         RouteError::NoGroup => ApiError::Internal(format!("shard {} is not hosted yet; retry", shard.index)),
         RouteError::Failed(message) => ApiError::Internal(format!("shard {}: {message}", shard.index)),
-        RouteError::Unknown(message) => {
-            ApiError::Internal(format!("shard {}: the outcome is unknown ({message}); the record may have been stored", shard.index))
-        }
+        RouteError::Unknown(message) => ApiError::Internal(format!(
+            "shard {}: the outcome is unknown ({message}); the record may have been stored",
+            shard.index
+        )),
     }
 }
 
@@ -654,24 +712,34 @@ impl Batcher {
             }
             let batch = AppendBatch { timestamp_ms: self.seams.clock.now_ms(), records };
             let command = GroupCommand { command: Some(group_command::Command::Append(batch)) };
-            let raft = self.raft.clone();
+            // Proposed here, in order, so batches take log indexes in the order they were
+            // formed; only the wait for the commit runs concurrently.
+            let submitted = self.raft.client_write_ff(command).await;
+            let timeout = Duration::from_millis(self.limits.append_timeout_ms);
             self.seams.executor.spawn(
                 "shard-append",
                 Box::pin(async move {
-                    let outcome = raft.client_write(command).await;
-                    drop(permit);
-                    let result = match outcome {
-                        Ok(response) => match response.data {
-                            ApplyResult::Appended { log_index, timestamp_ms } => Ok((log_index, timestamp_ms)),
-                            other => Err(RouteError::Unknown(format!("unexpected apply result {other:?}"))),
+                    let result = match submitted {
+                        Err(fatal) => Err(RouteError::Failed(format!("the shard's Raft stopped: {fatal}"))),
+                        Ok(receiver) => match tokio::time::timeout(timeout, receiver).await {
+                            Ok(Ok(Ok(response))) => match response.data {
+                                ApplyResult::Appended { log_index, timestamp_ms } => Ok((log_index, timestamp_ms)),
+                                other => Err(RouteError::Unknown(format!("unexpected apply result {other:?}"))),
+                            },
+                            // ForwardToLeader means the entry was not appended here, or was
+                            // truncated as conflicting (so never committed): it did not happen.
+                            Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
+                                Err(RouteError::NotLeader(forward.leader_id))
+                            }
+                            Ok(Ok(Err(error))) => Err(RouteError::Unknown(error.to_string())),
+                            Ok(Err(_)) => Err(RouteError::Unknown("the shard's Raft stopped before answering".into())),
+                            Err(_) => Err(RouteError::Unknown(format!(
+                                "no commit within {} ms (append_timeout_ms)",
+                                timeout.as_millis()
+                            ))),
                         },
-                        // ForwardToLeader means the entry was not appended here, or was
-                        // truncated as conflicting (so never committed): it did not happen.
-                        Err(error) => Err(match error.forward_to_leader() {
-                            Some(forward) => RouteError::NotLeader(forward.leader_id),
-                            None => RouteError::Unknown(error.to_string()),
-                        }),
                     };
+                    drop(permit);
                     for (first_position, respond) in waiters {
                         let answer = result.clone().map(|(log_index, timestamp_ms)| AppendResult {
                             log_index,
@@ -712,13 +780,14 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
     let malformed = |error: codec::CodecError| RouteError::Failed(error.to_string());
     match body {
         peer_request::Body::AppendEntries(append) => {
-            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            let group = node.group_soon(group_id).await.ok_or(RouteError::NoGroup)?;
             let request = codec::append_request_from_wire(append).map_err(malformed)?;
-            let response = group.raft.append_entries(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            let response =
+                group.raft.append_entries(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::AppendEntries(codec::append_response_to_wire(&response)))
         }
         peer_request::Body::Vote(vote) => {
-            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            let group = node.group_soon(group_id).await.ok_or(RouteError::NoGroup)?;
             let request = codec::vote_request_from_wire(vote).map_err(malformed)?;
             let response = group.raft.vote(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::Vote(codec::vote_response_to_wire(&response)))

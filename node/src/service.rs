@@ -59,7 +59,11 @@ fn validate_stream_name(name: &str, member: &str) -> Result<(), ApiError> {
         return Err(ApiError::validation(name, member, "Member must have length less than or equal to 128"));
     }
     if !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-')) {
-        return Err(ApiError::validation(name, member, "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"));
+        return Err(ApiError::validation(
+            name,
+            member,
+            "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+        ));
     }
     Ok(())
 }
@@ -123,9 +127,10 @@ impl StreamService {
 
     fn rejection(&self, rejection: MetaRejection) -> ApiError {
         match rejection {
-            MetaRejection::StreamExists(name) => {
-                ApiError::ResourceInUse(format!("Stream {name} under account {} already exists.", self.settings.account))
-            }
+            MetaRejection::StreamExists(name) => ApiError::ResourceInUse(format!(
+                "Stream {name} under account {} already exists.",
+                self.settings.account
+            )),
             MetaRejection::StreamNotFound(name) => self.stream_not_found(&name),
             MetaRejection::Invalid(message) => ApiError::InvalidArgument(message),
         }
@@ -218,8 +223,13 @@ impl StreamService {
             return Err(self.rejection(MetaRejection::StreamExists(request.stream_name)));
         }
         let state = self.node.meta_state();
-        let placement = meta::place_replicas(&self.node.options.nodes, request.shard_count, 3.min(self.node.options.nodes.len()), state.next_group_id)
-            .map_err(ApiError::LimitExceeded)?;
+        let placement = meta::place_replicas(
+            &self.node.options.nodes,
+            request.shard_count,
+            3.min(self.node.options.nodes.len()),
+            state.next_group_id,
+        )
+        .map_err(ApiError::LimitExceeded)?;
         let shards = keys::even_ranges(request.shard_count)
             .into_iter()
             .zip(placement)
@@ -262,7 +272,11 @@ impl StreamService {
         validate_stream_name(&request.stream_name, "streamName")?;
         let limit = request.limit.unwrap_or(100);
         if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+            return Err(ApiError::validation(
+                &limit.to_string(),
+                "limit",
+                "Member must have value between 1 and 10000",
+            ));
         }
         let stream = self.stream(&request.stream_name)?;
         let start = match &request.exclusive_start_shard_id {
@@ -308,7 +322,11 @@ impl StreamService {
     pub fn list_streams(&self, request: v1::ListStreamsRequest) -> Result<v1::ListStreamsResponse, ApiError> {
         let limit = request.limit.unwrap_or(100);
         if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+            return Err(ApiError::validation(
+                &limit.to_string(),
+                "limit",
+                "Member must have value between 1 and 10000",
+            ));
         }
         let state = self.node.meta_state();
         let after = request.exclusive_start_stream_name.unwrap_or_default();
@@ -325,7 +343,11 @@ impl StreamService {
     pub fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
         let max_results = request.max_results.unwrap_or(1000);
         if !(1..=10_000).contains(&max_results) {
-            return Err(ApiError::validation(&max_results.to_string(), "maxResults", "Member must have value between 1 and 10000"));
+            return Err(ApiError::validation(
+                &max_results.to_string(),
+                "maxResults",
+                "Member must have value between 1 and 10000",
+            ));
         }
         let (stream_name, start) = match (&request.next_token, request.stream_name.is_empty()) {
             (Some(_), false) => {
@@ -381,9 +403,11 @@ impl StreamService {
         let shard = stream.shard_for_hash(hash).clone();
         let record = RecordInput { partition_key: request.partition_key, data: request.data };
         let result = self.node.append(&shard, vec![record]).await?;
+        let sequence = keys::checked_internal_sequence(result.log_index, result.first_position as usize)
+            .ok_or_else(|| ApiError::Internal(format!("a node answered with an invalid position {result:?}")))?;
         Ok(v1::PutRecordResponse {
             shard_id: keys::shard_id(shard.index),
-            sequence_number: keys::render_sequence(shard.index, keys::internal_sequence(result.log_index, result.first_position as usize)),
+            sequence_number: keys::render_sequence(shard.index, sequence),
         })
     }
 
@@ -435,12 +459,15 @@ impl StreamService {
         let mut failed = 0u32;
         for (shard, positions, outcome) in outcomes {
             for (offset, position) in positions.into_iter().enumerate() {
-                results[position] = match &outcome {
-                    Ok(result) => v1::PutRecordsResultEntry {
-                        sequence_number: Some(keys::render_sequence(
-                            shard.index,
-                            keys::internal_sequence(result.log_index, result.first_position as usize + offset),
-                        )),
+                let sequence = outcome.as_ref().map_err(Clone::clone).and_then(|result| {
+                    keys::checked_internal_sequence(result.log_index, result.first_position as usize + offset)
+                        .ok_or_else(|| {
+                            ApiError::Internal(format!("a node answered with an invalid position {result:?}"))
+                        })
+                });
+                results[position] = match sequence {
+                    Ok(sequence) => v1::PutRecordsResultEntry {
+                        sequence_number: Some(keys::render_sequence(shard.index, sequence)),
                         shard_id: Some(keys::shard_id(shard.index)),
                         error_code: None,
                         error_message: None,
@@ -471,7 +498,10 @@ impl StreamService {
         let shard = self.shard(&stream, &request.shard_id)?.clone();
         let sequence = |text: &Option<String>| -> Result<u64, ApiError> {
             let text = text.as_deref().ok_or_else(|| {
-                ApiError::InvalidArgument("Must specify a StartingSequenceNumber for AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER iterators.".into())
+                ApiError::InvalidArgument(
+                    "Must specify a StartingSequenceNumber for AT_SEQUENCE_NUMBER and AFTER_SEQUENCE_NUMBER iterators."
+                        .into(),
+                )
             })?;
             keys::parse_sequence(text, shard.index).map_err(|error| {
                 ApiError::InvalidArgument(format!(
@@ -518,7 +548,11 @@ impl StreamService {
     pub async fn get_records(&self, request: v1::GetRecordsRequest) -> Result<v1::GetRecordsResponse, ApiError> {
         let limit = request.limit.unwrap_or(GET_RECORDS_MAX);
         if !(1..=GET_RECORDS_MAX).contains(&limit) {
-            return Err(ApiError::validation(&limit.to_string(), "limit", "Member must have value between 1 and 10000"));
+            return Err(ApiError::validation(
+                &limit.to_string(),
+                "limit",
+                "Member must have value between 1 and 10000",
+            ));
         }
         if request.shard_iterator.is_empty() || request.shard_iterator.len() > 512 {
             return Err(ApiError::validation(
@@ -543,7 +577,10 @@ impl StreamService {
         if stream.created_ms != iterator.stream_created_ms {
             return Err(self.stream_not_found(&iterator.stream));
         }
-        let shard = stream.shard(iterator.shard_index).ok_or_else(|| ApiError::InvalidArgument("Invalid ShardIterator.".into()))?.clone();
+        let shard = stream
+            .shard(iterator.shard_index)
+            .ok_or_else(|| ApiError::InvalidArgument("Invalid ShardIterator.".into()))?
+            .clone();
         let start = match iterator.position {
             Position::AtSequence(sequence) => wire::forward_read::Start::AtSequence(sequence),
             Position::AtTimestamp(timestamp) => wire::forward_read::Start::AtTimestampMs(timestamp),

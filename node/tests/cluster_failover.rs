@@ -20,9 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use riffle_client::proto::{
-    GetShardIteratorRequest, PutRecordsRequest, PutRecordsRequestEntry, ShardIteratorType,
-};
+use riffle_client::proto::{GetShardIteratorRequest, PutRecordsRequest, PutRecordsRequestEntry, ShardIteratorType};
 use riffle_client::{Client, ClientConfig};
 use tokio::sync::watch;
 
@@ -60,10 +58,8 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let directory = tempfile::Builder::new()
-            .prefix("riffle-failover-")
-            .tempdir()
-            .expect("creating a temporary directory");
+        let directory =
+            tempfile::Builder::new().prefix("riffle-failover-").tempdir().expect("creating a temporary directory");
         let (grpc_port, peer_port) = free_port_bases();
         let configs = riffle_node::dev::write_dev_configs(directory.path(), grpc_port, peer_port)
             .expect("writing the dev configs");
@@ -81,10 +77,7 @@ impl Cluster {
     }
 
     fn root(&self) -> &Path {
-        self.directory
-            .as_ref()
-            .expect("the directory lives as long as the cluster")
-            .path()
+        self.directory.as_ref().expect("the directory lives as long as the cluster").path()
     }
 
     fn log_path(&self, node_id: u64) -> PathBuf {
@@ -96,24 +89,14 @@ impl Cluster {
     }
 
     fn endpoints_except(&self, excluded: &[u64]) -> Vec<String> {
-        (1..=NODE_COUNT as u64)
-            .filter(|id| !excluded.contains(id))
-            .map(|id| self.endpoint(id))
-            .collect()
+        (1..=NODE_COUNT as u64).filter(|id| !excluded.contains(id)).map(|id| self.endpoint(id)).collect()
     }
 
     fn spawn(&mut self, node_id: u64) {
         let index = node_id as usize - 1;
-        assert!(
-            self.children[index].is_none(),
-            "node {node_id} is already running"
-        );
+        assert!(self.children[index].is_none(), "node {node_id} is already running");
         let log_path = self.log_path(node_id);
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .expect("opening a node log");
+        let log = File::options().create(true).append(true).open(&log_path).expect("opening a node log");
         let child = Command::new(env!("CARGO_BIN_EXE_riffle-node"))
             .arg("--config")
             .arg(&self.configs[index])
@@ -127,9 +110,8 @@ impl Cluster {
 
     /// SIGKILL: the node gets no chance to flush or say goodbye.
     fn kill(&mut self, node_id: u64) {
-        let mut child = self.children[node_id as usize - 1]
-            .take()
-            .unwrap_or_else(|| panic!("node {node_id} is not running"));
+        let mut child =
+            self.children[node_id as usize - 1].take().unwrap_or_else(|| panic!("node {node_id} is not running"));
         child.kill().expect("sending SIGKILL");
         child.wait().expect("reaping a killed node");
     }
@@ -147,13 +129,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for child in self
-            .children
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect::<Vec<_>>()
-            .iter_mut()
-        {
+        for child in self.children.iter_mut().filter_map(Option::take).collect::<Vec<_>>().iter_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -179,10 +155,8 @@ fn free_port_bases() -> (u16, u16) {
     for _ in 0..PORT_BASE_ATTEMPTS_MAX {
         let grpc = (LOW + candidate) as u16;
         let peer = grpc + 3;
-        let tcp_free =
-            (grpc..grpc + 3).all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
-        let udp_free =
-            (peer..peer + 3).all(|port| UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
+        let tcp_free = (grpc..grpc + 3).all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
+        let udp_free = (peer..peer + 3).all(|port| UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
         if tcp_free && udp_free {
             return (grpc, peer);
         }
@@ -218,8 +192,7 @@ const SEQUENCE_NUMBER_DIGITS: usize = 56;
 
 fn assert_sequence_number(sequence_number: &str) {
     assert!(
-        sequence_number.len() == SEQUENCE_NUMBER_DIGITS
-            && sequence_number.bytes().all(|byte| byte.is_ascii_digit()),
+        sequence_number.len() == SEQUENCE_NUMBER_DIGITS && sequence_number.bytes().all(|byte| byte.is_ascii_digit()),
         "sequence number {sequence_number:?} is not {SEQUENCE_NUMBER_DIGITS} decimal digits; rerun: {RERUN}"
     );
 }
@@ -243,11 +216,7 @@ struct WriterReport {
     slowest_call: Duration,
 }
 
-async fn write_values(
-    client: Client,
-    values: Vec<u32>,
-    acked: Arc<watch::Sender<usize>>,
-) -> WriterReport {
+async fn write_values(client: Client, values: Vec<u32>, acked: Arc<watch::Sender<usize>>) -> WriterReport {
     let mut report = WriterReport::default();
     let mut pending: VecDeque<(u32, u32)> = values.into_iter().map(|value| (value, 0)).collect();
     while !pending.is_empty() {
@@ -274,18 +243,11 @@ async fn write_values(
                 for ((value, attempts), entry) in batch.into_iter().zip(response.records) {
                     match (&entry.error_code, entry.shard_id, entry.sequence_number) {
                         (None, Some(shard_id), Some(sequence_number)) => {
-                            report.acks.push(Ack {
-                                value,
-                                shard_id,
-                                sequence_number,
-                                at: now,
-                            });
+                            report.acks.push(Ack { value, shard_id, sequence_number, at: now });
                             acked_here += 1;
                         }
                         (code, _, _) => {
-                            let kind = code
-                                .clone()
-                                .unwrap_or_else(|| "entry without sequence number".into());
+                            let kind = code.clone().unwrap_or_else(|| "entry without sequence number".into());
                             *report.errors.entry(kind).or_default() += 1;
                             failed.push((value, attempts));
                         }
@@ -294,10 +256,7 @@ async fn write_values(
                 acked.send_modify(|count| *count += acked_here);
             }
             Err(error) => {
-                let kind = error
-                    .error_type()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("{error}"));
+                let kind = error.error_type().map(str::to_owned).unwrap_or_else(|| format!("{error}"));
                 *report.errors.entry(kind).or_default() += 1;
                 failed = batch;
             }
@@ -322,17 +281,11 @@ async fn write_values(
 }
 
 fn client_config() -> ClientConfig {
-    ClientConfig {
-        retries_max: 6,
-        request_timeout_ms: 10_000,
-        ..ClientConfig::default()
-    }
+    ClientConfig { retries_max: 6, request_timeout_ms: 10_000, ..ClientConfig::default() }
 }
 
 async fn connect(endpoints: Vec<String>) -> Client {
-    Client::connect_with_config(endpoints, client_config())
-        .await
-        .expect("valid endpoints")
+    Client::connect_with_config(endpoints, client_config()).await.expect("valid endpoints")
 }
 
 /// Polls DescribeStream until every shard names a leader; returns shard id → leader node.
@@ -344,22 +297,12 @@ async fn wait_for_leaders(client: &Client, what: &str) -> BTreeMap<String, u64> 
                 let leaders: BTreeMap<String, u64> = description
                     .shards
                     .iter()
-                    .filter_map(|shard| {
-                        shard
-                            .leader_node
-                            .map(|leader| (shard.shard_id.clone(), leader))
-                    })
+                    .filter_map(|shard| shard.leader_node.map(|leader| (shard.shard_id.clone(), leader)))
                     .collect();
-                if description.shards.len() == SHARD_COUNT as usize
-                    && leaders.len() == description.shards.len()
-                {
+                if description.shards.len() == SHARD_COUNT as usize && leaders.len() == description.shards.len() {
                     return leaders;
                 }
-                last = format!(
-                    "{} of {} shards have a leader",
-                    leaders.len(),
-                    description.shards.len()
-                );
+                last = format!("{} of {} shards have a leader", leaders.len(), description.shards.len());
             }
             Err(error) => last = error.to_string(),
         }
@@ -389,10 +332,7 @@ async fn read_shard(client: &Client, shard_id: &str) -> Vec<ReadRecord> {
             Ok(response) => break response.shard_iterator,
             Err(error) => {
                 errors += 1;
-                assert!(
-                    errors < READ_ERRORS_MAX,
-                    "GetShardIterator({shard_id}) kept failing: {error}; rerun: {RERUN}"
-                );
+                assert!(errors < READ_ERRORS_MAX, "GetShardIterator({shard_id}) kept failing: {error}; rerun: {RERUN}");
                 tokio::time::sleep(Duration::from_millis(POLL_PAUSE_MS)).await;
             }
         }
@@ -404,10 +344,7 @@ async fn read_shard(client: &Client, shard_id: &str) -> Vec<ReadRecord> {
             Err(error) => {
                 errors += 1;
                 last_error = error.to_string();
-                assert!(
-                    errors < READ_ERRORS_MAX,
-                    "GetRecords({shard_id}) kept failing: {last_error}; rerun: {RERUN}"
-                );
+                assert!(errors < READ_ERRORS_MAX, "GetRecords({shard_id}) kept failing: {last_error}; rerun: {RERUN}");
                 tokio::time::sleep(Duration::from_millis(POLL_PAUSE_MS)).await;
                 continue;
             }
@@ -420,10 +357,7 @@ async fn read_shard(client: &Client, shard_id: &str) -> Vec<ReadRecord> {
                     record.data, record.sequence_number
                 )
             });
-            records.push(ReadRecord {
-                value,
-                sequence_number: record.sequence_number,
-            });
+            records.push(ReadRecord { value, sequence_number: record.sequence_number });
         }
         if page_empty && response.millis_behind_latest == 0 {
             return records;
@@ -458,10 +392,7 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
             Err(_) => tokio::time::sleep(Duration::from_millis(POLL_PAUSE_MS)).await,
         }
     }
-    assert!(
-        created,
-        "CreateStream never succeeded; see the node logs; rerun: {RERUN}"
-    );
+    assert!(created, "CreateStream never succeeded; see the node logs; rerun: {RERUN}");
     admin
         .wait_for_stream_active(STREAM, POLLS_MAX)
         .await
@@ -474,48 +405,28 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
     let acked_sender = Arc::new(acked_sender);
     let mut writers = Vec::new();
     for writer in 0..WRITER_COUNT {
-        let values: Vec<u32> = (0..RECORD_COUNT)
-            .filter(|value| value % WRITER_COUNT == writer)
-            .collect();
+        let values: Vec<u32> = (0..RECORD_COUNT).filter(|value| value % WRITER_COUNT == writer).collect();
         let client = connect(all_endpoints.clone()).await;
-        writers.push(tokio::spawn(write_values(
-            client,
-            values,
-            acked_sender.clone(),
-        )));
+        writers.push(tokio::spawn(write_values(client, values, acked_sender.clone())));
     }
     let write_phase = async {
-        acked_receiver
-            .wait_for(|count| *count >= ACKS_BEFORE_KILL)
-            .await
-            .expect("writers hold the sender");
+        acked_receiver.wait_for(|count| *count >= ACKS_BEFORE_KILL).await.expect("writers hold the sender");
         let leaders = wait_for_leaders(&admin, "before the kill").await;
-        let (victim_shard, victim) = leaders
-            .iter()
-            .next()
-            .map(|(shard, node)| (shard.clone(), *node))
-            .expect("four shards");
+        let (victim_shard, victim) =
+            leaders.iter().next().map(|(shard, node)| (shard.clone(), *node)).expect("four shards");
         let acks_at_kill = *acked_receiver.borrow();
         cluster.kill(victim);
         let killed_at = Instant::now();
         let mut reports = Vec::new();
         for writer in writers {
-            reports.push(
-                writer
-                    .await
-                    .unwrap_or_else(|error| panic!("a writer failed: {error}")),
-            );
+            reports.push(writer.await.unwrap_or_else(|error| panic!("a writer failed: {error}")));
         }
         (victim_shard, victim, acks_at_kill, killed_at, reports)
     };
     let (victim_shard, victim, acks_at_kill, killed_at, reports) =
         tokio::time::timeout(Duration::from_secs(WRITE_PHASE_TIMEOUT_S), write_phase)
             .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the writers did not finish within {WRITE_PHASE_TIMEOUT_S} s; rerun: {RERUN}"
-                )
-            });
+            .unwrap_or_else(|_| panic!("the writers did not finish within {WRITE_PHASE_TIMEOUT_S} s; rerun: {RERUN}"));
     let written_at = Instant::now();
     cluster.assert_running();
 
@@ -529,17 +440,13 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
     for report in reports {
         for ack in report.acks {
             if ack.at > killed_at {
-                first_ack_after_kill =
-                    Some(first_ack_after_kill.map_or(ack.at, |first| first.min(ack.at)));
+                first_ack_after_kill = Some(first_ack_after_kill.map_or(ack.at, |first| first.min(ack.at)));
                 if ack.shard_id == victim_shard {
-                    first_victim_shard_ack_after_kill = Some(
-                        first_victim_shard_ack_after_kill.map_or(ack.at, |first| first.min(ack.at)),
-                    );
+                    first_victim_shard_ack_after_kill =
+                        Some(first_victim_shard_ack_after_kill.map_or(ack.at, |first| first.min(ack.at)));
                 }
             }
-            acks.entry(ack.value)
-                .or_default()
-                .push((ack.shard_id, ack.sequence_number));
+            acks.entry(ack.value).or_default().push((ack.shard_id, ack.sequence_number));
         }
         retried.extend(report.retried);
         slowest_call = slowest_call.max(report.slowest_call);
@@ -548,29 +455,19 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
             *errors.entry(kind).or_default() += count;
         }
     }
-    assert_eq!(
-        acks.len(),
-        RECORD_COUNT as usize,
-        "every value is acknowledged; rerun: {RERUN}"
-    );
+    assert_eq!(acks.len(), RECORD_COUNT as usize, "every value is acknowledged; rerun: {RERUN}");
 
     // Phase 3: restart the killed node; it must show a leader for every shard itself.
     cluster.spawn(victim);
     let restarted_client = connect(vec![cluster.endpoint(victim)]).await;
-    let leaders_after_restart =
-        wait_for_leaders(&restarted_client, "through the restarted node").await;
+    let leaders_after_restart = wait_for_leaders(&restarted_client, "through the restarted node").await;
     let caught_up_at = Instant::now();
 
     // Phase 4: kill another node, preferring one that leads shards, so the restarted node is
     // needed for every quorum and for every election that follows.
     let second_victim = (1..=NODE_COUNT as u64)
         .filter(|node| *node != victim)
-        .max_by_key(|node| {
-            leaders_after_restart
-                .values()
-                .filter(|leader| *leader == node)
-                .count()
-        })
+        .max_by_key(|node| leaders_after_restart.values().filter(|leader| *leader == node).count())
         .expect("two other nodes");
     cluster.kill(second_victim);
     let reader = connect(cluster.endpoints_except(&[second_victim])).await;
@@ -595,10 +492,7 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
             );
         }
         for record in records {
-            found
-                .entry(record.value)
-                .or_default()
-                .push((shard_id.clone(), record.sequence_number.clone()));
+            found.entry(record.value).or_default().push((shard_id.clone(), record.sequence_number.clone()));
         }
     }
     let mut lost = Vec::new();
@@ -632,17 +526,11 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
         "values sent once appear more than once: {:?}; rerun: {RERUN}",
         &unexpected_duplicates[..unexpected_duplicates.len().min(5)]
     );
-    assert_eq!(
-        found.len(),
-        RECORD_COUNT as usize,
-        "distinct values read; rerun: {RERUN}"
-    );
+    assert_eq!(found.len(), RECORD_COUNT as usize, "distinct values read; rerun: {RERUN}");
 
     let read_total: usize = read.values().map(Vec::len).sum();
     let since_kill = |at: Option<Instant>| {
-        at.map_or("none".to_string(), |at| {
-            format!("{} ms", at.duration_since(killed_at).as_millis())
-        })
+        at.map_or("none".to_string(), |at| format!("{} ms", at.duration_since(killed_at).as_millis()))
     };
     eprintln!("cluster_failover summary:");
     eprintln!(
@@ -650,10 +538,7 @@ async fn acknowledged_records_survive_leader_kill_and_restart() {
         acks.values().map(Vec::len).sum::<usize>(),
         acks.len()
     );
-    eprintln!(
-        "  retried values {}, failed attempts {failed_attempts}, errors {errors:?}",
-        retried.len()
-    );
+    eprintln!("  retried values {}, failed attempts {failed_attempts}, errors {errors:?}", retried.len());
     eprintln!(
         "  first ack after the kill: {}; first ack on {victim_shard}: {}; slowest PutRecords call {} ms",
         since_kill(first_ack_after_kill),

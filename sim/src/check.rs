@@ -45,7 +45,8 @@ fn sequence_less(left: &str, right: &str) -> bool {
 /// Returns every violation found (empty when the history is valid).
 pub fn check(history: &[Operation], reads: &[ShardRead]) -> Vec<String> {
     let mut violations = Vec::new();
-    let invoked: BTreeMap<&str, &Operation> = history.iter().map(|operation| (operation.value.as_str(), operation)).collect();
+    let invoked: BTreeMap<&str, &Operation> =
+        history.iter().map(|operation| (operation.value.as_str(), operation)).collect();
     let mut read_at: BTreeMap<&str, (u32, &str)> = BTreeMap::new();
     for read in reads {
         for pair in read.records.windows(2) {
@@ -107,7 +108,9 @@ pub fn check(history: &[Operation], reads: &[ShardRead]) -> Vec<String> {
         let mut completed_index = 0;
         let mut highest: Option<(&Operation, &str)> = None;
         for (operation, sequence) in by_invocation {
-            while completed_index < operations.len() && operations[completed_index].0.completed_us < operation.invoked_us {
+            while completed_index < operations.len()
+                && operations[completed_index].0.completed_us < operation.invoked_us
+            {
                 let candidate = operations[completed_index];
                 if highest.is_none_or(|(_, best)| sequence_less(best, candidate.1)) {
                     highest = Some(candidate);

@@ -99,11 +99,9 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFailur
     SIMULATING.with(|flag| flag.set(false));
     let panics = PANICS.with(|panics| std::mem::take(&mut *panics.borrow_mut()));
     match (outcome, panics.first()) {
-        (Ok(_), Some(first)) => Err(SimFailure {
-            seed,
-            message: format!("a task panicked: {first}"),
-            recent_events: Vec::new(),
-        }),
+        (Ok(_), Some(first)) => {
+            Err(SimFailure { seed, message: format!("a task panicked: {first}"), recent_events: Vec::new() })
+        }
         (outcome, _) => outcome,
     }
 }

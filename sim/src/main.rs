@@ -42,9 +42,16 @@ fn main() -> Result<()> {
     let arguments = Arguments::parse();
     if std::env::var_os("RUST_LOG").is_some() {
         // Logs of the simulated nodes, for replaying one seed.
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let options = SimOptions { operations_per_client: arguments.operations, faults: !arguments.no_faults, ..SimOptions::default() };
+    let options = SimOptions {
+        operations_per_client: arguments.operations,
+        faults: !arguments.no_faults,
+        ..SimOptions::default()
+    };
     if let Some(seed) = arguments.seed {
         return match run_seed(seed, &options) {
             Ok(report) => {
@@ -63,7 +70,8 @@ fn main() -> Result<()> {
     let seeds = Arc::new(seeds);
     let workers: Vec<_> = (0..arguments.jobs.max(1))
         .map(|_| {
-            let (seeds, next, done, failures, options) = (seeds.clone(), next.clone(), done.clone(), failures.clone(), options.clone());
+            let (seeds, next, done, failures, options) =
+                (seeds.clone(), next.clone(), done.clone(), failures.clone(), options.clone());
             let check_determinism = arguments.check_determinism;
             std::thread::spawn(move || loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
@@ -76,7 +84,10 @@ fn main() -> Result<()> {
                     if first.trace_hash != second.trace_hash {
                         return Err(SimFailure {
                             seed,
-                            message: format!("not deterministic: trace {} then {}", first.trace_hash, second.trace_hash),
+                            message: format!(
+                                "not deterministic: trace {} then {}",
+                                first.trace_hash, second.trace_hash
+                            ),
                             recent_events: Vec::new(),
                         });
                     }

@@ -37,12 +37,7 @@ pub struct SimNetwork {
 impl SimNetwork {
     pub fn new(rng: ChaCha8Rng, trace: Arc<Trace>) -> Arc<SimNetwork> {
         Arc::new(SimNetwork {
-            state: Mutex::new(NetworkState {
-                handlers: BTreeMap::new(),
-                isolated: BTreeSet::new(),
-                rng,
-                messages: 0,
-            }),
+            state: Mutex::new(NetworkState { handlers: BTreeMap::new(), isolated: BTreeSet::new(), rng, messages: 0 }),
             trace,
         })
     }
@@ -104,7 +99,8 @@ impl PeerTransport for SimEndpoint {
             };
             let kind = request.body.as_ref().map_or("empty", body_kind);
             network.trace.record(&format!("send {}->{} g{} {kind}", self.local, target, request.group_id));
-            let unreachable = || TransportError::Unreachable { peer: target, reason: "simulated partition or crash".into() };
+            let unreachable =
+                || TransportError::Unreachable { peer: target, reason: "simulated partition or crash".into() };
             let Some(handler) = handler.filter(|_| network.connected(self.local, target)) else {
                 tokio::time::sleep(Duration::from_millis(UNREACHABLE_DELAY_MS)).await;
                 return Err(unreachable());
@@ -116,7 +112,10 @@ impl PeerTransport for SimEndpoint {
             let response = handler.handle(self.local, request).await;
             tokio::time::sleep(network.latency()).await;
             if !network.connected(target, self.local) {
-                return Err(TransportError::Lost { peer: target, reason: "the response was lost to a partition".into() });
+                return Err(TransportError::Lost {
+                    peer: target,
+                    reason: "the response was lost to a partition".into(),
+                });
             }
             Ok(response)
         })

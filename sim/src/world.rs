@@ -120,8 +120,11 @@ impl World {
             .prefix(&format!("riffle-sim-{seed}-"))
             .tempdir()
             .map_err(|error| format!("scratch directory: {error}"))?;
-        let places: Vec<NodePlace> =
-            ["a", "b", "c"].iter().enumerate().map(|(index, zone)| NodePlace { id: index as u64 + 1, zone: zone.to_string() }).collect();
+        let places: Vec<NodePlace> = ["a", "b", "c"]
+            .iter()
+            .enumerate()
+            .map(|(index, zone)| NodePlace { id: index as u64 + 1, zone: zone.to_string() })
+            .collect();
         let nodes = places
             .iter()
             .map(|place| SimNode {
@@ -148,11 +151,17 @@ impl World {
 
     async fn start_node(&mut self, position: usize) -> Result<(), String> {
         let slot = &mut self.nodes[position];
-        let seams = Seams { clock: self.clock.clone(), executor: Arc::new(SimExecutor), fs: slot.fs.clone() as Arc<dyn FileSystem> };
+        let seams = Seams {
+            clock: self.clock.clone(),
+            executor: Arc::new(SimExecutor),
+            fs: slot.fs.clone() as Arc<dyn FileSystem>,
+        };
         let node = Node::open(node_options(slot.id, &self.places, slot.data_dir.clone()), seams)
             .map_err(|error| format!("node {} does not open: {error}", slot.id))?;
         self.network.attach(slot.id, node.peer_handler());
-        node.start(self.network.endpoint(slot.id)).await.map_err(|error| format!("node {} does not start: {error}", slot.id))?;
+        node.start(self.network.endpoint(slot.id))
+            .await
+            .map_err(|error| format!("node {} does not start: {error}", slot.id))?;
         let settings = ServiceSettings {
             region: "us-east-1".into(),
             account: "000000000000".into(),
@@ -173,7 +182,8 @@ impl World {
         self.network.detach(id);
         self.trace.record(&format!("crash node {id}"));
         node.shutdown().await;
-        let engine = node.log_engine().upgrade().map(|logs| logs.raft_engine()).ok_or("the raft log is already gone")?;
+        let engine =
+            node.log_engine().upgrade().map(|logs| logs.raft_engine()).ok_or("the raft log is already gone")?;
         drop(service);
         drop(node);
         // Tasks of the stopped node finish on their own; raft-engine must be released before
@@ -204,7 +214,8 @@ impl World {
         self.create_stream().await?;
 
         let history: Rc<RefCell<Vec<Operation>>> = Rc::new(RefCell::new(Vec::new()));
-        let clients: Vec<(u32, u64)> = (0..self.options.clients).map(|client| (client, self.rng.gen::<u64>())).collect();
+        let clients: Vec<(u32, u64)> =
+            (0..self.options.clients).map(|client| (client, self.rng.gen::<u64>())).collect();
         // Clients pick a node per operation; a shared table says which services are up.
         let services: Rc<RefCell<Vec<Option<StreamService>>>> =
             Rc::new(RefCell::new((0..self.nodes.len()).map(|position| self.service(position)).collect()));
@@ -240,7 +251,9 @@ impl World {
                                     shard: riffle_node::keys::parse_shard_id(&response.shard_id).unwrap_or(u32::MAX),
                                     sequence: response.sequence_number,
                                 },
-                                Ok(Err(error)) if error.error_type() == "InternalFailure" => Outcome::Info(error.message()),
+                                Ok(Err(error)) if error.error_type() == "InternalFailure" => {
+                                    Outcome::Info(error.message())
+                                }
                                 Ok(Err(error)) => Outcome::Fail(format!("{}: {}", error.error_type(), error.message())),
                                 Err(_) => Outcome::Info("timed out".into()),
                             }
@@ -305,7 +318,8 @@ impl World {
             return Err(format!("{} violation(s):\n  {}", violations.len(), violations.join("\n  ")));
         }
         for read in &reads {
-            let line: Vec<String> = read.records.iter().map(|(sequence, value)| format!("{sequence}={value}")).collect();
+            let line: Vec<String> =
+                read.records.iter().map(|(sequence, value)| format!("{sequence}={value}")).collect();
             self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
         }
         let acknowledged = history.iter().filter(|operation| matches!(operation.outcome, Outcome::Ok { .. })).count();
@@ -326,7 +340,11 @@ impl World {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             let service = self.service(0).ok_or("node 1 is down")?;
-            let request = v1::CreateStreamRequest { stream_name: STREAM.into(), shard_count: self.options.shards, retention_period_hours: None };
+            let request = v1::CreateStreamRequest {
+                stream_name: STREAM.into(),
+                shard_count: self.options.shards,
+                retention_period_hours: None,
+            };
             match service.create_stream(request).await {
                 Ok(_) => break,
                 Err(error) if error.error_type() == "ResourceInUseException" => break,
@@ -349,7 +367,11 @@ impl World {
             for position in 0..self.nodes.len() {
                 let Some(service) = self.service(position) else { continue };
                 let request = v1::DescribeStreamSummaryRequest { stream_name: STREAM.into() };
-                let status = service.describe_stream_summary(request).ok().and_then(|response| response.stream_description_summary).map(|summary| summary.stream_status);
+                let status = service
+                    .describe_stream_summary(request)
+                    .ok()
+                    .and_then(|response| response.stream_description_summary)
+                    .map(|summary| summary.stream_status);
                 active &= status == Some(v1::StreamStatus::Active as i32);
             }
             if active {

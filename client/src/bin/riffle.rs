@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use riffle_client::proto::{
-    GetShardIteratorRequest, PutRecordRequest, PutRecordsRequest, PutRecordsRequestEntry,
-    PutRecordsResultEntry, Record, Shard, ShardIteratorType, StreamDescription, StreamStatus,
+    GetShardIteratorRequest, PutRecordRequest, PutRecordsRequest, PutRecordsRequestEntry, PutRecordsResultEntry,
+    Record, Shard, ShardIteratorType, StreamDescription, StreamStatus,
 };
 use riffle_client::{stream_status_name, Client, ClientConfig, PutRecordsBatcher};
 use serde_json::{json, Value};
@@ -33,19 +33,10 @@ const EMPTY_POLL_INTERVAL_MS: u64 = 200;
 const GET_RECORDS_LIMIT_MAX: u32 = 10_000;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "riffle",
-    version,
-    about = "Command-line client for a Riffle cluster"
-)]
+#[command(name = "riffle", version, about = "Command-line client for a Riffle cluster")]
 struct Cli {
     /// Node to talk to (repeat for failover between nodes).
-    #[arg(
-        long = "endpoint",
-        global = true,
-        default_value = "http://127.0.0.1:50051",
-        value_name = "URL"
-    )]
+    #[arg(long = "endpoint", global = true, default_value = "http://127.0.0.1:50051", value_name = "URL")]
     endpoints: Vec<String>,
 
     /// Retries of a call after transport errors, each on the next endpoint.
@@ -203,40 +194,21 @@ async fn main() -> ExitCode {
 
 /// A reader that went away (`riffle get … | head`) is not a failure.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error
-        .downcast_ref::<io::Error>()
-        .is_some_and(|error| error.kind() == io::ErrorKind::BrokenPipe)
+    error.downcast_ref::<io::Error>().is_some_and(|error| error.kind() == io::ErrorKind::BrokenPipe)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = ClientConfig {
-        retries_max: cli.retries_max,
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig { retries_max: cli.retries_max, ..ClientConfig::default() };
     let client = Client::connect_with_config(cli.endpoints, config).await?;
     let mut out = io::stdout().lock();
     match cli.command {
-        Command::CreateStream {
-            name,
-            shard_count,
-            retention_hours,
-            no_wait,
-            wait_attempts_max,
-        } => {
-            client
-                .create_stream(&name, shard_count, retention_hours)
-                .await?;
+        Command::CreateStream { name, shard_count, retention_hours, no_wait, wait_attempts_max } => {
+            client.create_stream(&name, shard_count, retention_hours).await?;
             if no_wait {
                 writeln!(out, "stream {name} created")?;
             } else {
-                let summary = client
-                    .wait_for_stream_active(&name, wait_attempts_max)
-                    .await?;
-                writeln!(
-                    out,
-                    "stream {name} is ACTIVE with {} shards",
-                    summary.open_shard_count
-                )?;
+                let summary = client.wait_for_stream_active(&name, wait_attempts_max).await?;
+                writeln!(out, "stream {name} is ACTIVE with {} shards", summary.open_shard_count)?;
             }
         }
         Command::DeleteStream { name } => {
@@ -266,15 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 write!(out, "{}", format_shard_table(&shards))?;
             }
         }
-        Command::Put {
-            stream,
-            data,
-            partition_key,
-            key_from_line,
-            random_key,
-            quiet,
-            linger_ms,
-        } => {
+        Command::Put { stream, data, partition_key, key_from_line, random_key, quiet, linger_ms } => {
             let key_source = match (partition_key, key_from_line, random_key) {
                 (Some(key), _, _) => KeySource::Fixed(key),
                 (None, true, _) => KeySource::FromLine,
@@ -291,36 +255,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         })
                         .await?;
                     if !quiet {
-                        writeln!(
-                            out,
-                            "{}",
-                            format_put_result(&response.shard_id, &response.sequence_number)
-                        )?;
+                        writeln!(out, "{}", format_put_result(&response.shard_id, &response.sequence_number))?;
                     }
                 }
                 None => {
                     let stdin = BufReader::new(tokio::io::stdin());
                     let linger = Duration::from_millis(linger_ms);
-                    let options = PutLinesOptions {
-                        stream: &stream,
-                        key_source: &key_source,
-                        quiet,
-                        linger,
-                    };
+                    let options = PutLinesOptions { stream: &stream, key_source: &key_source, quiet, linger };
                     put_lines(&client, stdin, &options, &mut out).await?;
                 }
             }
         }
-        Command::Get {
-            stream,
-            shard_id,
-            iterator_type,
-            sequence_number,
-            timestamp_ms,
-            limit,
-            follow,
-            max_records,
-        } => {
+        Command::Get { stream, shard_id, iterator_type, sequence_number, timestamp_ms, limit, follow, max_records } => {
             let request = GetShardIteratorRequest {
                 stream_name: stream,
                 shard_id: normalize_shard_id(&shard_id),
@@ -401,11 +347,7 @@ struct PutTally {
 
 impl PutTally {
     fn summary(&self) -> String {
-        format!(
-            "put {} records, {} failed",
-            self.sent - self.failed,
-            self.failed
-        )
+        format!("put {} records, {} failed", self.sent - self.failed, self.failed)
     }
 }
 
@@ -419,17 +361,9 @@ async fn send_batch(
     let first_line = tally.sent + 1;
     let count = batch.len() as u64;
     let response = client
-        .put_records(PutRecordsRequest {
-            stream_name: options.stream.to_owned(),
-            records: batch,
-        })
+        .put_records(PutRecordsRequest { stream_name: options.stream.to_owned(), records: batch })
         .await
-        .with_context(|| {
-            format!(
-                "PutRecords of lines {first_line}..{}",
-                first_line + count - 1
-            )
-        })?;
+        .with_context(|| format!("PutRecords of lines {first_line}..{}", first_line + count - 1))?;
     for (line, result) in (first_line..).zip(&response.records) {
         match put_result_line(result) {
             Ok(text) if !options.quiet => writeln!(out, "{text}")?,
@@ -455,21 +389,13 @@ struct LineReader<R> {
 
 impl<R: AsyncBufRead + Unpin> LineReader<R> {
     fn new(input: R) -> Self {
-        LineReader {
-            input,
-            buffer: Vec::new(),
-            line_number: 0,
-        }
+        LineReader { input, buffer: Vec::new(), line_number: 0 }
     }
 
     async fn next_line(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
         // Room for the longest line plus "\r\n"; one byte more proves the line is too long.
         let room = (LINE_BYTES_MAX + 3).saturating_sub(self.buffer.len()) as u64;
-        let read = (&mut self.input)
-            .take(room)
-            .read_until(b'\n', &mut self.buffer)
-            .await
-            .context("reading stdin")?;
+        let read = (&mut self.input).take(room).read_until(b'\n', &mut self.buffer).await.context("reading stdin")?;
         let terminated = self.buffer.last() == Some(&b'\n');
         if read == 0 && self.buffer.is_empty() {
             return Ok(None);
@@ -483,10 +409,7 @@ impl<R: AsyncBufRead + Unpin> LineReader<R> {
             }
         }
         if line.len() > LINE_BYTES_MAX {
-            bail!(
-                "line {} is longer than {LINE_BYTES_MAX} bytes, the most one record holds",
-                self.line_number
-            );
+            bail!("line {} is longer than {LINE_BYTES_MAX} bytes, the most one record holds", self.line_number);
         }
         Ok(Some(line))
     }
@@ -517,11 +440,7 @@ async fn read_shard(
         };
         let response = client.get_records(&iterator, call_limit).await?;
         let count = response.records.len();
-        for record in response
-            .records
-            .iter()
-            .take(remaining.map_or(count, |r| r as usize))
-        {
+        for record in response.records.iter().take(remaining.map_or(count, |r| r as usize)) {
             writeln!(out, "{}", format_record(record))?;
             printed += 1;
         }
@@ -555,21 +474,12 @@ fn format_put_result(shard_id: &str, sequence_number: &str) -> String {
 
 /// The output line for a PutRecords result, or the failure to report.
 fn put_result_line(result: &PutRecordsResultEntry) -> Result<String, String> {
-    match (
-        &result.error_code,
-        &result.shard_id,
-        &result.sequence_number,
-    ) {
-        (None, Some(shard_id), Some(sequence_number)) => {
-            Ok(format_put_result(shard_id, sequence_number))
-        }
+    match (&result.error_code, &result.shard_id, &result.sequence_number) {
+        (None, Some(shard_id), Some(sequence_number)) => Ok(format_put_result(shard_id, sequence_number)),
         (error_code, _, _) => Err(format!(
             "{}: {}",
             error_code.as_deref().unwrap_or("UnknownError"),
-            result
-                .error_message
-                .as_deref()
-                .unwrap_or("no error message")
+            result.error_message.as_deref().unwrap_or("no error message")
         )),
     }
 }
@@ -577,21 +487,13 @@ fn put_result_line(result: &PutRecordsResultEntry) -> Result<String, String> {
 /// `<sequence>\t<partition key>\t<data>` with data as UTF-8, or `base64:<data>` when it is not
 /// valid UTF-8.
 fn format_record(record: &Record) -> String {
-    format!(
-        "{}\t{}\t{}",
-        record.sequence_number,
-        record.partition_key,
-        render_data(&record.data)
-    )
+    format!("{}\t{}\t{}", record.sequence_number, record.partition_key, render_data(&record.data))
 }
 
 fn render_data(data: &[u8]) -> String {
     match std::str::from_utf8(data) {
         Ok(text) => text.to_owned(),
-        Err(_) => format!(
-            "base64:{}",
-            base64::engine::general_purpose::STANDARD.encode(data)
-        ),
+        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(data)),
     }
 }
 
@@ -613,45 +515,24 @@ fn format_stream_description(description: &StreamDescription) -> String {
 }
 
 fn format_shard_table(shards: &[Shard]) -> String {
-    let header = [
-        "SHARD ID",
-        "HASH KEY RANGE",
-        "STARTING SEQUENCE",
-        "ENDING SEQUENCE",
-        "PARENT",
-        "LEADER",
-        "REPLICAS",
-    ];
+    let header = ["SHARD ID", "HASH KEY RANGE", "STARTING SEQUENCE", "ENDING SEQUENCE", "PARENT", "LEADER", "REPLICAS"];
     let rows: Vec<Vec<String>> = shards
         .iter()
         .map(|shard| {
             let hash_range = shard
                 .hash_key_range
                 .as_ref()
-                .map_or("-".to_owned(), |range| {
-                    format!("{}-{}", range.starting_hash_key, range.ending_hash_key)
-                });
+                .map_or("-".to_owned(), |range| format!("{}-{}", range.starting_hash_key, range.ending_hash_key));
             let sequence_range = shard.sequence_number_range.as_ref();
             let replicas: Vec<String> = shard.replica_nodes.iter().map(u64::to_string).collect();
             vec![
                 shard.shard_id.clone(),
                 hash_range,
                 sequence_range.map_or("-".to_owned(), |r| r.starting_sequence_number.clone()),
-                sequence_range
-                    .and_then(|r| r.ending_sequence_number.clone())
-                    .unwrap_or_else(|| "-".to_owned()),
-                shard
-                    .parent_shard_id
-                    .clone()
-                    .unwrap_or_else(|| "-".to_owned()),
-                shard
-                    .leader_node
-                    .map_or("-".to_owned(), |node| node.to_string()),
-                if replicas.is_empty() {
-                    "-".to_owned()
-                } else {
-                    replicas.join(",")
-                },
+                sequence_range.and_then(|r| r.ending_sequence_number.clone()).unwrap_or_else(|| "-".to_owned()),
+                shard.parent_shard_id.clone().unwrap_or_else(|| "-".to_owned()),
+                shard.leader_node.map_or("-".to_owned(), |node| node.to_string()),
+                if replicas.is_empty() { "-".to_owned() } else { replicas.join(",") },
             ]
         })
         .collect();
@@ -699,9 +580,7 @@ fn shard_json(shard: &Shard) -> Value {
         "ShardId": shard.shard_id,
         "ReplicaNodes": shard.replica_nodes,
     });
-    let fields = value
-        .as_object_mut()
-        .expect("json! of an object is an object");
+    let fields = value.as_object_mut().expect("json! of an object is an object");
     if let Some(parent) = &shard.parent_shard_id {
         fields.insert("ParentShardId".into(), json!(parent));
     }
@@ -745,36 +624,16 @@ mod tests {
         assert_eq!(cli.endpoints, vec!["http://127.0.0.1:50051"]);
         assert_eq!(cli.retries_max, 3);
 
-        let cli = parse(&[
-            "list-streams",
-            "--endpoint",
-            "http://a:1",
-            "--endpoint",
-            "b:2",
-        ])
-        .expect("valid arguments");
+        let cli = parse(&["list-streams", "--endpoint", "http://a:1", "--endpoint", "b:2"]).expect("valid arguments");
         assert_eq!(cli.endpoints, vec!["http://a:1", "b:2"]);
     }
 
     #[test]
     fn create_stream_arguments() {
-        let cli = parse(&[
-            "create-stream",
-            "orders",
-            "--shard-count",
-            "4",
-            "--retention-hours",
-            "48",
-        ])
-        .expect("valid arguments");
+        let cli = parse(&["create-stream", "orders", "--shard-count", "4", "--retention-hours", "48"])
+            .expect("valid arguments");
         match cli.command {
-            Command::CreateStream {
-                name,
-                shard_count,
-                retention_hours,
-                no_wait,
-                wait_attempts_max,
-            } => {
+            Command::CreateStream { name, shard_count, retention_hours, no_wait, wait_attempts_max } => {
                 assert_eq!(name, "orders");
                 assert_eq!(shard_count, 4);
                 assert_eq!(retention_hours, Some(48));
@@ -785,22 +644,14 @@ mod tests {
         }
 
         let missing_count = parse(&["create-stream", "orders"]).expect_err("needs --shard-count");
-        assert_eq!(
-            missing_count.kind(),
-            clap::error::ErrorKind::MissingRequiredArgument
-        );
+        assert_eq!(missing_count.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 
     #[test]
     fn put_needs_exactly_one_key_source() {
         let cli = parse(&["put", "s", "--partition-key", "k", "hello"]).expect("valid arguments");
         match cli.command {
-            Command::Put {
-                stream,
-                data,
-                partition_key,
-                ..
-            } => {
+            Command::Put { stream, data, partition_key, .. } => {
                 assert_eq!(stream, "s");
                 assert_eq!(data.as_deref(), Some("hello"));
                 assert_eq!(partition_key.as_deref(), Some("k"));
@@ -812,8 +663,8 @@ mod tests {
 
         let none = parse(&["put", "s", "data"]).expect_err("a key source is required");
         assert_eq!(none.kind(), clap::error::ErrorKind::MissingRequiredArgument);
-        let two = parse(&["put", "s", "--random-key", "--partition-key", "k"])
-            .expect_err("key sources exclude each other");
+        let two =
+            parse(&["put", "s", "--random-key", "--partition-key", "k"]).expect_err("key sources exclude each other");
         assert_eq!(two.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
@@ -821,12 +672,7 @@ mod tests {
     fn get_iterator_types_and_their_required_positions() {
         let cli = parse(&["get", "s", "--shard-id", "0"]).expect("valid arguments");
         match cli.command {
-            Command::Get {
-                iterator_type,
-                follow,
-                max_records,
-                ..
-            } => {
+            Command::Get { iterator_type, follow, max_records, .. } => {
                 assert_eq!(iterator_type, IteratorType::TrimHorizon);
                 assert!(!follow);
                 assert_eq!(max_records, None);
@@ -851,14 +697,7 @@ mod tests {
         ])
         .expect("valid arguments");
         match cli.command {
-            Command::Get {
-                iterator_type,
-                sequence_number,
-                follow,
-                max_records,
-                limit,
-                ..
-            } => {
+            Command::Get { iterator_type, sequence_number, follow, max_records, limit, .. } => {
                 assert_eq!(iterator_type, IteratorType::AfterSequenceNumber);
                 assert_eq!(sequence_number.as_deref(), Some("42"));
                 assert!(follow);
@@ -868,46 +707,22 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
 
-        let no_sequence = parse(&[
-            "get",
-            "s",
-            "--shard-id",
-            "0",
-            "--iterator-type",
-            "AT_SEQUENCE_NUMBER",
-        ])
-        .expect_err("AT_SEQUENCE_NUMBER needs --sequence-number");
-        assert_eq!(
-            no_sequence.kind(),
-            clap::error::ErrorKind::MissingRequiredArgument
-        );
-        let no_timestamp = parse(&[
-            "get",
-            "s",
-            "--shard-id",
-            "0",
-            "--iterator-type",
-            "AT_TIMESTAMP",
-        ])
-        .expect_err("AT_TIMESTAMP needs --timestamp-ms");
-        assert_eq!(
-            no_timestamp.kind(),
-            clap::error::ErrorKind::MissingRequiredArgument
-        );
-        parse(&["get", "s", "--shard-id", "0", "--iterator-type", "latest"])
-            .expect("iterator types ignore case");
-        let unknown = parse(&["get", "s", "--shard-id", "0", "--iterator-type", "OLDEST"])
-            .expect_err("unknown iterator type");
+        let no_sequence = parse(&["get", "s", "--shard-id", "0", "--iterator-type", "AT_SEQUENCE_NUMBER"])
+            .expect_err("AT_SEQUENCE_NUMBER needs --sequence-number");
+        assert_eq!(no_sequence.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let no_timestamp = parse(&["get", "s", "--shard-id", "0", "--iterator-type", "AT_TIMESTAMP"])
+            .expect_err("AT_TIMESTAMP needs --timestamp-ms");
+        assert_eq!(no_timestamp.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        parse(&["get", "s", "--shard-id", "0", "--iterator-type", "latest"]).expect("iterator types ignore case");
+        let unknown =
+            parse(&["get", "s", "--shard-id", "0", "--iterator-type", "OLDEST"]).expect_err("unknown iterator type");
         assert_eq!(unknown.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]
     fn shard_ids_from_numbers() {
         assert_eq!(normalize_shard_id("7"), "shardId-000000000007");
-        assert_eq!(
-            normalize_shard_id("shardId-000000000003"),
-            "shardId-000000000003"
-        );
+        assert_eq!(normalize_shard_id("shardId-000000000003"), "shardId-000000000003");
     }
 
     #[test]
@@ -949,10 +764,7 @@ mod tests {
             error_code: None,
             error_message: None,
         };
-        assert_eq!(
-            put_result_line(&stored),
-            Ok("shardId-000000000000 12".to_owned())
-        );
+        assert_eq!(put_result_line(&stored), Ok("shardId-000000000000 12".to_owned()));
 
         let throttled = PutRecordsResultEntry {
             error_code: Some("ProvisionedThroughputExceededException".into()),
@@ -964,10 +776,7 @@ mod tests {
             Err("ProvisionedThroughputExceededException: Rate exceeded for shard shardId-000000000000".to_owned())
         );
 
-        let tally = PutTally {
-            sent: 10,
-            failed: 3,
-        };
+        let tally = PutTally { sent: 10, failed: 3 };
         assert_eq!(tally.summary(), "put 7 records, 3 failed");
     }
 
@@ -991,17 +800,11 @@ mod tests {
 
     #[test]
     fn shard_table_aligns_columns() {
-        let table = format_shard_table(&[
-            shard("shardId-000000000000", Some(2)),
-            shard("shardId-000000000001", None),
-        ]);
+        let table = format_shard_table(&[shard("shardId-000000000000", Some(2)), shard("shardId-000000000001", None)]);
 
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(
-            lines[0].starts_with("SHARD ID              HASH KEY RANGE"),
-            "{table}"
-        );
+        assert!(lines[0].starts_with("SHARD ID              HASH KEY RANGE"), "{table}");
         assert_eq!(
             lines[1],
             "shardId-000000000000  0-340282366920938463463374607431768211455  1                  -                -       2       1,2,3"
@@ -1032,9 +835,7 @@ mod tests {
         assert_eq!(shard["ShardId"], "shardId-000000000000");
         assert_eq!(shard["HashKeyRange"]["StartingHashKey"], "0");
         assert_eq!(shard["SequenceNumberRange"]["StartingSequenceNumber"], "1");
-        assert!(shard["SequenceNumberRange"]
-            .get("EndingSequenceNumber")
-            .is_none());
+        assert!(shard["SequenceNumberRange"].get("EndingSequenceNumber").is_none());
         assert_eq!(shard["LeaderNode"], 2);
         assert_eq!(shard["ReplicaNodes"], json!([1, 2, 3]));
         assert!(shard.get("ParentShardId").is_none());
@@ -1057,10 +858,7 @@ mod tests {
         let mut exact = vec![b'x'; LINE_BYTES_MAX];
         exact.extend_from_slice(b"\r\n");
         let mut lines = LineReader::new(exact.as_slice());
-        let line = lines
-            .next_line()
-            .await
-            .expect("a line at the limit is fine");
+        let line = lines.next_line().await.expect("a line at the limit is fine");
         assert_eq!(line.map(|line| line.len()), Some(LINE_BYTES_MAX));
         assert_eq!(lines.next_line().await.expect("end of input"), None);
 

@@ -15,9 +15,7 @@ pub struct GrpcApi {
 
 impl GrpcApi {
     pub fn server(service: StreamService) -> RiffleServer<GrpcApi> {
-        RiffleServer::new(GrpcApi { service })
-            .max_decoding_message_size(8 << 20)
-            .max_encoding_message_size(16 << 20)
+        RiffleServer::new(GrpcApi { service }).max_decoding_message_size(8 << 20).max_encoding_message_size(16 << 20)
     }
 }
 

@@ -24,24 +24,15 @@ pub fn run_all(make: MakeFileSystem<'_>) {
         ("open modes", open_modes),
         ("missing files are NotFound", missing_files_are_not_found),
         ("read past end of file", read_past_end_of_file),
-        (
-            "write_at grows with zero fill",
-            write_at_grows_with_zero_fill,
-        ),
+        ("write_at grows with zero fill", write_at_grows_with_zero_fill),
         ("set_len shrinks and grows", set_len_shrinks_and_grows),
-        (
-            "write_all_at_and_sync content",
-            write_all_at_and_sync_content,
-        ),
+        ("write_all_at_and_sync content", write_all_at_and_sync_content),
         ("rename", rename),
         ("remove_file", remove_file),
         ("list_dir sorted files only", list_dir_sorted_files_only),
         ("exists", exists),
         ("remove_dir_all", remove_dir_all),
-        (
-            "read-only handles reject writes",
-            read_only_handles_reject_writes,
-        ),
+        ("read-only handles reject writes", read_only_handles_reject_writes),
     ];
     for (name, check) in checks {
         let (fs, root) = make();
@@ -74,33 +65,15 @@ fn content(file: &dyn FileHandle) -> Vec<u8> {
 
 fn open_modes(fs: &dyn FileSystem, root: &Path) {
     let path = root.join("file");
-    let created = must(
-        fs.open(&path, OpenMode::CreateNew),
-        "CreateNew on a new file",
-    );
+    let created = must(fs.open(&path, OpenMode::CreateNew), "CreateNew on a new file");
     must(created.write_at(b"hello", 0), "write");
-    must_fail_with(
-        fs.open(&path, OpenMode::CreateNew),
-        io::ErrorKind::AlreadyExists,
-        "CreateNew on an existing file",
-    );
-    let reopened = must(
-        fs.open(&path, OpenMode::Create),
-        "Create on an existing file",
-    );
-    assert_eq!(
-        content(reopened.as_ref()),
-        b"hello",
-        "Create does not truncate"
-    );
+    must_fail_with(fs.open(&path, OpenMode::CreateNew), io::ErrorKind::AlreadyExists, "CreateNew on an existing file");
+    let reopened = must(fs.open(&path, OpenMode::Create), "Create on an existing file");
+    assert_eq!(content(reopened.as_ref()), b"hello", "Create does not truncate");
     let read_write = must(fs.open(&path, OpenMode::ReadWrite), "ReadWrite");
     must(read_write.write_at(b"J", 0), "write through ReadWrite");
     let read_only = must(fs.open(&path, OpenMode::Read), "Read");
-    assert_eq!(
-        content(read_only.as_ref()),
-        b"Jello",
-        "handles share one file"
-    );
+    assert_eq!(content(read_only.as_ref()), b"Jello", "handles share one file");
     let fresh = must(fs.open(&root.join("other"), OpenMode::Create), "Create new");
     assert_eq!(must(fresh.len(), "len"), 0, "a created file is empty");
 }
@@ -108,11 +81,7 @@ fn open_modes(fs: &dyn FileSystem, root: &Path) {
 fn missing_files_are_not_found(fs: &dyn FileSystem, root: &Path) {
     let missing = root.join("missing");
     for mode in [OpenMode::Read, OpenMode::ReadWrite] {
-        must_fail_with(
-            fs.open(&missing, mode),
-            io::ErrorKind::NotFound,
-            "open missing",
-        );
+        must_fail_with(fs.open(&missing, mode), io::ErrorKind::NotFound, "open missing");
     }
     let in_missing_dir = root.join("no-dir").join("file");
     must_fail_with(
@@ -120,21 +89,9 @@ fn missing_files_are_not_found(fs: &dyn FileSystem, root: &Path) {
         io::ErrorKind::NotFound,
         "create in a missing directory",
     );
-    must_fail_with(
-        fs.remove_file(&missing),
-        io::ErrorKind::NotFound,
-        "remove missing",
-    );
-    must_fail_with(
-        fs.rename(&missing, &root.join("target")),
-        io::ErrorKind::NotFound,
-        "rename missing",
-    );
-    must_fail_with(
-        fs.list_dir(&root.join("no-dir")),
-        io::ErrorKind::NotFound,
-        "list missing directory",
-    );
+    must_fail_with(fs.remove_file(&missing), io::ErrorKind::NotFound, "remove missing");
+    must_fail_with(fs.rename(&missing, &root.join("target")), io::ErrorKind::NotFound, "rename missing");
+    must_fail_with(fs.list_dir(&root.join("no-dir")), io::ErrorKind::NotFound, "list missing directory");
 }
 
 fn read_past_end_of_file(fs: &dyn FileSystem, root: &Path) {
@@ -155,11 +112,7 @@ fn write_at_grows_with_zero_fill(fs: &dyn FileSystem, root: &Path) {
     must(file.write_at(b"ab", 1), "overwrite inside");
     assert_eq!(content(file.as_ref()), b"\0ab\0xy");
     must(file.write_at(b"", 100), "empty write");
-    assert_eq!(
-        must(file.len(), "len"),
-        6,
-        "an empty write does not grow the file"
-    );
+    assert_eq!(must(file.len(), "len"), 6, "an empty write does not grow the file");
 }
 
 fn set_len_shrinks_and_grows(fs: &dyn FileSystem, root: &Path) {
@@ -168,11 +121,7 @@ fn set_len_shrinks_and_grows(fs: &dyn FileSystem, root: &Path) {
     must(file.set_len(2), "shrink");
     assert_eq!(content(file.as_ref()), b"ab");
     must(file.set_len(4), "grow");
-    assert_eq!(
-        content(file.as_ref()),
-        b"ab\0\0",
-        "growing fills with zeros"
-    );
+    assert_eq!(content(file.as_ref()), b"ab\0\0", "growing fills with zeros");
     must(file.sync_data(), "sync");
     assert_eq!(must(file.len(), "len after sync"), 4);
 }
@@ -181,10 +130,7 @@ fn write_all_at_and_sync_content(fs: &dyn FileSystem, root: &Path) {
     let path = root.join("file");
     let file = must(fs.open(&path, OpenMode::CreateNew), "create");
     must(file.write_at(b"0123456789", 0), "write");
-    must(
-        file.write_all_at_and_sync(&[b"ab", b"", b"cde"], 8),
-        "write_all_at_and_sync",
-    );
+    must(file.write_all_at_and_sync(&[b"ab", b"", b"cde"], 8), "write_all_at_and_sync");
     assert_eq!(content(file.as_ref()), b"01234567abcde");
     must(file.write_all_at_and_sync(&[], 0), "empty batch");
     let other = must(fs.open(&path, OpenMode::Read), "reopen");
@@ -200,20 +146,9 @@ fn rename(fs: &dyn FileSystem, root: &Path) {
     must(fs.rename(&source, &target), "rename over an existing file");
     assert!(!fs.exists(&source), "the source name is gone");
     let renamed = must(fs.open(&target, OpenMode::Read), "open target");
-    assert_eq!(
-        content(renamed.as_ref()),
-        b"source",
-        "rename replaces the target"
-    );
-    must(
-        file.write_at(b"S", 0),
-        "write through a handle opened before the rename",
-    );
-    assert_eq!(
-        content(renamed.as_ref()),
-        b"Source",
-        "a handle follows its file"
-    );
+    assert_eq!(content(renamed.as_ref()), b"source", "rename replaces the target");
+    must(file.write_at(b"S", 0), "write through a handle opened before the rename");
+    assert_eq!(content(renamed.as_ref()), b"Source", "a handle follows its file");
 }
 
 fn remove_file(fs: &dyn FileSystem, root: &Path) {
@@ -221,17 +156,9 @@ fn remove_file(fs: &dyn FileSystem, root: &Path) {
     must(fs.open(&path, OpenMode::CreateNew), "create");
     must(fs.remove_file(&path), "remove");
     assert!(!fs.exists(&path));
-    must_fail_with(
-        fs.open(&path, OpenMode::Read),
-        io::ErrorKind::NotFound,
-        "open removed",
-    );
+    must_fail_with(fs.open(&path, OpenMode::Read), io::ErrorKind::NotFound, "open removed");
     let again = must(fs.open(&path, OpenMode::CreateNew), "create after remove");
-    assert_eq!(
-        must(again.len(), "len"),
-        0,
-        "a re-created file starts empty"
-    );
+    assert_eq!(must(again.len(), "len"), 0, "a re-created file starts empty");
 }
 
 fn list_dir_sorted_files_only(fs: &dyn FileSystem, root: &Path) {
@@ -239,19 +166,10 @@ fn list_dir_sorted_files_only(fs: &dyn FileSystem, root: &Path) {
     for name in ["b.seg", "a.seg", "c"] {
         must(fs.open(&root.join(name), OpenMode::CreateNew), "create");
     }
-    must(
-        fs.create_dir_all(&root.join("subdir").join("deeper")),
-        "mkdir",
-    );
-    must(
-        fs.open(&root.join("subdir").join("inner"), OpenMode::CreateNew),
-        "create in subdir",
-    );
+    must(fs.create_dir_all(&root.join("subdir").join("deeper")), "mkdir");
+    must(fs.open(&root.join("subdir").join("inner"), OpenMode::CreateNew), "create in subdir");
     assert_eq!(must(fs.list_dir(root), "list"), vec!["a.seg", "b.seg", "c"]);
-    assert_eq!(
-        must(fs.list_dir(&root.join("subdir")), "list subdir"),
-        vec!["inner"]
-    );
+    assert_eq!(must(fs.list_dir(&root.join("subdir")), "list subdir"), vec!["inner"]);
     must(fs.sync_dir(root), "sync_dir");
 }
 
@@ -271,19 +189,13 @@ fn remove_dir_all(fs: &dyn FileSystem, root: &Path) {
     let dir = root.join("shard");
     must(fs.create_dir_all(&dir.join("nested")), "mkdir");
     must(fs.open(&dir.join("one"), OpenMode::CreateNew), "create");
-    must(
-        fs.open(&dir.join("nested").join("two"), OpenMode::CreateNew),
-        "create",
-    );
+    must(fs.open(&dir.join("nested").join("two"), OpenMode::CreateNew), "create");
     let sibling = root.join("shard-sibling");
     must(fs.open(&sibling, OpenMode::CreateNew), "create sibling");
     must(fs.remove_dir_all(&dir), "remove_dir_all");
     assert!(!fs.exists(&dir));
     assert!(!fs.exists(&dir.join("one")));
-    assert!(
-        fs.exists(&sibling),
-        "a sibling with a common name prefix stays"
-    );
+    assert!(fs.exists(&sibling), "a sibling with a common name prefix stays");
     assert_eq!(must(fs.list_dir(root), "list"), vec!["shard-sibling"]);
 }
 
@@ -291,9 +203,6 @@ fn read_only_handles_reject_writes(fs: &dyn FileSystem, root: &Path) {
     let path = root.join("file");
     must(fs.open(&path, OpenMode::CreateNew), "create");
     let read_only = must(fs.open(&path, OpenMode::Read), "open read-only");
-    assert!(
-        read_only.write_at(b"x", 0).is_err(),
-        "write through Read handle"
-    );
+    assert!(read_only.write_at(b"x", 0).is_err(), "write through Read handle");
     assert!(read_only.set_len(3).is_err(), "set_len through Read handle");
 }

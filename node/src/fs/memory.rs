@@ -58,9 +58,7 @@ fn write_into(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) -> io::Result<()
         return Ok(());
     }
     let start = usize::try_from(offset).map_err(|_| invalid_input("offset does not fit usize"))?;
-    let end = start
-        .checked_add(bytes.len())
-        .ok_or_else(|| invalid_input("write end overflows"))?;
+    let end = start.checked_add(bytes.len()).ok_or_else(|| invalid_input("write end overflows"))?;
     if content.len() < end {
         content.resize(end, 0);
     }
@@ -79,10 +77,7 @@ fn invalid_input(message: &str) -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{}: no such file or directory", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file or directory", path.display()))
 }
 
 /// Normalises a path lexically (drops `.`, resolves `..`), so `a/./b` and `a/b` are one key.
@@ -135,9 +130,7 @@ pub struct MemoryFileSystem {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data (bytes, maps) in a consistent state:
     // every mutation is a single assignment or resize, so the poison flag carries no meaning.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl MemoryFileSystem {
@@ -172,9 +165,7 @@ impl MemoryFileSystem {
                             let torn_len = rng.gen_range(0..=bytes.len());
                             write_into(&mut survivor, *offset, &bytes[..torn_len])
                         }
-                        PendingChange::Write { offset, bytes } => {
-                            write_into(&mut survivor, *offset, bytes)
-                        }
+                        PendingChange::Write { offset, bytes } => write_into(&mut survivor, *offset, bytes),
                         PendingChange::SetLen(len) => set_len_of(&mut survivor, *len),
                     };
                     debug_assert!(replayed.is_ok(), "a change applied before replays again");
@@ -189,16 +180,11 @@ impl MemoryFileSystem {
     /// as a disk that returns damaged data would. For tests of checksum handling.
     pub fn corrupt_byte(&self, path: &Path, offset: u64) -> io::Result<()> {
         let namespace = self.namespace();
-        let inode = namespace
-            .files
-            .get(&normalize(path))
-            .ok_or_else(|| not_found(path))?;
+        let inode = namespace.files.get(&normalize(path)).ok_or_else(|| not_found(path))?;
         let mut inode = lock(inode);
         let index = usize::try_from(offset).map_err(|_| invalid_input("offset too large"))?;
         if index >= inode.current.len() {
-            return Err(invalid_input(
-                "corrupt_byte offset is past the end of the file",
-            ));
+            return Err(invalid_input("corrupt_byte offset is past the end of the file"));
         }
         inode.current[index] ^= 0xff;
         if let Some(byte) = inode.durable.get_mut(index) {
@@ -210,10 +196,7 @@ impl MemoryFileSystem {
     /// The durable bytes of a file (what a crash now would keep at least). For tests.
     pub fn durable_content(&self, path: &Path) -> io::Result<Vec<u8>> {
         let namespace = self.namespace();
-        let inode = namespace
-            .files
-            .get(&normalize(path))
-            .ok_or_else(|| not_found(path))?;
+        let inode = namespace.files.get(&normalize(path)).ok_or_else(|| not_found(path))?;
         let content = lock(inode).durable.clone();
         Ok(content)
     }
@@ -232,19 +215,14 @@ impl MemoryFile {
     fn inode(&self) -> io::Result<MutexGuard<'_, Inode>> {
         let inode = lock(&self.inode);
         if self.shared.generation.load(Ordering::SeqCst) != self.generation {
-            return Err(io::Error::other(
-                "stale file handle: opened before a simulated crash",
-            ));
+            return Err(io::Error::other("stale file handle: opened before a simulated crash"));
         }
         Ok(inode)
     }
 
     fn writable_inode(&self) -> io::Result<MutexGuard<'_, Inode>> {
         if !self.writable {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "file opened read-only",
-            ));
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "file opened read-only"));
         }
         self.inode()
     }
@@ -268,10 +246,7 @@ impl FileHandle for MemoryFile {
         let mut inode = self.writable_inode()?;
         write_into(&mut inode.current, offset, buf)?;
         if !buf.is_empty() {
-            inode.unsynced.push(PendingChange::Write {
-                offset,
-                bytes: buf.to_vec(),
-            });
+            inode.unsynced.push(PendingChange::Write { offset, bytes: buf.to_vec() });
         }
         Ok(())
     }
@@ -309,18 +284,12 @@ impl FileSystem for MemoryFileSystem {
         let path = normalize(path);
         let mut namespace = self.namespace();
         if namespace.directories.contains(&path) {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())));
         }
         let existing = namespace.files.get(&path).cloned();
         let inode = match (mode, existing) {
             (OpenMode::CreateNew, Some(_)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} already exists", path.display()),
-                ))
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", path.display())))
             }
             (_, Some(inode)) => inode,
             (OpenMode::Read | OpenMode::ReadWrite, None) => return Err(not_found(&path)),
@@ -356,15 +325,9 @@ impl FileSystem for MemoryFileSystem {
             return Err(not_found(&from));
         }
         if namespace.directories.contains(&to) {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", to.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", to.display())));
         }
-        let inode = namespace
-            .files
-            .remove(&from)
-            .expect("presence was checked under the same lock");
+        let inode = namespace.files.remove(&from).expect("presence was checked under the same lock");
         namespace.files.insert(to, inode);
         Ok(())
     }
@@ -383,10 +346,7 @@ impl FileSystem for MemoryFileSystem {
                 continue;
             }
             if namespace.files.contains_key(ancestor) {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} is a file", ancestor.display()),
-                ));
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} is a file", ancestor.display())));
             }
         }
         for ancestor in path.ancestors() {
@@ -477,8 +437,7 @@ mod tests {
             let (fs, root) = setup();
             let path = root.join("log");
             let file = fs.open(&path, OpenMode::CreateNew).expect("create");
-            file.write_all_at_and_sync(&[b"durable-"], 0)
-                .expect("sync write");
+            file.write_all_at_and_sync(&[b"durable-"], 0).expect("sync write");
             file.write_at(b"first", 8).expect("write");
             file.write_at(b"second", 13).expect("write");
 
@@ -510,10 +469,7 @@ mod tests {
         }
         assert!(lengths.contains(&0), "some crash must lose the write");
         assert!(lengths.contains(&10), "some crash must keep the write");
-        assert!(
-            lengths.iter().any(|len| (1..10).contains(len)),
-            "some crash must tear it"
-        );
+        assert!(lengths.iter().any(|len| (1..10).contains(len)), "some crash must tear it");
     }
 
     #[test]
@@ -537,10 +493,8 @@ mod tests {
     #[test]
     fn directory_entries_survive_a_crash() {
         let (fs, root) = setup();
-        fs.open(&root.join("a"), OpenMode::CreateNew)
-            .expect("create");
-        fs.open(&root.join("b"), OpenMode::CreateNew)
-            .expect("create");
+        fs.open(&root.join("a"), OpenMode::CreateNew).expect("create");
+        fs.open(&root.join("b"), OpenMode::CreateNew).expect("create");
         fs.rename(&root.join("b"), &root.join("c")).expect("rename");
         fs.crash(&mut ChaCha8Rng::seed_from_u64(7));
         assert_eq!(fs.list_dir(&root).expect("list"), vec!["a", "c"]);
@@ -556,10 +510,7 @@ mod tests {
         // Seed chosen freely: any outcome must be either the old or the new length.
         fs.crash(&mut ChaCha8Rng::seed_from_u64(3));
         let survived = read_all(&fs, &path);
-        assert!(
-            survived == b"abcdef" || survived == b"ab",
-            "got {survived:?}"
-        );
+        assert!(survived == b"abcdef" || survived == b"ab", "got {survived:?}");
     }
 
     #[test]

@@ -52,10 +52,7 @@ impl FileHandle for RealFile {
         // full buffer or the end of the file, as with the memory implementation.
         let mut filled = 0;
         while filled < buf.len() {
-            match self
-                .file
-                .read_at(&mut buf[filled..], offset + filled as u64)
-            {
+            match self.file.read_at(&mut buf[filled..], offset + filled as u64) {
                 Ok(0) => break,
                 Ok(count) => filled += count,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -134,20 +131,12 @@ struct Piece<'a> {
     offset: u64,
 }
 
-fn write_and_sync_with_ring(
-    ring: &mut IoUring,
-    file: &File,
-    bufs: &[&[u8]],
-    offset: u64,
-) -> io::Result<()> {
+fn write_and_sync_with_ring(ring: &mut IoUring, file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
     let mut pieces = Vec::new();
     let mut position = offset;
     for buf in bufs {
         for bytes in buf.chunks(RING_WRITE_BYTES_MAX) {
-            pieces.push(Piece {
-                bytes,
-                offset: position,
-            });
+            pieces.push(Piece { bytes, offset: position });
             position += bytes.len() as u64;
         }
     }
@@ -162,8 +151,8 @@ fn write_and_sync_with_ring(
         let is_last_round = round + 1 == round_count;
         let mut entries = Vec::with_capacity(end - start + 1);
         for (index, piece) in pieces.iter().enumerate().take(end).skip(start) {
-            let length = u32::try_from(piece.bytes.len())
-                .expect("pieces are at most RING_WRITE_BYTES_MAX, which fits a u32");
+            let length =
+                u32::try_from(piece.bytes.len()).expect("pieces are at most RING_WRITE_BYTES_MAX, which fits a u32");
             entries.push(
                 opcode::Write::new(fd, piece.bytes.as_ptr(), length)
                     .offset(piece.offset)
@@ -186,9 +175,7 @@ fn write_and_sync_with_ring(
         unsafe {
             let mut submission = ring.submission();
             for entry in &entries {
-                submission
-                    .push(entry)
-                    .expect("the queue is empty between rounds and a round fits RING_ENTRIES");
+                submission.push(entry).expect("the queue is empty between rounds and a round fits RING_ENTRIES");
             }
         }
         submit_all_and_wait(ring, entries.len())?;
@@ -200,8 +187,7 @@ fn write_and_sync_with_ring(
                 }
                 continue;
             }
-            let index =
-                usize::try_from(completion.user_data()).expect("write user_data is a piece index");
+            let index = usize::try_from(completion.user_data()).expect("write user_data is a piece index");
             if result < 0 {
                 if first_error.is_none() {
                     first_error = Some(io::Error::from_raw_os_error(-result));
@@ -242,10 +228,7 @@ fn submit_all_and_wait(ring: &mut IoUring, count: usize) -> io::Result<()> {
                 }
             }
             Err(error)
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)
-                ) => {}
+                if matches!(error.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)) => {}
             Err(error) => panic!(
                 "io_uring_enter failed ({error}) with writes possibly in flight; \
                  their buffers cannot be released safely"
@@ -273,10 +256,7 @@ impl FileSystem for RealFileSystem {
         }
         let file = options.open(path)?;
         if file.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                format!("{} is a directory", path.display()),
-            ));
+            return Err(io::Error::new(io::ErrorKind::IsADirectory, format!("{} is a directory", path.display())));
         }
         Ok(Arc::new(RealFile { file }))
     }
@@ -348,16 +328,11 @@ mod tests {
         let fs = RealFileSystem::new();
         let path = temp.path().join("many");
         let file = fs.open(&path, OpenMode::CreateNew).expect("create");
-        let chunks: Vec<Vec<u8>> = (0..200u32)
-            .map(|index| vec![(index % 251) as u8; 100 + index as usize])
-            .collect();
+        let chunks: Vec<Vec<u8>> = (0..200u32).map(|index| vec![(index % 251) as u8; 100 + index as usize]).collect();
         let bufs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-        file.write_all_at_and_sync(&bufs, 10)
-            .expect("write and sync");
+        file.write_all_at_and_sync(&bufs, 10).expect("write and sync");
 
-        let expected: Vec<u8> = std::iter::repeat_n(0u8, 10)
-            .chain(chunks.iter().flatten().copied())
-            .collect();
+        let expected: Vec<u8> = std::iter::repeat_n(0u8, 10).chain(chunks.iter().flatten().copied()).collect();
         assert_eq!(std::fs::read(&path).expect("read back"), expected);
     }
 

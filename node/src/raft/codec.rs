@@ -172,7 +172,10 @@ pub fn vote_request_to_wire(request: &VoteRequest<u64>) -> wire::VoteRequest {
 }
 
 pub fn vote_request_from_wire(request: wire::VoteRequest) -> Result<VoteRequest<u64>, CodecError> {
-    Ok(VoteRequest { vote: vote_from_wire(request.vote)?, last_log_id: optional_log_id_from_wire(request.last_log_id)? })
+    Ok(VoteRequest {
+        vote: vote_from_wire(request.vote)?,
+        last_log_id: optional_log_id_from_wire(request.last_log_id)?,
+    })
 }
 
 pub fn vote_response_to_wire(response: &VoteResponse<u64>) -> wire::VoteResponse {

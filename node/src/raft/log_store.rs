@@ -211,7 +211,9 @@ impl LogEngine {
     /// Opens the log of one group; `floor` is shared with the group's state machine.
     pub fn group_log(self: &Arc<Self>, group: u64, floor: Arc<DurableFloor>) -> Result<GroupLog, StorageError> {
         let last_purged = match self.get(group, PURGED_KEY) {
-            Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
+            Some(bytes) => {
+                Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?)
+            }
             None => None,
         };
         let mut last_log_id = last_purged;
@@ -241,8 +243,14 @@ impl LogEngine {
                 let mut raw = Vec::with_capacity((end - begin).min(1024) as usize);
                 engine.fetch_entries_to::<EntryCodec>(group, begin, end, None, &mut raw).map(|_| raw)
             })
-            .map_err(|error| StorageIOError::read_logs(AnyError::error(format!("group {group} [{begin}, {end}): {error}"))))?;
-        raw.iter().map(|value| decode_entry(&value.value).map_err(|error| StorageIOError::read_logs(AnyError::error(error)).into())).collect()
+            .map_err(|error| {
+                StorageIOError::read_logs(AnyError::error(format!("group {group} [{begin}, {end}): {error}")))
+            })?;
+        raw.iter()
+            .map(|value| {
+                decode_entry(&value.value).map_err(|error| StorageIOError::read_logs(AnyError::error(error)).into())
+            })
+            .collect()
     }
 }
 
@@ -305,9 +313,7 @@ fn build_batch(engine: &RaftEngine, jobs: &mut [WriteJob]) -> Result<Option<(Log
     let mut sync = false;
     for job in jobs.iter_mut() {
         let group = job.group;
-        let span = spans
-            .entry(group)
-            .or_insert_with(|| engine.first_index(group).zip(engine.last_index(group)));
+        let span = spans.entry(group).or_insert_with(|| engine.first_index(group).zip(engine.last_index(group)));
         for op in job.ops.drain(..) {
             match op {
                 WriteOp::Entries(entries) => {
@@ -323,9 +329,7 @@ fn build_batch(engine: &RaftEngine, jobs: &mut [WriteJob]) -> Result<Option<(Log
                         if first_new > last + 1 {
                             // `GroupLog::append` closes gaps itself (with a durable purge
                             // marker); one reaching here would leave a hole raft-engine refuses.
-                            return Err(format!(
-                                "group {group}: append at {first_new} leaves a gap after {last}"
-                            ));
+                            return Err(format!("group {group}: append at {first_new} leaves a gap after {last}"));
                         }
                     }
                     batch
@@ -425,7 +429,9 @@ const SNAPSHOT_DURABLE_WAIT_MS: u64 = 120_000;
 impl DurableFloor {
     pub fn new(group: u64, logs: Arc<LogEngine>) -> Result<Arc<DurableFloor>, StorageError> {
         let durable_purged = match logs.get(group, PURGED_KEY) {
-            Some(bytes) => Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?),
+            Some(bytes) => {
+                Some(decode_log_id(&bytes).map_err(|error| StorageIOError::read_logs(AnyError::error(error)))?)
+            }
             None => None,
         };
         Ok(Arc::new(DurableFloor {
@@ -547,7 +553,8 @@ impl GroupLog {
             let state = self.state.lock().expect("group log state lock is not poisoned");
             let end = end.min(state.last_log_id.map_or(0, |log_id| log_id.index + 1));
             let pending_first = state.pending.keys().next().copied().unwrap_or(end).min(end);
-            let tail: Vec<Entry> = state.pending.range(pending_first.max(begin)..end).map(|(_, entry)| entry.clone()).collect();
+            let tail: Vec<Entry> =
+                state.pending.range(pending_first.max(begin)..end).map(|(_, entry)| entry.clone()).collect();
             (end, pending_first, tail)
         };
         if begin >= end {

@@ -40,7 +40,9 @@ type RpcError<E = openraft::error::Infallible> = RPCError<u64, EmptyNode, RaftEr
 fn transport_error<E: std::error::Error>(error: TransportError) -> RpcError<E> {
     let any = AnyError::error(error.to_string());
     match error {
-        TransportError::Unreachable { .. } | TransportError::UnknownPeer(_) => RPCError::Unreachable(Unreachable::new(&any)),
+        TransportError::Unreachable { .. } | TransportError::UnknownPeer(_) => {
+            RPCError::Unreachable(Unreachable::new(&any))
+        }
         TransportError::Lost { .. } | TransportError::Timeout { .. } | TransportError::Malformed { .. } => {
             RPCError::Network(NetworkError::new(&any))
         }
@@ -61,7 +63,13 @@ impl GroupNetwork {
         let call = self.transport.call(self.target, request);
         let response = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(result) => result.map_err(transport_error)?,
-            Err(_) => return Err(remote_problem(format!("no answer from node {} within {:?}", self.target, option.hard_ttl()))),
+            Err(_) => {
+                return Err(remote_problem(format!(
+                    "no answer from node {} within {:?}",
+                    self.target,
+                    option.hard_ttl()
+                )))
+            }
         };
         match response.body {
             Some(peer_response::Body::Error(error)) => {
@@ -112,4 +120,3 @@ impl RaftNetwork<TypeConfig> for GroupNetwork {
         }
     }
 }
-

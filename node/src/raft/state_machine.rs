@@ -254,10 +254,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                         EntryPayload::Normal(command) => match command.command {
                             Some(group_command::Command::Append(batch)) => {
                                 let previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
-                                machine
-                                    .segments
-                                    .append(to_batch_log_id(&entry.log_id), &batch)
-                                    .map_err(|error| StorageIOError::apply(entry.log_id, AnyError::error(error.to_string())))?;
+                                machine.segments.append(to_batch_log_id(&entry.log_id), &batch).map_err(|error| {
+                                    StorageIOError::apply(entry.log_id, AnyError::error(error.to_string()))
+                                })?;
                                 ApplyResult::Appended {
                                     log_index: entry.log_id.index,
                                     timestamp_ms: batch.timestamp_ms.max(previous),
@@ -296,7 +295,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
         match self {
             GroupStateMachine::Meta(machine) => {

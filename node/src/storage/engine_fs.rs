@@ -82,9 +82,7 @@ impl EngineFence {
 
     fn check(&self) -> io::Result<()> {
         if self.is_fenced() {
-            Err(io::Error::other(
-                "raft-engine file system fenced after a simulated crash",
-            ))
+            Err(io::Error::other("raft-engine file system fenced after a simulated crash"))
         } else {
             Ok(())
         }
@@ -103,11 +101,7 @@ impl EngineFileSystem {
     /// `mirror_names` must be true whenever `fs` is not the real disk under the engine's
     /// directory (raft-engine lists that real directory to find its files).
     pub fn new(fs: Arc<dyn FileSystem>, mirror_names: bool) -> Self {
-        Self {
-            fs,
-            mirror_names,
-            fence: EngineFence::default(),
-        }
+        Self { fs, mirror_names, fence: EngineFence::default() }
     }
 
     /// The fence of this file system and every handle it opens.
@@ -181,12 +175,8 @@ impl Seek for EngineFile {
             SeekFrom::Current(delta) => self.offset.checked_add_signed(delta),
             SeekFrom::End(delta) => self.handle.file.len()?.checked_add_signed(delta),
         };
-        self.offset = target.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the file",
-            )
-        })?;
+        self.offset =
+            target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
         Ok(self.offset)
     }
 }
@@ -223,16 +213,9 @@ impl raft_engine::env::FileSystem for EngineFileSystem {
         let path = path.as_ref();
         let file = self.fs.open(path, OpenMode::Create)?;
         if self.mirror_names {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(path)?;
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         }
-        Ok(EngineHandle {
-            file,
-            fence: self.fence.clone(),
-        })
+        Ok(EngineHandle { file, fence: self.fence.clone() })
     }
 
     fn open<P: AsRef<Path>>(&self, path: P, permission: Permission) -> io::Result<EngineHandle> {
@@ -242,10 +225,7 @@ impl raft_engine::env::FileSystem for EngineFileSystem {
             Permission::ReadWrite => OpenMode::ReadWrite,
         };
         let file = self.fs.open(path.as_ref(), mode)?;
-        Ok(EngineHandle {
-            file,
-            fence: self.fence.clone(),
-        })
+        Ok(EngineHandle { file, fence: self.fence.clone() })
     }
 
     fn delete<P: AsRef<Path>>(&self, path: P) -> io::Result<()> {
@@ -304,9 +284,8 @@ pub const ENGINE_PURGE_THRESHOLD_BYTES: u64 = 1 << 30;
 ///   keeps stale bytes around in the seam and in the mirrored directory; a new file per
 ///   64 MiB is cheap.
 pub fn engine_config(dir: &Path) -> Result<raft_engine::Config, StorageError> {
-    let dir = dir.to_str().ok_or_else(|| {
-        StorageError::InvalidConfig(format!("{} is not valid UTF-8", dir.display()))
-    })?;
+    let dir =
+        dir.to_str().ok_or_else(|| StorageError::InvalidConfig(format!("{} is not valid UTF-8", dir.display())))?;
     Ok(raft_engine::Config {
         dir: dir.to_string(),
         format_version: raft_engine::Version::V2,
@@ -324,11 +303,7 @@ pub fn engine_config(dir: &Path) -> Result<raft_engine::Config, StorageError> {
 /// Opens (recovering) the raft-engine instance in `dir` on the seam `fs`. Set `mirror_names`
 /// when `fs` is not the real disk (see the module docs). Blocking: call it from a thread that
 /// may block.
-pub fn open_engine(
-    fs: Arc<dyn FileSystem>,
-    dir: &Path,
-    mirror_names: bool,
-) -> Result<RaftEngine, StorageError> {
+pub fn open_engine(fs: Arc<dyn FileSystem>, dir: &Path, mirror_names: bool) -> Result<RaftEngine, StorageError> {
     open_engine_with_fence(fs, dir, mirror_names).map(|(engine, _fence)| engine)
 }
 
@@ -339,11 +314,9 @@ pub fn open_engine_with_fence(
     mirror_names: bool,
 ) -> Result<(RaftEngine, EngineFence), StorageError> {
     let config = engine_config(dir)?;
-    fs.create_dir_all(dir)
-        .context(|| format!("create raft-engine directory {}", dir.display()))?;
+    fs.create_dir_all(dir).context(|| format!("create raft-engine directory {}", dir.display()))?;
     if mirror_names {
-        std::fs::create_dir_all(dir)
-            .context(|| format!("create mirrored raft-engine directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).context(|| format!("create mirrored raft-engine directory {}", dir.display()))?;
     }
     let engine_fs = Arc::new(EngineFileSystem::new(fs, mirror_names));
     let fence = engine_fs.fence();
@@ -369,26 +342,19 @@ mod tests {
     fn write_entries(engine: &RaftEngine, indexes: std::ops::RangeInclusive<u64>, sync: bool) {
         let mut batch = LogBatch::default();
         for region in REGIONS {
-            let entries: Vec<BytesValue> = indexes
-                .clone()
-                .map(|index| EntryCodec::encode(index, &payload(region, index)))
-                .collect();
-            batch
-                .add_entries::<EntryCodec>(region, &entries)
-                .expect("add entries");
+            let entries: Vec<BytesValue> =
+                indexes.clone().map(|index| EntryCodec::encode(index, &payload(region, index))).collect();
+            batch.add_entries::<EntryCodec>(region, &entries).expect("add entries");
         }
         engine.write(&mut batch, sync).expect("write");
     }
 
     fn read_entries(engine: &RaftEngine, region: u64) -> Vec<BytesValue> {
-        let (Some(first), Some(last)) = (engine.first_index(region), engine.last_index(region))
-        else {
+        let (Some(first), Some(last)) = (engine.first_index(region), engine.last_index(region)) else {
             return Vec::new();
         };
         let mut entries = Vec::new();
-        engine
-            .fetch_entries_to::<EntryCodec>(region, first, last + 1, None, &mut entries)
-            .expect("fetch");
+        engine.fetch_entries_to::<EntryCodec>(region, first, last + 1, None, &mut entries).expect("fetch");
         entries
     }
 

@@ -18,11 +18,7 @@ pub enum StorageError {
     },
     /// Stored bytes fail their checksum or do not parse, somewhere other than a torn tail.
     #[error("corruption in {} at offset {offset}: {reason}", file.display())]
-    Corruption {
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corruption { file: PathBuf, offset: u64, reason: String },
     /// raft-engine reported an error.
     #[error("raft-engine: {0}")]
     Engine(#[from] raft_engine::Error),
@@ -43,10 +39,7 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io {
-            context: context.into(),
-            source,
-        }
+        StorageError::Io { context: context.into(), source }
     }
 
     /// Whether the data waited on was replaced by an import (see [`StorageError::Replaced`]).

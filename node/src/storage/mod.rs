@@ -7,8 +7,6 @@ pub mod error;
 pub mod segment;
 pub mod segment_format;
 
-pub use engine_fs::{
-    open_engine, open_engine_with_fence, EngineFence, EngineFileSystem, EntryCodec, RaftEngine,
-};
+pub use engine_fs::{open_engine, open_engine_with_fence, EngineFence, EngineFileSystem, EntryCodec, RaftEngine};
 pub use error::StorageError;
 pub use segment::{BatchLogId, ReadOutcome, SegmentStore, SegmentStoreConfig, ShardSegments};

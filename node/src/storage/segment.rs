@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{IoResultExt, StorageError};
 use super::segment_format::{
-    self, contains_valid_batch, decode_header, decode_records, encode_batch, BatchHeader,
-    BATCH_PAYLOAD_BYTES_MAX, BATCH_RECORDS_MAX,
+    self, contains_valid_batch, decode_header, decode_records, encode_batch, BatchHeader, BATCH_PAYLOAD_BYTES_MAX,
+    BATCH_RECORDS_MAX,
 };
 use crate::fs::{FileHandle, FileSystem, OpenMode};
 use crate::seam::Executor;
@@ -84,11 +84,7 @@ pub struct SegmentStoreConfig {
 
 impl Default for SegmentStoreConfig {
     fn default() -> Self {
-        Self {
-            segment_bytes_max: 64 << 20,
-            write_queue_depth_max: 1024,
-            write_batch_bytes_max: 4 << 20,
-        }
+        Self { segment_bytes_max: 64 << 20, write_queue_depth_max: 1024, write_batch_bytes_max: 4 << 20 }
     }
 }
 
@@ -101,8 +97,7 @@ impl SegmentStoreConfig {
 
     /// Checks every field against its bounds.
     pub fn validate(&self) -> Result<(), StorageError> {
-        if !(Self::SEGMENT_BYTES_MIN..=Self::SEGMENT_BYTES_LIMIT).contains(&self.segment_bytes_max)
-        {
+        if !(Self::SEGMENT_BYTES_MIN..=Self::SEGMENT_BYTES_LIMIT).contains(&self.segment_bytes_max) {
             return Err(StorageError::InvalidConfig(format!(
                 "segment_bytes_max {} is outside {}..={}",
                 self.segment_bytes_max,
@@ -117,9 +112,7 @@ impl SegmentStoreConfig {
                 Self::WRITE_QUEUE_DEPTH_LIMIT
             )));
         }
-        if !(Self::WRITE_BATCH_BYTES_MIN..=Self::WRITE_BATCH_BYTES_LIMIT)
-            .contains(&self.write_batch_bytes_max)
-        {
+        if !(Self::WRITE_BATCH_BYTES_MIN..=Self::WRITE_BATCH_BYTES_LIMIT).contains(&self.write_batch_bytes_max) {
             return Err(StorageError::InvalidConfig(format!(
                 "write_batch_bytes_max {} is outside {}..={}",
                 self.write_batch_bytes_max,
@@ -208,13 +201,9 @@ fn read_current(fs: &dyn FileSystem, shard_dir: &Path) -> Result<u64, StorageErr
     if !fs.exists(&path) {
         return Ok(0);
     }
-    let file = fs
-        .open(&path, OpenMode::Read)
-        .context(|| format!("open {}", path.display()))?;
+    let file = fs.open(&path, OpenMode::Read).context(|| format!("open {}", path.display()))?;
     let mut bytes = vec![0u8; CURRENT_BYTES + 1];
-    let read = file
-        .read_at(&mut bytes, 0)
-        .context(|| format!("read {}", path.display()))?;
+    let read = file.read_at(&mut bytes, 0).context(|| format!("read {}", path.display()))?;
     bytes.truncate(read);
     // CURRENT is only ever replaced by a rename of a synced file, so damage is corruption.
     decode_current(&bytes).map_err(|reason| StorageError::Corruption {
@@ -226,52 +215,36 @@ fn read_current(fs: &dyn FileSystem, shard_dir: &Path) -> Result<u64, StorageErr
 
 /// Makes `generation` the live one, durably: `CURRENT.tmp` is written and synced, renamed
 /// over `CURRENT`, and the shard directory is synced.
-fn write_current(
-    fs: &dyn FileSystem,
-    shard_dir: &Path,
-    generation: u64,
-) -> Result<(), StorageError> {
+fn write_current(fs: &dyn FileSystem, shard_dir: &Path, generation: u64) -> Result<(), StorageError> {
     let tmp = shard_dir.join(CURRENT_TMP_FILE);
     let path = shard_dir.join(CURRENT_FILE);
     if fs.exists(&tmp) {
-        fs.remove_file(&tmp)
-            .context(|| format!("remove {}", tmp.display()))?;
+        fs.remove_file(&tmp).context(|| format!("remove {}", tmp.display()))?;
     }
     fs.open(&tmp, OpenMode::CreateNew)
         .and_then(|file| file.write_all_at_and_sync(&[&encode_current(generation)], 0))
         .context(|| format!("write {}", tmp.display()))?;
-    fs.rename(&tmp, &path)
-        .context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
-    fs.sync_dir(shard_dir)
-        .context(|| format!("sync directory {}", shard_dir.display()))
+    fs.rename(&tmp, &path).context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    fs.sync_dir(shard_dir).context(|| format!("sync directory {}", shard_dir.display()))
 }
 
 /// Removes generation `generation` of the shard in `shard_dir` (for generation 0, the segment
 /// files directly in the shard directory); returns whether anything was there. Does not sync
 /// the shard directory.
-fn remove_generation(
-    fs: &dyn FileSystem,
-    shard_dir: &Path,
-    generation: u64,
-) -> Result<bool, StorageError> {
+fn remove_generation(fs: &dyn FileSystem, shard_dir: &Path, generation: u64) -> Result<bool, StorageError> {
     let dir = generation_dir(shard_dir, generation);
     if generation > 0 {
         if !fs.exists(&dir) {
             return Ok(false);
         }
-        fs.remove_dir_all(&dir)
-            .context(|| format!("remove generation {}", dir.display()))?;
+        fs.remove_dir_all(&dir).context(|| format!("remove generation {}", dir.display()))?;
         return Ok(true);
     }
     let mut removed = false;
-    for name in fs
-        .list_dir(shard_dir)
-        .context(|| format!("list shard directory {}", shard_dir.display()))?
-    {
+    for name in fs.list_dir(shard_dir).context(|| format!("list shard directory {}", shard_dir.display()))? {
         if parse_segment_file_name(&name).is_some() {
             let path = shard_dir.join(&name);
-            fs.remove_file(&path)
-                .context(|| format!("remove segment {}", path.display()))?;
+            fs.remove_file(&path).context(|| format!("remove segment {}", path.display()))?;
             removed = true;
         }
     }
@@ -283,16 +256,11 @@ fn remove_generation(
 /// generation before it that can exist. An import starts only after this succeeded, so at
 /// most `live - 1` (an import whose clean-up did not finish) and `live + 1` can be present,
 /// plus, once `live >= 1`, segment files of generation 0.
-fn remove_stale_generations(
-    fs: &dyn FileSystem,
-    shard_dir: &Path,
-    live: u64,
-) -> Result<(), StorageError> {
+fn remove_stale_generations(fs: &dyn FileSystem, shard_dir: &Path, live: u64) -> Result<(), StorageError> {
     let mut removed = false;
     let tmp = shard_dir.join(CURRENT_TMP_FILE);
     if fs.exists(&tmp) {
-        fs.remove_file(&tmp)
-            .context(|| format!("remove {}", tmp.display()))?;
+        fs.remove_file(&tmp).context(|| format!("remove {}", tmp.display()))?;
         removed = true;
     }
     removed |= remove_generation(fs, shard_dir, live + 1)?;
@@ -303,8 +271,7 @@ fn remove_stale_generations(
         removed |= remove_generation(fs, shard_dir, 0)?;
     }
     if removed {
-        fs.sync_dir(shard_dir)
-            .context(|| format!("sync directory {}", shard_dir.display()))?;
+        fs.sync_dir(shard_dir).context(|| format!("sync directory {}", shard_dir.display()))?;
     }
     Ok(())
 }
@@ -323,11 +290,7 @@ struct Segment {
 
 impl Segment {
     fn new(dir: &Path, first_index: u64, len: u64) -> Self {
-        Self {
-            path: dir.join(segment_file_name(first_index)),
-            len,
-            read_handle: Arc::new(OnceLock::new()),
-        }
+        Self { path: dir.join(segment_file_name(first_index)), len, read_handle: Arc::new(OnceLock::new()) }
     }
 }
 
@@ -381,17 +344,11 @@ impl ShardState {
     }
 
     fn last_durable(&self) -> Option<BatchLogId> {
-        self.durable_count
-            .checked_sub(1)
-            .map(|position| self.batches[position].log_id)
+        self.durable_count.checked_sub(1).map(|position| self.batches[position].log_id)
     }
 
     fn end_sequence(&self) -> u64 {
-        self.batches
-            .iter()
-            .rev()
-            .find(|batch| batch.record_count > 0)
-            .map_or(0, BatchEntry::end_sequence)
+        self.batches.iter().rev().find(|batch| batch.record_count > 0).map_or(0, BatchEntry::end_sequence)
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -399,10 +356,7 @@ impl ShardState {
             return Err(StorageError::Closed);
         }
         if let Some(reason) = &self.write_error {
-            return Err(StorageError::io(
-                "an earlier segment write failed",
-                std::io::Error::other(reason.clone()),
-            ));
+            return Err(StorageError::io("an earlier segment write failed", std::io::Error::other(reason.clone())));
         }
         Ok(())
     }
@@ -465,9 +419,7 @@ struct ShardInner {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the state consistent before anything that can panic
     // (asserts run before mutation), so a poisoned lock carries no torn state.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ShardInner {
@@ -533,18 +485,11 @@ fn plan_shard(state: &ShardState, write_batch_bytes_max: usize) -> ShardPlan {
         if planned_bytes > 0 && planned_bytes + batch.length as usize > write_batch_bytes_max {
             break;
         }
-        let pending = batch
-            .pending
-            .clone()
-            .expect("batches after the durable prefix keep their bytes until durable");
+        let pending = batch.pending.clone().expect("batches after the durable prefix keep their bytes until durable");
         let path = &state.segments[batch.segment].path;
         match writes.last_mut() {
             Some(write) if &write.path == path => write.bufs.push(pending),
-            _ => writes.push(PlannedWrite {
-                path: path.clone(),
-                offset: batch.offset,
-                bufs: vec![pending],
-            }),
+            _ => writes.push(PlannedWrite { path: path.clone(), offset: batch.offset, bufs: vec![pending] }),
         }
         planned_bytes += batch.length as usize;
         position += 1;
@@ -560,11 +505,7 @@ fn plan_shard(state: &ShardState, write_batch_bytes_max: usize) -> ShardPlan {
 
 /// Opens (creating if needed) the file the writer appends to; a newly created file's
 /// directory entry is synced before any data is claimed durable in it.
-fn writer_handle(
-    shard: &ShardInner,
-    file: &mut WriterFile,
-    path: &Path,
-) -> Result<Arc<dyn FileHandle>, StorageError> {
+fn writer_handle(shard: &ShardInner, file: &mut WriterFile, path: &Path) -> Result<Arc<dyn FileHandle>, StorageError> {
     if let Some((current_path, handle)) = &file.current {
         if current_path == path {
             return Ok(handle.clone());
@@ -573,22 +514,13 @@ fn writer_handle(
     let handle = match shard.fs.open(path, OpenMode::CreateNew) {
         Ok(handle) => {
             let dir = path.parent().unwrap_or(&shard.dir);
-            shard
-                .fs
-                .sync_dir(dir)
-                .context(|| format!("sync directory {}", dir.display()))?;
+            shard.fs.sync_dir(dir).context(|| format!("sync directory {}", dir.display()))?;
             handle
         }
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => shard
-            .fs
-            .open(path, OpenMode::ReadWrite)
-            .context(|| format!("open segment {}", path.display()))?,
-        Err(error) => {
-            return Err(StorageError::io(
-                format!("create segment {}", path.display()),
-                error,
-            ))
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            shard.fs.open(path, OpenMode::ReadWrite).context(|| format!("open segment {}", path.display()))?
         }
+        Err(error) => return Err(StorageError::io(format!("create segment {}", path.display()), error)),
     };
     file.current = Some((path.to_path_buf(), handle.clone()));
     Ok(handle)
@@ -678,26 +610,16 @@ async fn run_writer(mut receiver: mpsc::Receiver<WriterMessage>, dirty: Arc<Dirt
 
 /// Reads and verifies one segment file; returns the verified batches and where valid data
 /// ends. A bad batch is an error unless `is_last` and nothing valid follows it (a torn tail).
-fn scan_segment(
-    fs: &dyn FileSystem,
-    path: &Path,
-    is_last: bool,
-) -> Result<(Vec<BatchHeader>, u64, u64), StorageError> {
-    let file = fs
-        .open(path, OpenMode::Read)
-        .context(|| format!("open segment {}", path.display()))?;
-    let len = file
-        .len()
-        .context(|| format!("size of segment {}", path.display()))?;
+fn scan_segment(fs: &dyn FileSystem, path: &Path, is_last: bool) -> Result<(Vec<BatchHeader>, u64, u64), StorageError> {
+    let file = fs.open(path, OpenMode::Read).context(|| format!("open segment {}", path.display()))?;
+    let len = file.len().context(|| format!("size of segment {}", path.display()))?;
     let len_usize = usize::try_from(len).map_err(|_| StorageError::Corruption {
         file: path.to_path_buf(),
         offset: 0,
         reason: "segment too large to read".to_string(),
     })?;
     let mut bytes = vec![0u8; len_usize];
-    let read = file
-        .read_at(&mut bytes, 0)
-        .context(|| format!("read segment {}", path.display()))?;
+    let read = file.read_at(&mut bytes, 0).context(|| format!("read segment {}", path.display()))?;
     bytes.truncate(read);
     let bytes = Bytes::from(bytes);
     let mut headers = Vec::new();
@@ -731,11 +653,7 @@ fn scan_segment(
 }
 
 fn corruption(path: &Path, offset: usize, reason: String) -> StorageError {
-    StorageError::Corruption {
-        file: path.to_path_buf(),
-        offset: offset as u64,
-        reason,
-    }
+    StorageError::Corruption { file: path.to_path_buf(), offset: offset as u64, reason }
 }
 
 /// Rebuilds a shard's state from the directory of its live generation, truncating a torn tail.
@@ -747,10 +665,7 @@ fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, Sto
         .filter_map(|name| parse_segment_file_name(&name).map(|index| (index, name)))
         .collect();
     files.sort();
-    let mut state = ShardState {
-        data_dir: dir.to_path_buf(),
-        ..ShardState::default()
-    };
+    let mut state = ShardState { data_dir: dir.to_path_buf(), ..ShardState::default() };
     let mut last_index: Option<u64> = None;
     let mut last_timestamp_ms = i64::MIN;
     for (position, (first_index, name)) in files.iter().enumerate() {
@@ -776,11 +691,7 @@ fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, Sto
             continue;
         }
         if headers[0].log_id.index != *first_index {
-            return Err(corruption(
-                &path,
-                0,
-                format!("first batch has index {}", headers[0].log_id.index),
-            ));
+            return Err(corruption(&path, 0, format!("first batch has index {}", headers[0].log_id.index)));
         }
         state.segments.push(Segment::new(dir, *first_index, 0));
         let segment = state.segments.len() - 1;
@@ -858,14 +769,10 @@ impl SegmentStore {
         executor: &dyn Executor,
     ) -> Result<SegmentStore, StorageError> {
         config.validate()?;
-        fs.create_dir_all(&root)
-            .context(|| format!("create segment root {}", root.display()))?;
+        fs.create_dir_all(&root).context(|| format!("create segment root {}", root.display()))?;
         let (sender, receiver) = mpsc::channel(config.write_queue_depth_max);
         let dirty: Arc<DirtyShards> = Arc::default();
-        executor.spawn_dedicated(
-            "segment-writer",
-            Box::pin(run_writer(receiver, dirty.clone())),
-        );
+        executor.spawn_dedicated("segment-writer", Box::pin(run_writer(receiver, dirty.clone())));
         Ok(SegmentStore {
             inner: Arc::new(StoreInner {
                 fs,
@@ -897,10 +804,7 @@ impl SegmentStore {
             fs.create_dir_all(&dir)
                 .and_then(|()| fs.sync_dir(&self.inner.root))
                 .context(|| format!("create shard directory {}", dir.display()))?;
-            ShardState {
-                data_dir: dir.clone(),
-                ..ShardState::default()
-            }
+            ShardState { data_dir: dir.clone(), ..ShardState::default() }
         };
         let shard = ShardSegments {
             inner: Arc::new(ShardInner {
@@ -926,11 +830,7 @@ impl SegmentStore {
             file.current = None;
             let mut state = shard.inner.state();
             let generation = state.generation + 1;
-            *state = ShardState {
-                generation,
-                removed: true,
-                ..ShardState::default()
-            };
+            *state = ShardState { generation, removed: true, ..ShardState::default() };
         }
         let dir = self.shard_dir(group_id);
         if self.inner.fs.exists(&dir) {
@@ -953,12 +853,7 @@ pub struct ShardSegments {
 /// Where to get one batch's bytes for a read, taken under the lock and used outside it.
 enum BatchSource {
     Memory(Bytes),
-    File {
-        path: PathBuf,
-        handle: Arc<OnceLock<Arc<dyn FileHandle>>>,
-        offset: u64,
-        length: u64,
-    },
+    File { path: PathBuf, handle: Arc<OnceLock<Arc<dyn FileHandle>>>, offset: u64, length: u64 },
 }
 
 impl ShardSegments {
@@ -997,9 +892,7 @@ impl ShardSegments {
             if last.is_some_and(|last| log_id.index <= last.log_id.index) {
                 return Ok(false);
             }
-            let timestamp_ms = last.map_or(batch.timestamp_ms, |last| {
-                batch.timestamp_ms.max(last.timestamp_ms)
-            });
+            let timestamp_ms = last.map_or(batch.timestamp_ms, |last| batch.timestamp_ms.max(last.timestamp_ms));
             let encoded = encode_batch(log_id, timestamp_ms, &batch.records);
             let header = BatchHeader {
                 log_id,
@@ -1016,16 +909,8 @@ impl ShardSegments {
 
     /// Records with `sequence >= from_sequence`, in order: at most `limit`, and no more than
     /// `bytes_max` of keys and data (but at least one record if there is any).
-    pub fn read(
-        &self,
-        from_sequence: u64,
-        limit: usize,
-        bytes_max: usize,
-    ) -> Result<ReadOutcome, StorageError> {
-        let mut outcome = ReadOutcome {
-            records: Vec::new(),
-            next_sequence: from_sequence,
-        };
+    pub fn read(&self, from_sequence: u64, limit: usize, bytes_max: usize) -> Result<ReadOutcome, StorageError> {
+        let mut outcome = ReadOutcome { records: Vec::new(), next_sequence: from_sequence };
         if limit == 0 {
             return Ok(outcome);
         }
@@ -1033,11 +918,7 @@ impl ShardSegments {
         let mut bytes_taken = 0usize;
         'batches: for (first_sequence, timestamp_ms, source) in sources {
             let (bytes, path, offset) = self.load(source)?;
-            let corrupt = |reason: String| StorageError::Corruption {
-                file: path.clone(),
-                offset,
-                reason,
-            };
+            let corrupt = |reason: String| StorageError::Corruption { file: path.clone(), offset, reason };
             let header = decode_header(&bytes).map_err(|error| corrupt(error.to_string()))?;
             if first_sequence_of(header.log_id.index) != first_sequence {
                 return Err(corrupt(format!(
@@ -1052,20 +933,15 @@ impl ShardSegments {
                     continue;
                 }
                 let size = record.partition_key.len() + record.data.len();
-                let full = outcome.records.len() >= limit
-                    || (!outcome.records.is_empty() && bytes_taken + size > bytes_max);
+                let full =
+                    outcome.records.len() >= limit || (!outcome.records.is_empty() && bytes_taken + size > bytes_max);
                 if full {
                     break 'batches;
                 }
                 let partition_key = String::from_utf8(record.partition_key.to_vec())
                     .map_err(|_| corrupt("partition key is not UTF-8".to_string()))?;
                 bytes_taken += size;
-                outcome.records.push(StoredRecord {
-                    sequence,
-                    timestamp_ms,
-                    partition_key,
-                    data: record.data,
-                });
+                outcome.records.push(StoredRecord { sequence, timestamp_ms, partition_key, data: record.data });
                 outcome.next_sequence = sequence + 1;
             }
         }
@@ -1084,9 +960,7 @@ impl ShardSegments {
         if state.removed {
             return Err(StorageError::Closed);
         }
-        let start = state
-            .batches
-            .partition_point(|batch| batch.end_sequence() <= from_sequence);
+        let start = state.batches.partition_point(|batch| batch.end_sequence() <= from_sequence);
         let mut sources = Vec::new();
         let (mut records, mut bytes) = (0usize, 0usize);
         for batch in &state.batches[start..] {
@@ -1120,12 +994,7 @@ impl ShardSegments {
     fn load(&self, source: BatchSource) -> Result<(Bytes, PathBuf, u64), StorageError> {
         match source {
             BatchSource::Memory(bytes) => Ok((bytes, self.inner.dir.clone(), 0)),
-            BatchSource::File {
-                path,
-                handle,
-                offset,
-                length,
-            } => {
+            BatchSource::File { path, handle, offset, length } => {
                 let file = match handle.get() {
                     Some(file) => file.clone(),
                     None => {
@@ -1140,9 +1009,7 @@ impl ShardSegments {
                 };
                 let length = usize::try_from(length).expect("a batch length fits usize");
                 let mut bytes = vec![0u8; length];
-                let read = file
-                    .read_at(&mut bytes, offset)
-                    .context(|| format!("read segment {}", path.display()))?;
+                let read = file.read_at(&mut bytes, offset).context(|| format!("read segment {}", path.display()))?;
                 if read < length {
                     return Err(StorageError::Corruption {
                         file: path,
@@ -1159,9 +1026,7 @@ impl ShardSegments {
     /// [`Self::end_sequence`] if there is none.
     pub fn sequence_at_timestamp(&self, timestamp_ms: i64) -> u64 {
         let state = self.inner.state();
-        let start = state
-            .batches
-            .partition_point(|batch| batch.timestamp_ms < timestamp_ms);
+        let start = state.batches.partition_point(|batch| batch.timestamp_ms < timestamp_ms);
         state.batches[start..]
             .iter()
             .find(|batch| batch.record_count > 0)
@@ -1185,11 +1050,7 @@ impl ShardSegments {
 
     /// The arrival timestamp of the last appended batch.
     pub fn last_timestamp_ms(&self) -> Option<i64> {
-        self.inner
-            .state()
-            .batches
-            .last()
-            .map(|batch| batch.timestamp_ms)
+        self.inner.state().batches.last().map(|batch| batch.timestamp_ms)
     }
 
     pub fn last_appended(&self) -> Option<BatchLogId> {
@@ -1203,10 +1064,7 @@ impl ShardSegments {
     /// Bytes appended but not yet durable (held in memory until the writer syncs them).
     pub fn pending_bytes(&self) -> u64 {
         let state = self.inner.state();
-        state.batches[state.durable_count..]
-            .iter()
-            .map(|batch| batch.length)
-            .sum()
+        state.batches[state.durable_count..].iter().map(|batch| batch.length).sum()
     }
 
     /// Waits until everything appended before this call is durable; returns the last durable
@@ -1216,8 +1074,7 @@ impl ShardSegments {
     /// the imported contents are durable when `import` returns).
     pub fn flush(
         &self,
-    ) -> impl std::future::Future<Output = Result<Option<BatchLogId>, StorageError>> + Send + 'static
-    {
+    ) -> impl std::future::Future<Output = Result<Option<BatchLogId>, StorageError>> + Send + 'static {
         let inner = self.inner.clone();
         let (target, generation) = {
             let state = inner.state();
@@ -1241,12 +1098,7 @@ impl ShardSegments {
                     }
                 }
                 let (sender, receiver) = oneshot::channel();
-                inner
-                    .link
-                    .sender
-                    .send(WriterMessage::Flush(sender))
-                    .await
-                    .map_err(|_| StorageError::Closed)?;
+                inner.link.sender.send(WriterMessage::Flush(sender)).await.map_err(|_| StorageError::Closed)?;
                 receiver.await.map_err(|_| StorageError::Closed)?;
             }
         }
@@ -1303,21 +1155,15 @@ impl ShardSegments {
         let mut headers = Vec::new();
         let mut offset = 0usize;
         while offset < snapshot.len() {
-            let header = decode_header(&snapshot[offset..]).map_err(|error| {
-                StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}"))
-            })?;
+            let header = decode_header(&snapshot[offset..])
+                .map_err(|error| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}")))?;
             let end = offset + header.encoded_bytes();
             let bytes = Bytes::copy_from_slice(&snapshot[offset..end]);
-            decode_records(&bytes, &header).map_err(|error| {
-                StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}"))
-            })?;
-            if headers
-                .last()
-                .is_some_and(|(last, _): &(BatchHeader, Bytes)| {
-                    header.log_id.index <= last.log_id.index
-                        || header.timestamp_ms < last.timestamp_ms
-                })
-            {
+            decode_records(&bytes, &header)
+                .map_err(|error| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}")))?;
+            if headers.last().is_some_and(|(last, _): &(BatchHeader, Bytes)| {
+                header.log_id.index <= last.log_id.index || header.timestamp_ms < last.timestamp_ms
+            }) {
                 return Err(StorageError::InvalidInput(format!(
                     "snapshot batch at byte {offset} does not follow its predecessor"
                 )));
@@ -1335,11 +1181,7 @@ impl ShardSegments {
             let state = inner.state();
             state.check_usable()?;
             let new_generation = state.disk_generation + 1;
-            (
-                state.disk_generation,
-                new_generation,
-                generation_dir(&inner.dir, new_generation),
-            )
+            (state.disk_generation, new_generation, generation_dir(&inner.dir, new_generation))
         };
         remove_stale_generations(fs, &inner.dir, old_generation)?;
         fs.create_dir_all(&new_dir)
@@ -1378,10 +1220,8 @@ impl ShardSegments {
         }
         // The new contents are live and durable; the old generation is garbage. Failing to
         // remove it is not an error: the next import or recovery removes it first.
-        let removed = remove_generation(fs, &inner.dir, old_generation).and_then(|_| {
-            fs.sync_dir(&inner.dir)
-                .context(|| format!("sync directory {}", inner.dir.display()))
-        });
+        let removed = remove_generation(fs, &inner.dir, old_generation)
+            .and_then(|_| fs.sync_dir(&inner.dir).context(|| format!("sync directory {}", inner.dir.display())));
         if let Err(error) = removed {
             tracing::warn!(
                 group_id = inner.group_id,
@@ -1404,16 +1244,14 @@ fn write_generation(
 ) -> Result<(), StorageError> {
     for write in writes {
         let bufs: Vec<&[u8]> = write.bufs.iter().map(|buf| &buf[..]).collect();
-        let handle = fs
-            .open(&write.path, OpenMode::CreateNew)
-            .context(|| format!("create segment {}", write.path.display()))?;
+        let handle =
+            fs.open(&write.path, OpenMode::CreateNew).context(|| format!("create segment {}", write.path.display()))?;
         handle
             .write_all_at_and_sync(&bufs, write.offset)
             .context(|| format!("write segment {}", write.path.display()))?;
         file.current = Some((write.path.clone(), handle));
     }
-    fs.sync_dir(dir)
-        .context(|| format!("sync directory {}", dir.display()))
+    fs.sync_dir(dir).context(|| format!("sync directory {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -67,24 +67,15 @@ impl std::fmt::Display for DecodeError {
 
 /// Payload bytes the records of a batch need.
 pub fn payload_bytes(records: &[RecordInput]) -> usize {
-    records
-        .iter()
-        .map(|record| RECORD_HEADER_BYTES + record.partition_key.len() + record.data.len())
-        .sum()
+    records.iter().map(|record| RECORD_HEADER_BYTES + record.partition_key.len() + record.data.len()).sum()
 }
 
 /// Encodes one batch. The caller checks the limits ([`BATCH_RECORDS_MAX`],
 /// [`BATCH_PAYLOAD_BYTES_MAX`]) first.
 pub fn encode_batch(log_id: BatchLogId, timestamp_ms: i64, records: &[RecordInput]) -> Bytes {
     let payload = payload_bytes(records);
-    assert!(
-        records.len() < BATCH_RECORDS_MAX,
-        "record count checked by the caller"
-    );
-    assert!(
-        payload <= BATCH_PAYLOAD_BYTES_MAX,
-        "payload size checked by the caller"
-    );
+    assert!(records.len() < BATCH_RECORDS_MAX, "record count checked by the caller");
+    assert!(payload <= BATCH_PAYLOAD_BYTES_MAX, "payload size checked by the caller");
     let mut buf = BytesMut::with_capacity(BATCH_HEADER_BYTES + payload);
     buf.put_slice(&BATCH_MAGIC);
     buf.put_u16_le(BATCH_FORMAT_VERSION);
@@ -128,16 +119,10 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
     if version != BATCH_FORMAT_VERSION {
-        return Err(DecodeError::Invalid(format!(
-            "unknown batch format version {version}"
-        )));
+        return Err(DecodeError::Invalid(format!("unknown batch format version {version}")));
     }
     let header = BatchHeader {
-        log_id: BatchLogId {
-            term: read_u64(bytes, 12),
-            node_id: read_u64(bytes, 20),
-            index: read_u64(bytes, 28),
-        },
+        log_id: BatchLogId { term: read_u64(bytes, 12), node_id: read_u64(bytes, 20), index: read_u64(bytes, 28) },
         timestamp_ms: read_u64(bytes, 36) as i64,
         record_count: read_u32(bytes, 44),
         payload_bytes: read_u32(bytes, 48),
@@ -154,15 +139,10 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         )));
     }
     if u16::from_le_bytes([bytes[6], bytes[7]]) != 0 {
-        return Err(DecodeError::Invalid(
-            "reserved header bytes are not zero".to_string(),
-        ));
+        return Err(DecodeError::Invalid("reserved header bytes are not zero".to_string()));
     }
     if header.record_count as usize >= BATCH_RECORDS_MAX {
-        return Err(DecodeError::Invalid(format!(
-            "record count {} is over the limit",
-            header.record_count
-        )));
+        return Err(DecodeError::Invalid(format!("record count {} is over the limit", header.record_count)));
     }
     Ok(header)
 }
@@ -175,10 +155,7 @@ pub struct DecodedRecord {
 }
 
 /// Splits a verified batch (exactly [`BatchHeader::encoded_bytes`] long) into its records.
-pub fn decode_records(
-    batch: &Bytes,
-    header: &BatchHeader,
-) -> Result<Vec<DecodedRecord>, DecodeError> {
+pub fn decode_records(batch: &Bytes, header: &BatchHeader) -> Result<Vec<DecodedRecord>, DecodeError> {
     let end = header.encoded_bytes();
     if batch.len() < end {
         return Err(DecodeError::Incomplete);
@@ -187,9 +164,7 @@ pub fn decode_records(
     let mut at = BATCH_HEADER_BYTES;
     for position in 0..header.record_count {
         if end - at < RECORD_HEADER_BYTES {
-            return Err(DecodeError::Invalid(format!(
-                "record {position} header runs past the payload"
-            )));
+            return Err(DecodeError::Invalid(format!("record {position} header runs past the payload")));
         }
         let key_bytes = read_u32(batch, at) as usize;
         let data_bytes = read_u32(batch, at + 4) as usize;
@@ -197,9 +172,7 @@ pub fn decode_records(
         let data_start = key_start + key_bytes;
         let record_end = data_start + data_bytes;
         if record_end > end {
-            return Err(DecodeError::Invalid(format!(
-                "record {position} runs past the payload"
-            )));
+            return Err(DecodeError::Invalid(format!("record {position} runs past the payload")));
         }
         records.push(DecodedRecord {
             partition_key: batch.slice(key_start..data_start),
@@ -208,9 +181,7 @@ pub fn decode_records(
         at = record_end;
     }
     if at != end {
-        return Err(DecodeError::Invalid(
-            "payload has bytes after the last record".to_string(),
-        ));
+        return Err(DecodeError::Invalid("payload has bytes after the last record".to_string()));
     }
     Ok(records)
 }
@@ -233,17 +204,10 @@ mod tests {
     use super::*;
 
     fn record(key: &str, data: &[u8]) -> RecordInput {
-        RecordInput {
-            partition_key: key.to_string(),
-            data: Bytes::copy_from_slice(data),
-        }
+        RecordInput { partition_key: key.to_string(), data: Bytes::copy_from_slice(data) }
     }
 
-    const LOG_ID: BatchLogId = BatchLogId {
-        term: 3,
-        node_id: 2,
-        index: 42,
-    };
+    const LOG_ID: BatchLogId = BatchLogId { term: 3, node_id: 2, index: 42 };
 
     #[test]
     fn encode_then_decode_roundtrips() {
@@ -269,11 +233,7 @@ mod tests {
             assert!(decode_header(&damaged).is_err(), "flip at {at} undetected");
         }
         for len in 0..encoded.len() {
-            assert_eq!(
-                decode_header(&encoded[..len]),
-                Err(DecodeError::Incomplete),
-                "cut at {len}"
-            );
+            assert_eq!(decode_header(&encoded[..len]), Err(DecodeError::Incomplete), "cut at {len}");
         }
     }
 

@@ -102,10 +102,7 @@ pub enum QuicError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("binding the QUIC endpoint to {address} failed: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { address: SocketAddr, source: std::io::Error },
 }
 
 impl QuicConfig {
@@ -119,44 +116,28 @@ impl QuicConfig {
         }
         let gibibyte = 1024 * MEBIBYTE;
         check((1024..=gibibyte).contains(&self.message_bytes_max), || {
-            format!(
-                "message_bytes_max = {} is outside 1024 ..= {gibibyte}",
-                self.message_bytes_max
-            )
+            format!("message_bytes_max = {} is outside 1024 ..= {gibibyte}", self.message_bytes_max)
         })?;
         check((1..=600_000).contains(&self.request_timeout_ms), || {
+            format!("request_timeout_ms = {} is outside 1 ..= 600000", self.request_timeout_ms)
+        })?;
+        check((1..=self.request_timeout_ms).contains(&self.connect_timeout_ms), || {
             format!(
-                "request_timeout_ms = {} is outside 1 ..= 600000",
-                self.request_timeout_ms
+                "connect_timeout_ms = {} is outside 1 ..= request_timeout_ms ({})",
+                self.connect_timeout_ms, self.request_timeout_ms
             )
         })?;
-        check(
-            (1..=self.request_timeout_ms).contains(&self.connect_timeout_ms),
-            || {
-                format!(
-                    "connect_timeout_ms = {} is outside 1 ..= request_timeout_ms ({})",
-                    self.connect_timeout_ms, self.request_timeout_ms
-                )
-            },
-        )?;
         check(self.reconnect_backoff_ms <= 60_000, || {
+            format!("reconnect_backoff_ms = {} is above 60000", self.reconnect_backoff_ms)
+        })?;
+        check((64 * 1024..=gibibyte).contains(&self.stream_receive_window_bytes), || {
             format!(
-                "reconnect_backoff_ms = {} is above 60000",
-                self.reconnect_backoff_ms
+                "stream_receive_window_bytes = {} is outside 65536 ..= {gibibyte}",
+                self.stream_receive_window_bytes
             )
         })?;
         check(
-            (64 * 1024..=gibibyte).contains(&self.stream_receive_window_bytes),
-            || {
-                format!(
-                    "stream_receive_window_bytes = {} is outside 65536 ..= {gibibyte}",
-                    self.stream_receive_window_bytes
-                )
-            },
-        )?;
-        check(
-            (self.stream_receive_window_bytes..=4 * gibibyte)
-                .contains(&self.connection_receive_window_bytes),
+            (self.stream_receive_window_bytes..=4 * gibibyte).contains(&self.connection_receive_window_bytes),
             || {
                 format!(
                     "connection_receive_window_bytes = {} is outside stream_receive_window_bytes ({}) ..= {}",
@@ -166,65 +147,37 @@ impl QuicConfig {
                 )
             },
         )?;
-        check(
-            (64 * 1024..=4 * gibibyte).contains(&self.send_window_bytes),
-            || {
-                format!(
-                    "send_window_bytes = {} is outside 65536 ..= {}",
-                    self.send_window_bytes,
-                    4 * gibibyte
-                )
-            },
-        )?;
+        check((64 * 1024..=4 * gibibyte).contains(&self.send_window_bytes), || {
+            format!("send_window_bytes = {} is outside 65536 ..= {}", self.send_window_bytes, 4 * gibibyte)
+        })?;
         check((1..=65_536).contains(&self.concurrent_streams_max), || {
-            format!(
-                "concurrent_streams_max = {} is outside 1 ..= 65536",
-                self.concurrent_streams_max
-            )
+            format!("concurrent_streams_max = {} is outside 1 ..= 65536", self.concurrent_streams_max)
         })?;
         check((2..=600_000).contains(&self.idle_timeout_ms), || {
+            format!("idle_timeout_ms = {} is outside 2 ..= 600000", self.idle_timeout_ms)
+        })?;
+        check((1..=self.idle_timeout_ms / 2).contains(&self.keep_alive_interval_ms), || {
             format!(
-                "idle_timeout_ms = {} is outside 2 ..= 600000",
-                self.idle_timeout_ms
+                "keep_alive_interval_ms = {} is outside 1 ..= idle_timeout_ms / 2 ({})",
+                self.keep_alive_interval_ms,
+                self.idle_timeout_ms / 2
             )
         })?;
-        check(
-            (1..=self.idle_timeout_ms / 2).contains(&self.keep_alive_interval_ms),
-            || {
-                format!(
-                    "keep_alive_interval_ms = {} is outside 1 ..= idle_timeout_ms / 2 ({})",
-                    self.keep_alive_interval_ms,
-                    self.idle_timeout_ms / 2
-                )
-            },
-        )?;
         Ok(())
     }
 
     fn transport_config(&self) -> Result<TransportConfig, QuicError> {
         let var_int = |name: &str, value: u64| {
-            VarInt::from_u64(value)
-                .map_err(|_| QuicError::Config(format!("{name} = {value} is too large for QUIC")))
+            VarInt::from_u64(value).map_err(|_| QuicError::Config(format!("{name} = {value} is too large for QUIC")))
         };
         let idle_timeout = IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms))
-            .map_err(|_| {
-                QuicError::Config(format!(
-                    "idle_timeout_ms = {} is too large",
-                    self.idle_timeout_ms
-                ))
-            })?;
+            .map_err(|_| QuicError::Config(format!("idle_timeout_ms = {} is too large", self.idle_timeout_ms)))?;
         let mut config = TransportConfig::default();
         config
             .max_concurrent_bidi_streams(VarInt::from_u32(self.concurrent_streams_max))
             .max_concurrent_uni_streams(VarInt::from_u32(0))
-            .stream_receive_window(var_int(
-                "stream_receive_window_bytes",
-                self.stream_receive_window_bytes,
-            )?)
-            .receive_window(var_int(
-                "connection_receive_window_bytes",
-                self.connection_receive_window_bytes,
-            )?)
+            .stream_receive_window(var_int("stream_receive_window_bytes", self.stream_receive_window_bytes)?)
+            .receive_window(var_int("connection_receive_window_bytes", self.connection_receive_window_bytes)?)
             .send_window(self.send_window_bytes)
             .keep_alive_interval(Some(Duration::from_millis(self.keep_alive_interval_ms)))
             .max_idle_timeout(Some(idle_timeout));
@@ -275,29 +228,15 @@ impl QuicTransport {
         config.validate()?;
         let transport_config = Arc::new(config.transport_config()?);
         let mut server_config = tls.server_config()?;
-        server_config
-            .transport_config(transport_config.clone())
-            .max_incoming(INCOMING_HANDSHAKES_MAX);
+        server_config.transport_config(transport_config.clone()).max_incoming(INCOMING_HANDSHAKES_MAX);
         let mut client_config = tls.client_config()?;
         client_config.transport_config(transport_config);
         let mut endpoint =
-            Endpoint::server(server_config, listen).map_err(|source| QuicError::Bind {
-                address: listen,
-                source,
-            })?;
+            Endpoint::server(server_config, listen).map_err(|source| QuicError::Bind { address: listen, source })?;
         endpoint.set_default_client_config(client_config);
 
-        let peers = peers
-            .into_iter()
-            .map(|(id, address)| (id, Arc::new(PeerSlot::new(address))))
-            .collect();
-        let shared = Arc::new(Shared {
-            local_id,
-            endpoint,
-            config,
-            handler,
-            peers: RwLock::new(peers),
-        });
+        let peers = peers.into_iter().map(|(id, address)| (id, Arc::new(PeerSlot::new(address)))).collect();
+        let shared = Arc::new(Shared { local_id, endpoint, config, handler, peers: RwLock::new(peers) });
         tokio::spawn(accept_connections(shared.clone()));
         Ok(Arc::new(QuicTransport { shared }))
     }
@@ -309,56 +248,31 @@ impl QuicTransport {
 
     /// Adds a peer, or moves it to a new address. An existing connection to it is dropped.
     pub fn set_peer_addr(&self, peer: NodeId, address: SocketAddr) {
-        let mut peers = self
-            .shared
-            .peers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut peers = self.shared.peers.write().unwrap_or_else(PoisonError::into_inner);
         peers.insert(peer, Arc::new(PeerSlot::new(address)));
     }
 
     /// Closes every connection and the endpoint, then waits (boundedly) for the close to
     /// reach the peers. Calls in flight fail; later calls fail with `Unreachable`.
     pub async fn shutdown(&self) {
-        self.shared
-            .endpoint
-            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+        self.shared.endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
         // Best effort: a peer that is already gone never acknowledges the close.
-        let _ = timeout(
-            Duration::from_millis(SHUTDOWN_DRAIN_MS),
-            self.shared.endpoint.wait_idle(),
-        )
-        .await;
+        let _ = timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), self.shared.endpoint.wait_idle()).await;
     }
 
-    async fn call_without_timeout(
-        &self,
-        target: NodeId,
-        request: PeerRequest,
-    ) -> Result<PeerResponse, TransportError> {
+    async fn call_without_timeout(&self, target: NodeId, request: PeerRequest) -> Result<PeerResponse, TransportError> {
         let message_bytes_max = self.shared.config.message_bytes_max;
         let frame = encode_frame(&request, message_bytes_max).map_err(|encoded_bytes| TransportError::Malformed {
             peer: target,
             reason: format!("request of {encoded_bytes} bytes exceeds message_bytes_max = {message_bytes_max}"),
         })?;
         let connection = self.connection(target).await?;
-        let unreachable = |reason: String| TransportError::Unreachable {
-            peer: target,
-            reason,
-        };
-        let (mut send, mut receive) = connection
-            .open_bi()
-            .await
-            .map_err(|error| unreachable(error.to_string()))?;
+        let unreachable = |reason: String| TransportError::Unreachable { peer: target, reason };
+        let (mut send, mut receive) = connection.open_bi().await.map_err(|error| unreachable(error.to_string()))?;
         // From here on the request may reach the peer, so failures are `Lost`, not
         // `Unreachable`: a caller must not assume it did not run.
-        let lost = |reason: String| TransportError::Lost {
-            peer: target,
-            reason,
-        };
-        send.write_chunk(frame)
-            .await
-            .map_err(|error| lost(error.to_string()))?;
+        let lost = |reason: String| TransportError::Lost { peer: target, reason };
+        send.write_chunk(frame).await.map_err(|error| lost(error.to_string()))?;
         send.finish().map_err(|error| lost(error.to_string()))?;
         match read_frame::<PeerResponse>(&mut receive, message_bytes_max).await {
             Ok(response) => Ok(response),
@@ -381,10 +295,7 @@ impl QuicTransport {
             Err(FrameError::Stream(error)) => Err(lost(error.to_string())),
             Err(error) => {
                 let _ = receive.stop(VarInt::from_u32(STREAM_REQUEST_REJECTED));
-                Err(TransportError::Malformed {
-                    peer: target,
-                    reason: error.to_string(),
-                })
+                Err(TransportError::Malformed { peer: target, reason: error.to_string() })
             }
         }
     }
@@ -393,27 +304,16 @@ impl QuicTransport {
     /// the last failure has passed.
     async fn connection(&self, target: NodeId) -> Result<Connection, TransportError> {
         let slot = {
-            let peers = self
-                .shared
-                .peers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            peers
-                .get(&target)
-                .cloned()
-                .ok_or(TransportError::UnknownPeer(target))?
+            let peers = self.shared.peers.read().unwrap_or_else(PoisonError::into_inner);
+            peers.get(&target).cloned().ok_or(TransportError::UnknownPeer(target))?
         };
         let mut state = slot.state.lock().await;
         match &*state {
-            SlotState::Connected(connection) if connection.close_reason().is_none() => {
-                return Ok(connection.clone())
-            }
+            SlotState::Connected(connection) if connection.close_reason().is_none() => return Ok(connection.clone()),
             SlotState::Failed { retry_at, reason } if Instant::now() < *retry_at => {
                 return Err(TransportError::Unreachable {
                     peer: target,
-                    reason: format!(
-                        "{reason} (not redialling until reconnect_backoff_ms has passed)"
-                    ),
+                    reason: format!("{reason} (not redialling until reconnect_backoff_ms has passed)"),
                 });
             }
             _ => {}
@@ -427,13 +327,9 @@ impl QuicTransport {
                 .map_err(|error| error.to_string())?;
             connecting.await.map_err(|error| error.to_string())
         };
-        let outcome = match timeout(Duration::from_millis(config.connect_timeout_ms), attempt).await
-        {
+        let outcome = match timeout(Duration::from_millis(config.connect_timeout_ms), attempt).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(format!(
-                "connecting timed out after {} ms",
-                config.connect_timeout_ms
-            )),
+            Err(_) => Err(format!("connecting timed out after {} ms", config.connect_timeout_ms)),
         };
         match outcome {
             Ok(connection) => {
@@ -447,34 +343,19 @@ impl QuicTransport {
                     retry_at: Instant::now() + Duration::from_millis(config.reconnect_backoff_ms),
                     reason: reason.clone(),
                 };
-                Err(TransportError::Unreachable {
-                    peer: target,
-                    reason,
-                })
+                Err(TransportError::Unreachable { peer: target, reason })
             }
         }
     }
 }
 
 impl PeerTransport for QuicTransport {
-    fn call(
-        &self,
-        target: NodeId,
-        request: PeerRequest,
-    ) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
+    fn call(&self, target: NodeId, request: PeerRequest) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
         Box::pin(async move {
             let timeout_ms = self.shared.config.request_timeout_ms;
-            match timeout(
-                Duration::from_millis(timeout_ms),
-                self.call_without_timeout(target, request),
-            )
-            .await
-            {
+            match timeout(Duration::from_millis(timeout_ms), self.call_without_timeout(target, request)).await {
                 Ok(result) => result,
-                Err(_) => Err(TransportError::Timeout {
-                    peer: target,
-                    timeout_ms,
-                }),
+                Err(_) => Err(TransportError::Timeout { peer: target, timeout_ms }),
             }
         })
     }
@@ -483,18 +364,13 @@ impl PeerTransport for QuicTransport {
 impl Drop for QuicTransport {
     fn drop(&mut self) {
         // Ends the accept loop, which holds the only other reference to the endpoint.
-        self.shared
-            .endpoint
-            .close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
+        self.shared.endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"shutdown");
     }
 }
 
 impl PeerSlot {
     fn new(address: SocketAddr) -> PeerSlot {
-        PeerSlot {
-            address,
-            state: tokio::sync::Mutex::new(SlotState::Idle),
-        }
+        PeerSlot { address, state: tokio::sync::Mutex::new(SlotState::Idle) }
     }
 }
 
@@ -526,28 +402,17 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
 
 /// The known peer the connection's verified client certificate names.
 fn identify(shared: &Shared, connection: &Connection) -> Option<NodeId> {
-    let handshake = connection
-        .handshake_data()?
-        .downcast::<HandshakeData>()
-        .ok()?;
+    let handshake = connection.handshake_data()?.downcast::<HandshakeData>().ok()?;
     if handshake.protocol.as_deref() != Some(super::tls::PEER_ALPN) {
         return None;
     }
-    let certificates = connection
-        .peer_identity()?
-        .downcast::<Vec<CertificateDer<'static>>>()
-        .ok()?;
+    let certificates = connection.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
     let end_entity = certificates.first()?;
     let peers = shared.peers.read().unwrap_or_else(PoisonError::into_inner);
     node_id_from_certificate(end_entity, peers.keys().copied())
 }
 
-async fn serve_stream(
-    shared: Arc<Shared>,
-    from: NodeId,
-    mut send: SendStream,
-    mut receive: RecvStream,
-) {
+async fn serve_stream(shared: Arc<Shared>, from: NodeId, mut send: SendStream, mut receive: RecvStream) {
     let config = &shared.config;
     let read = read_frame::<PeerRequest>(&mut receive, config.message_bytes_max);
     let request = match timeout(Duration::from_millis(config.request_timeout_ms), read).await {
@@ -562,11 +427,7 @@ async fn serve_stream(
             return;
         }
         Err(_) => {
-            tracing::debug!(
-                local = shared.local_id,
-                peer = from,
-                "request did not arrive within request_timeout_ms"
-            );
+            tracing::debug!(local = shared.local_id, peer = from, "request did not arrive within request_timeout_ms");
             reject(&mut send, &mut receive, STREAM_REQUEST_REJECTED);
             return;
         }
@@ -575,12 +436,7 @@ async fn serve_stream(
     let frame = match encode_frame(&response, config.message_bytes_max) {
         Ok(frame) => frame,
         Err(encoded_bytes) => {
-            tracing::warn!(
-                local = shared.local_id,
-                peer = from,
-                encoded_bytes,
-                "response exceeds message_bytes_max"
-            );
+            tracing::warn!(local = shared.local_id, peer = from, encoded_bytes, "response exceeds message_bytes_max");
             reject(&mut send, &mut receive, STREAM_RESPONSE_TOO_LARGE);
             return;
         }
@@ -606,9 +462,7 @@ fn encode_frame(message: &impl Message, message_bytes_max: u64) -> Result<Bytes,
         .ok_or(encoded_bytes as u64)?;
     let mut frame = BytesMut::with_capacity(FRAME_HEADER_BYTES + encoded_bytes);
     frame.put_u32(length);
-    message
-        .encode(&mut frame)
-        .expect("the buffer was sized from encoded_len");
+    message.encode(&mut frame).expect("the buffer was sized from encoded_len");
     Ok(frame.freeze())
 }
 
@@ -633,18 +487,12 @@ impl From<quinn::ReadExactError> for FrameError {
     }
 }
 
-async fn read_frame<M: Message + Default>(
-    receive: &mut RecvStream,
-    message_bytes_max: u64,
-) -> Result<M, FrameError> {
+async fn read_frame<M: Message + Default>(receive: &mut RecvStream, message_bytes_max: u64) -> Result<M, FrameError> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     receive.read_exact(&mut header).await?;
     let length = u32::from_be_bytes(header);
     if u64::from(length) > message_bytes_max {
-        return Err(FrameError::TooLarge {
-            length,
-            message_bytes_max,
-        });
+        return Err(FrameError::TooLarge { length, message_bytes_max });
     }
     let mut body = vec![0u8; length as usize];
     receive.read_exact(&mut body).await?;
@@ -660,9 +508,7 @@ mod tests {
     use std::path::Path;
     use std::sync::Mutex;
 
-    use riffle_proto::peer::{
-        peer_request, peer_response, ForwardAppend, ReadResult, RecordInput, StoredRecord,
-    };
+    use riffle_proto::peer::{peer_request, peer_response, ForwardAppend, ReadResult, RecordInput, StoredRecord};
 
     use crate::transport::tls::{ensure_dev_certificates, NodeTlsPaths};
     use crate::transport::PeerHandler;
@@ -681,22 +527,13 @@ mod tests {
         }
 
         fn total_calls(&self) -> usize {
-            self.calls_by_caller
-                .lock()
-                .expect("handler lock")
-                .values()
-                .sum()
+            self.calls_by_caller.lock().expect("handler lock").values().sum()
         }
     }
 
     impl PeerHandler for EchoHandler {
         fn handle(&self, from: NodeId, request: PeerRequest) -> BoxFuture<'_, PeerResponse> {
-            *self
-                .calls_by_caller
-                .lock()
-                .expect("handler lock")
-                .entry(from)
-                .or_default() += 1;
+            *self.calls_by_caller.lock().expect("handler lock").entry(from).or_default() += 1;
             Box::pin(async move {
                 let records = match request.body {
                     Some(peer_request::Body::ForwardAppend(append)) => append.records,
@@ -743,14 +580,8 @@ mod tests {
         };
         assert_eq!(echoed.records.len(), sent.records.len());
         for (sent, echoed) in sent.records.iter().zip(&echoed.records) {
-            assert_eq!(
-                echoed.sequence, request.group_id,
-                "response belongs to another request"
-            );
-            assert_eq!(
-                echoed.timestamp_ms, caller as i64,
-                "handler saw the wrong caller"
-            );
+            assert_eq!(echoed.sequence, request.group_id, "response belongs to another request");
+            assert_eq!(echoed.timestamp_ms, caller as i64, "handler saw the wrong caller");
             assert_eq!(echoed.partition_key, sent.partition_key);
             assert_eq!(echoed.data, sent.data);
         }
@@ -770,17 +601,9 @@ mod tests {
         }
     }
 
-    fn bind(
-        tls_root: &Path,
-        id: NodeId,
-        config: QuicConfig,
-        handler: Arc<EchoHandler>,
-    ) -> Arc<QuicTransport> {
-        let tls = NodeTlsPaths::dev(tls_root, id)
-            .load()
-            .expect("load node certificates");
-        QuicTransport::bind(id, loopback(), BTreeMap::new(), tls, config, handler)
-            .expect("bind transport")
+    fn bind(tls_root: &Path, id: NodeId, config: QuicConfig, handler: Arc<EchoHandler>) -> Arc<QuicTransport> {
+        let tls = NodeTlsPaths::dev(tls_root, id).load().expect("load node certificates");
+        QuicTransport::bind(id, loopback(), BTreeMap::new(), tls, config, handler).expect("bind transport")
     }
 
     fn introduce(a: (NodeId, &QuicTransport), b: (NodeId, &QuicTransport)) {
@@ -813,18 +636,14 @@ mod tests {
         }
         for call in calls {
             let (caller, sent, response) = call.await.expect("call task");
-            let response =
-                response.unwrap_or_else(|error| panic!("call from {caller} failed: {error}"));
+            let response = response.unwrap_or_else(|error| panic!("call from {caller} failed: {error}"));
             check_echo(&sent, &response, caller);
         }
 
         // Phase 2: each handler saw every call, all from the other node.
         assert_eq!(handler_2.calls_from(1), calls_per_direction as usize);
         assert_eq!(handler_1.calls_from(2), calls_per_direction as usize);
-        assert_eq!(
-            handler_1.total_calls() + handler_2.total_calls(),
-            2 * calls_per_direction as usize
-        );
+        assert_eq!(handler_1.total_calls() + handler_2.total_calls(), 2 * calls_per_direction as usize);
 
         // Phase 3: one connection per direction was shared by all of them.
         assert_eq!(node_1.shared.endpoint.open_connections(), 2);
@@ -837,25 +656,13 @@ mod tests {
         let certificates = tempfile::tempdir().expect("tempdir");
         ensure_dev_certificates(certificates.path(), &[1, 2]).expect("certificates");
         let handler = Arc::new(EchoHandler::default());
-        let node_1 = bind(
-            certificates.path(),
-            1,
-            test_config(),
-            Arc::new(EchoHandler::default()),
-        );
+        let node_1 = bind(certificates.path(), 1, test_config(), Arc::new(EchoHandler::default()));
         let node_2 = bind(certificates.path(), 2, test_config(), handler.clone());
         introduce((1, &node_1), (2, &node_2));
         node_1.call(2, request(1, 10)).await.expect("first call");
 
         // Phase 1: the connection breaks under the transport.
-        let slot = node_1
-            .shared
-            .peers
-            .read()
-            .expect("peers")
-            .get(&2)
-            .cloned()
-            .expect("slot for 2");
+        let slot = node_1.shared.peers.read().expect("peers").get(&2).cloned().expect("slot for 2");
         let first = match &*slot.state.lock().await {
             SlotState::Connected(connection) => connection.clone(),
             _ => panic!("no connection after a successful call"),
@@ -864,10 +671,7 @@ mod tests {
 
         // Phase 2: the next call dials again and succeeds.
         let sent = request(2, 10);
-        let response = node_1
-            .call(2, sent.clone())
-            .await
-            .expect("call after the break");
+        let response = node_1.call(2, sent.clone()).await.expect("call after the break");
         check_echo(&sent, &response, 1);
         assert_eq!(handler.calls_from(1), 2);
         node_1.shutdown().await;
@@ -882,30 +686,13 @@ mod tests {
         ensure_dev_certificates(foreign_certificates.path(), &[2]).expect("foreign certificates");
         let handler = Arc::new(EchoHandler::default());
         let node_1 = bind(certificates.path(), 1, test_config(), handler.clone());
-        let impostor = bind(
-            foreign_certificates.path(),
-            2,
-            test_config(),
-            Arc::new(EchoHandler::default()),
-        );
+        let impostor = bind(foreign_certificates.path(), 2, test_config(), Arc::new(EchoHandler::default()));
         introduce((1, &node_1), (2, &impostor));
 
-        let error = impostor
-            .call(1, request(1, 10))
-            .await
-            .expect_err("foreign CA must not get through");
-        assert!(
-            matches!(error, TransportError::Unreachable { .. }),
-            "{error}"
-        );
-        let error = node_1
-            .call(2, request(1, 10))
-            .await
-            .expect_err("foreign server must not be trusted");
-        assert!(
-            matches!(error, TransportError::Unreachable { .. }),
-            "{error}"
-        );
+        let error = impostor.call(1, request(1, 10)).await.expect_err("foreign CA must not get through");
+        assert!(matches!(error, TransportError::Unreachable { .. }), "{error}");
+        let error = node_1.call(2, request(1, 10)).await.expect_err("foreign server must not be trusted");
+        assert!(matches!(error, TransportError::Unreachable { .. }), "{error}");
         assert_eq!(handler.total_calls(), 0);
         node_1.shutdown().await;
         impostor.shutdown().await;
@@ -917,23 +704,12 @@ mod tests {
         ensure_dev_certificates(certificates.path(), &[1, 3]).expect("certificates");
         let handler = Arc::new(EchoHandler::default());
         let node_1 = bind(certificates.path(), 1, test_config(), handler.clone());
-        let stranger = bind(
-            certificates.path(),
-            3,
-            test_config(),
-            Arc::new(EchoHandler::default()),
-        );
+        let stranger = bind(certificates.path(), 3, test_config(), Arc::new(EchoHandler::default()));
         // Node 3 knows node 1, but node 1 does not know node 3.
         stranger.set_peer_addr(1, node_1.local_addr().expect("address of 1"));
 
-        let error = stranger
-            .call(1, request(1, 10))
-            .await
-            .expect_err("unknown node must be refused");
-        assert!(
-            matches!(error, TransportError::Unreachable { .. }),
-            "{error}"
-        );
+        let error = stranger.call(1, request(1, 10)).await.expect_err("unknown node must be refused");
+        assert!(matches!(error, TransportError::Unreachable { .. }), "{error}");
         assert_eq!(handler.total_calls(), 0);
         node_1.shutdown().await;
         stranger.shutdown().await;
@@ -943,27 +719,13 @@ mod tests {
     async fn unknown_peer_and_oversized_request_fail_without_dialling() {
         let certificates = tempfile::tempdir().expect("tempdir");
         ensure_dev_certificates(certificates.path(), &[1]).expect("certificates");
-        let config = QuicConfig {
-            message_bytes_max: 4096,
-            ..test_config()
-        };
-        let node_1 = bind(
-            certificates.path(),
-            1,
-            config,
-            Arc::new(EchoHandler::default()),
-        );
+        let config = QuicConfig { message_bytes_max: 4096, ..test_config() };
+        let node_1 = bind(certificates.path(), 1, config, Arc::new(EchoHandler::default()));
 
-        let error = node_1
-            .call(9, request(1, 10))
-            .await
-            .expect_err("peer 9 is unknown");
+        let error = node_1.call(9, request(1, 10)).await.expect_err("peer 9 is unknown");
         assert!(matches!(error, TransportError::UnknownPeer(9)), "{error}");
         node_1.set_peer_addr(9, loopback());
-        let error = node_1
-            .call(9, request(1, 8192))
-            .await
-            .expect_err("request is too large");
+        let error = node_1.call(9, request(1, 8192)).await.expect_err("request is too large");
         assert!(matches!(error, TransportError::Malformed { .. }), "{error}");
         node_1.shutdown().await;
     }
@@ -980,33 +742,16 @@ mod tests {
             reconnect_backoff_ms: 60_000,
             ..QuicConfig::default()
         };
-        let node_1 = bind(
-            certificates.path(),
-            1,
-            config,
-            Arc::new(EchoHandler::default()),
-        );
+        let node_1 = bind(certificates.path(), 1, config, Arc::new(EchoHandler::default()));
         node_1.set_peer_addr(2, silent.local_addr().expect("silent address"));
 
         // Phase 1: the first call dials and gives up (bounded by connect_timeout_ms).
-        let error = node_1
-            .call(2, request(1, 10))
-            .await
-            .expect_err("peer is down");
-        assert!(
-            matches!(
-                error,
-                TransportError::Unreachable { .. } | TransportError::Timeout { .. }
-            ),
-            "{error}"
-        );
+        let error = node_1.call(2, request(1, 10)).await.expect_err("peer is down");
+        assert!(matches!(error, TransportError::Unreachable { .. } | TransportError::Timeout { .. }), "{error}");
 
         // Phase 2: within the backoff the next call fails without dialling (the reason says so;
         // no assertion on elapsed time, which a loaded machine would make flaky).
-        let error = node_1
-            .call(2, request(2, 10))
-            .await
-            .expect_err("peer is still down");
+        let error = node_1.call(2, request(2, 10)).await.expect_err("peer is still down");
         assert!(
             matches!(&error, TransportError::Unreachable { reason, .. } if reason.contains("not redialling")),
             "{error}"
@@ -1017,25 +762,13 @@ mod tests {
     #[test]
     fn config_bounds_are_checked() {
         assert!(QuicConfig::default().validate().is_ok());
-        let too_small = QuicConfig {
-            message_bytes_max: 10,
-            ..QuicConfig::default()
-        };
+        let too_small = QuicConfig { message_bytes_max: 10, ..QuicConfig::default() };
         assert!(too_small.validate().is_err());
-        let connect_beyond_request = QuicConfig {
-            connect_timeout_ms: 10_000,
-            ..QuicConfig::default()
-        };
+        let connect_beyond_request = QuicConfig { connect_timeout_ms: 10_000, ..QuicConfig::default() };
         assert!(connect_beyond_request.validate().is_err());
-        let window_below_stream = QuicConfig {
-            connection_receive_window_bytes: 1024 * 1024,
-            ..QuicConfig::default()
-        };
+        let window_below_stream = QuicConfig { connection_receive_window_bytes: 1024 * 1024, ..QuicConfig::default() };
         assert!(window_below_stream.validate().is_err());
-        let keep_alive_beyond_idle = QuicConfig {
-            keep_alive_interval_ms: 9_000,
-            ..QuicConfig::default()
-        };
+        let keep_alive_beyond_idle = QuicConfig { keep_alive_interval_ms: 9_000, ..QuicConfig::default() };
         assert!(keep_alive_beyond_idle.validate().is_err());
     }
 
@@ -1045,10 +778,7 @@ mod tests {
         let frame = encode_frame(&sent, 1024).expect("fits");
         let length = u32::from_be_bytes(frame[..4].try_into().expect("header")) as usize;
         assert_eq!(length, frame.len() - FRAME_HEADER_BYTES);
-        assert_eq!(
-            PeerRequest::decode(&frame[FRAME_HEADER_BYTES..]).expect("decode"),
-            sent
-        );
+        assert_eq!(PeerRequest::decode(&frame[FRAME_HEADER_BYTES..]).expect("decode"), sent);
         assert_eq!(encode_frame(&sent, 100), Err(sent.encoded_len() as u64));
     }
 }

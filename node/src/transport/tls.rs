@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -83,11 +82,7 @@ pub fn generate_cluster_ca(dir: &Path) -> Result<(), TlsError> {
     let key = KeyPair::generate()?;
     let certificate = params.self_signed(&key)?;
     write_new_file(&key_path, key.serialize_pem().as_bytes(), FileMode::Private)?;
-    write_new_file(
-        &certificate_path,
-        certificate.pem().as_bytes(),
-        FileMode::Public,
-    )?;
+    write_new_file(&certificate_path, certificate.pem().as_bytes(), FileMode::Public)?;
     Ok(())
 }
 
@@ -117,37 +112,25 @@ pub fn issue_node_certificate(ca_dir: &Path, node_id: u64, out_dir: &Path) -> Re
     let name = node_server_name(node_id);
     let mut params = CertificateParams::new(vec![name.clone()])?;
     params.distinguished_name.push(DnType::CommonName, name);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, ORGANIZATION_NAME);
+    params.distinguished_name.push(DnType::OrganizationName, ORGANIZATION_NAME);
     params.use_authority_key_identifier_extension = true;
     params.key_usages.push(KeyUsagePurpose::DigitalSignature);
-    params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ServerAuth);
-    params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ClientAuth);
+    params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+    params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
     set_validity(&mut params, NODE_CERTIFICATE_VALIDITY_DAYS);
     let key = KeyPair::generate()?;
     let certificate = params.signed_by(&key, &issuer)?;
 
-    verify_node_certificate(&ca_certificate, certificate.der()).map_err(|reason| {
-        TlsError::BadFile {
-            path: ca_certificate_path,
-            reason: format!(
-                "the CA key in {} does not issue certificates this CA verifies: {reason}",
-                ca_key_path.display()
-            ),
-        }
+    verify_node_certificate(&ca_certificate, certificate.der()).map_err(|reason| TlsError::BadFile {
+        path: ca_certificate_path,
+        reason: format!(
+            "the CA key in {} does not issue certificates this CA verifies: {reason}",
+            ca_key_path.display()
+        ),
     })?;
     create_dir(out_dir)?;
     write_new_file(&key_path, key.serialize_pem().as_bytes(), FileMode::Private)?;
-    write_new_file(
-        &certificate_path,
-        certificate.pem().as_bytes(),
-        FileMode::Public,
-    )?;
+    write_new_file(&certificate_path, certificate.pem().as_bytes(), FileMode::Public)?;
     Ok(())
 }
 
@@ -225,19 +208,12 @@ impl NodeTls {
     /// Reads the CA certificate, the node certificate (chain) and the node key, all PEM, and
     /// checks that the node certificate is currently valid and signed by the CA. Errors name
     /// the file that was bad.
-    pub fn load(
-        ca_certificate: &Path,
-        node_certificate: &Path,
-        node_key: &Path,
-    ) -> Result<NodeTls, TlsError> {
+    pub fn load(ca_certificate: &Path, node_certificate: &Path, node_key: &Path) -> Result<NodeTls, TlsError> {
         let mut ca_certificates = read_certificates(ca_certificate)?;
         if ca_certificates.len() != 1 {
             return Err(TlsError::BadFile {
                 path: ca_certificate.to_path_buf(),
-                reason: format!(
-                    "expected exactly one CA certificate, found {}",
-                    ca_certificates.len()
-                ),
+                reason: format!("expected exactly one CA certificate, found {}", ca_certificates.len()),
             });
         }
         let node_certificates = read_certificates(node_certificate)?;
@@ -252,18 +228,17 @@ impl NodeTls {
             node_key: key,
             provider: Arc::new(rustls::crypto::ring::default_provider()),
         };
-        verify_node_certificate(&tls.ca_certificate, &tls.node_certificates[0]).map_err(
-            |reason| TlsError::BadFile {
+        verify_node_certificate(&tls.ca_certificate, &tls.node_certificates[0]).map_err(|reason| {
+            TlsError::BadFile {
                 path: node_certificate.to_path_buf(),
                 reason: format!("not valid under {}: {reason}", ca_certificate.display()),
-            },
-        )?;
+            }
+        })?;
         // Building a client configuration checks that the key matches the certificate.
-        tls.rustls_client_config()
-            .map_err(|error| TlsError::BadFile {
-                path: node_key.to_path_buf(),
-                reason: format!("unusable with {}: {error}", node_certificate.display()),
-            })?;
+        tls.rustls_client_config().map_err(|error| TlsError::BadFile {
+            path: node_key.to_path_buf(),
+            reason: format!("unusable with {}: {error}", node_certificate.display()),
+        })?;
         Ok(tls)
     }
 
@@ -275,10 +250,9 @@ impl NodeTls {
     /// A quinn server configuration that presents this node's certificate and requires a
     /// client certificate signed by the cluster CA. ALPN [`PEER_ALPN`].
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots(), self.provider.clone())
-                .build()
-                .map_err(|error| TlsError::Config(format!("client verifier: {error}")))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots(), self.provider.clone())
+            .build()
+            .map_err(|error| TlsError::Config(format!("client verifier: {error}")))?;
         let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|error| TlsError::Config(error.to_string()))?
@@ -313,9 +287,7 @@ impl NodeTls {
 
     fn roots(&self) -> Arc<RootCertStore> {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(self.ca_certificate.clone())
-            .expect("the CA certificate parsed when it was loaded");
+        roots.add(self.ca_certificate.clone()).expect("the CA certificate parsed when it was loaded");
         Arc::new(roots)
     }
 }
@@ -325,17 +297,9 @@ impl NodeTls {
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, ORGANIZATION_NAME);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name.push(DnType::OrganizationName, ORGANIZATION_NAME);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params
 }
 
@@ -349,22 +313,14 @@ fn set_validity(params: &mut CertificateParams, validity_days: u64) {
 /// Checks `node` against `ca` as both peers of a handshake will: chain, validity period and
 /// the client-authentication usage. The server-authentication usage is checked by name at
 /// each connect.
-fn verify_node_certificate(
-    ca: &CertificateDer<'static>,
-    node: &CertificateDer<'_>,
-) -> Result<(), String> {
+fn verify_node_certificate(ca: &CertificateDer<'static>, node: &CertificateDer<'_>) -> Result<(), String> {
     let mut roots = RootCertStore::empty();
-    roots
-        .add(ca.clone())
-        .map_err(|error| format!("bad CA certificate: {error}"))?;
+    roots.add(ca.clone()).map_err(|error| format!("bad CA certificate: {error}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|error| error.to_string())?;
-    verifier
-        .verify_client_cert(node, &[], UnixTime::now())
-        .map(|_| ())
-        .map_err(|error| error.to_string())
+    verifier.verify_client_cert(node, &[], UnixTime::now()).map(|_| ()).map_err(|error| error.to_string())
 }
 
 fn dev_ca_dir(tls_root: &Path) -> PathBuf {
@@ -380,26 +336,17 @@ fn dev_node_dir(tls_root: &Path, node_id: u64) -> PathBuf {
 fn is_complete(certificate: &Path, key: &Path) -> Result<bool, TlsError> {
     let certificate_exists = exists(certificate)?;
     if certificate_exists && !exists(key)? {
-        return Err(TlsError::Incomplete {
-            present: certificate.to_path_buf(),
-            missing: key.to_path_buf(),
-        });
+        return Err(TlsError::Incomplete { present: certificate.to_path_buf(), missing: key.to_path_buf() });
     }
     Ok(certificate_exists)
 }
 
 fn exists(path: &Path) -> Result<bool, TlsError> {
-    path.try_exists().map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    path.try_exists().map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
 }
 
 fn create_dir(dir: &Path) -> Result<(), TlsError> {
-    fs::create_dir_all(dir).map_err(|source| TlsError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })
+    fs::create_dir_all(dir).map_err(|source| TlsError::Io { path: dir.to_path_buf(), source })
 }
 
 #[derive(Clone, Copy)]
@@ -411,10 +358,7 @@ enum FileMode {
 /// Writes `contents` to a temporary file beside `path`, fsyncs it, renames it over `path` and
 /// fsyncs the directory, so `path` is either absent or complete after a crash.
 fn write_new_file(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), TlsError> {
-    let io_error = |source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| TlsError::Io { path: path.to_path_buf(), source };
     let mut temporary_name = path.as_os_str().to_os_string();
     temporary_name.push(".tmp");
     let temporary = PathBuf::from(temporary_name);
@@ -434,46 +378,28 @@ fn write_new_file(path: &Path, contents: &[u8], mode: FileMode) -> Result<(), Tl
     drop(file);
     fs::rename(&temporary, path).map_err(io_error)?;
     if let Some(parent) = path.parent() {
-        let directory = fs::File::open(parent).map_err(|source| TlsError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-        directory.sync_all().map_err(|source| TlsError::Io {
-            path: parent.to_path_buf(),
-            source,
-        })?;
+        let directory = fs::File::open(parent).map_err(|source| TlsError::Io { path: parent.to_path_buf(), source })?;
+        directory.sync_all().map_err(|source| TlsError::Io { path: parent.to_path_buf(), source })?;
     }
     Ok(())
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_text(path: &Path) -> Result<String, TlsError> {
-    fs::read_to_string(path).map_err(|source| TlsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::read_to_string(path).map_err(|source| TlsError::Io { path: path.to_path_buf(), source })
 }
 
 /// Every certificate in a PEM file; at least one.
 fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read_bytes(path)?;
-    let certificates = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| TlsError::BadFile {
-            path: path.to_path_buf(),
-            reason: format!("not a PEM certificate file: {error}"),
-        })?;
+    let certificates = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|error| {
+        TlsError::BadFile { path: path.to_path_buf(), reason: format!("not a PEM certificate file: {error}") }
+    })?;
     if certificates.is_empty() {
-        return Err(TlsError::BadFile {
-            path: path.to_path_buf(),
-            reason: "contains no certificate".to_string(),
-        });
+        return Err(TlsError::BadFile { path: path.to_path_buf(), reason: "contains no certificate".to_string() });
     }
     Ok(certificates)
 }
@@ -493,28 +419,14 @@ mod tests {
 
         // Phase 2: a second run keeps every file.
         ensure_dev_certificates(root.path(), &[1, 2]).expect("regenerate");
-        assert_eq!(
-            fs::read(&paths.node_certificate).expect("read node.pem"),
-            first_pem
-        );
-        let key_mode = fs::metadata(&paths.node_key)
-            .expect("stat node.key")
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777,
-            0o600
-        );
+        assert_eq!(fs::read(&paths.node_certificate).expect("read node.pem"), first_pem);
+        let key_mode = fs::metadata(&paths.node_key).expect("stat node.key").permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key_mode) & 0o777, 0o600);
 
         // Phase 3: the files load and name their node.
         let tls = paths.load().expect("load node 1");
-        assert_eq!(
-            node_id_from_certificate(&tls.node_certificates[0], [1, 2, 3]),
-            Some(1)
-        );
-        assert_eq!(
-            node_id_from_certificate(&tls.node_certificates[0], [2, 3]),
-            None
-        );
+        assert_eq!(node_id_from_certificate(&tls.node_certificates[0], [1, 2, 3]), Some(1));
+        assert_eq!(node_id_from_certificate(&tls.node_certificates[0], [2, 3]), None);
         assert!(tls.server_config().is_ok());
         assert!(tls.client_config().is_ok());
     }
@@ -525,33 +437,24 @@ mod tests {
         ensure_dev_certificates(root.path(), &[1]).expect("generate");
         let paths = NodeTlsPaths::dev(root.path(), 1);
 
-        let missing = NodeTlsPaths {
-            node_key: root.path().join("absent.key"),
-            ..paths.clone()
-        };
+        let missing = NodeTlsPaths { node_key: root.path().join("absent.key"), ..paths.clone() };
         let error = missing.load().expect_err("missing key");
         assert!(error.to_string().contains("absent.key"), "{error}");
 
         let garbage = root.path().join("garbage.pem");
         fs::write(&garbage, b"not pem").expect("write garbage");
-        let error = NodeTlsPaths {
-            node_certificate: garbage.clone(),
-            ..paths.clone()
-        }
-        .load()
-        .expect_err("garbage certificate");
+        let error = NodeTlsPaths { node_certificate: garbage.clone(), ..paths.clone() }
+            .load()
+            .expect_err("garbage certificate");
         assert!(error.to_string().contains("garbage.pem"), "{error}");
 
         // A certificate from another CA does not load under this one.
         let other = tempfile::tempdir().expect("tempdir");
         ensure_dev_certificates(other.path(), &[1]).expect("generate other");
         let foreign = NodeTlsPaths::dev(other.path(), 1);
-        let error = NodeTlsPaths {
-            ca_certificate: paths.ca_certificate.clone(),
-            ..foreign
-        }
-        .load()
-        .expect_err("foreign certificate");
+        let error = NodeTlsPaths { ca_certificate: paths.ca_certificate.clone(), ..foreign }
+            .load()
+            .expect_err("foreign certificate");
         assert!(error.to_string().contains("node.pem"), "{error}");
     }
 
@@ -573,12 +476,8 @@ mod tests {
         ensure_dev_certificates(root.path(), &[1]).expect("generate");
         let other = tempfile::tempdir().expect("tempdir");
         ensure_dev_certificates(other.path(), &[2]).expect("generate other");
-        let server_tls = NodeTlsPaths::dev(root.path(), 1)
-            .load()
-            .expect("load server");
-        let foreign = NodeTlsPaths::dev(other.path(), 2)
-            .load()
-            .expect("load foreign");
+        let server_tls = NodeTlsPaths::dev(root.path(), 1).load().expect("load server");
+        let foreign = NodeTlsPaths::dev(other.path(), 2).load().expect("load foreign");
         let impostor = NodeTls {
             ca_certificate: server_tls.ca_certificate.clone(),
             node_certificates: foreign.node_certificates.clone(),
@@ -588,23 +487,15 @@ mod tests {
 
         let loopback = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let server =
-            quinn::Endpoint::server(server_tls.server_config().expect("server config"), loopback)
-                .expect("bind server");
+            quinn::Endpoint::server(server_tls.server_config().expect("server config"), loopback).expect("bind server");
         let server_address = server.local_addr().expect("server address");
         let client = quinn::Endpoint::client(loopback).expect("bind client");
         let connecting = client
-            .connect_with(
-                impostor.client_config().expect("client config"),
-                server_address,
-                &node_server_name(1),
-            )
+            .connect_with(impostor.client_config().expect("client config"), server_address, &node_server_name(1))
             .expect("start connect");
 
         let incoming = server.accept().await.expect("an incoming connection");
-        assert!(
-            incoming.await.is_err(),
-            "the server accepted a foreign certificate"
-        );
+        assert!(incoming.await.is_err(), "the server accepted a foreign certificate");
         let client_side = async {
             let connection = connecting.await?;
             Ok::<_, quinn::ConnectionError>(connection.closed().await)
