@@ -33,8 +33,12 @@ pub fn parse_hash_key(text: &str) -> Option<u128> {
 /// ending at 2^128 - 1.
 pub fn even_ranges(shard_count: u32) -> Vec<(u128, u128)> {
     assert!(shard_count > 0, "a stream has at least one shard");
+    if shard_count == 1 {
+        return vec![(0, u128::MAX)];
+    }
     let count = u128::from(shard_count);
-    // floor(2^128 / count) without overflowing: (2^128 - 1) / count, corrected when exact.
+    // floor(2^128 / count) without overflowing: (2^128 - 1) / count, plus one when count
+    // divides 2^128 (then (2^128 - 1) % count == count - 1). count >= 2, so it fits.
     let width = u128::MAX / count + u128::from(u128::MAX % count == count - 1);
     (0..count)
         .map(|index| {
@@ -112,6 +116,14 @@ mod tests {
         assert_eq!(ranges[1].1, 226854911280625642308916404954512140969);
         assert_eq!(ranges[2], (226854911280625642308916404954512140970, u128::MAX));
         assert_eq!(even_ranges(1), vec![(0, u128::MAX)]);
+        assert_eq!(even_ranges(2), vec![(0, (1u128 << 127) - 1), (1u128 << 127, u128::MAX)]);
+        for count in [5, 7, 64, 1000, 10_000] {
+            let ranges = even_ranges(count);
+            assert_eq!(ranges.len(), count as usize);
+            assert_eq!(ranges[0].0, 0);
+            assert_eq!(ranges.last().map(|range| range.1), Some(u128::MAX));
+            assert!(ranges.windows(2).all(|pair| pair[0].1 + 1 == pair[1].0));
+        }
         let four = even_ranges(4);
         assert_eq!(four[1].0, 1u128 << 126);
         for pair in four.windows(2) {

@@ -709,7 +709,9 @@ mod tests {
         stranger.set_peer_addr(1, node_1.local_addr().expect("address of 1"));
 
         let error = stranger.call(1, request(1, 10)).await.expect_err("unknown node must be refused");
-        assert!(matches!(error, TransportError::Unreachable { .. }), "{error}");
+        // The handshake succeeds and node 1 then closes the connection: depending on when the
+        // close arrives, the request was not sent or was sent into a closing connection.
+        assert!(matches!(error, TransportError::Unreachable { .. } | TransportError::Lost { .. }), "{error}");
         assert_eq!(handler.total_calls(), 0);
         node_1.shutdown().await;
         stranger.shutdown().await;
