@@ -161,7 +161,13 @@ async fn run(arguments: Arguments) -> Result<bool> {
         wait_ready(&admin, arguments.wait_ready_s).await?;
     }
     let shards = ensure_stream(&admin, &arguments.stream, arguments.shards).await?;
-    let replicas = wait_for_leaders(&admin, &arguments.stream).await?;
+    // Every node must know the stream and its leaders, or the first requests through it would
+    // measure its catching up rather than the steady state.
+    let mut replicas = 0;
+    for endpoint in &arguments.endpoints {
+        let node = Client::connect(vec![endpoint.clone()]).await.with_context(|| format!("connecting {endpoint}"))?;
+        replicas = wait_for_leaders(&node, &arguments.stream).await?;
+    }
 
     let mut clients = Vec::with_capacity(arguments.concurrency);
     for worker in 0..arguments.concurrency {

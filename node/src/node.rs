@@ -493,16 +493,17 @@ impl Node {
     ) -> Result<peer_response::Body, RouteError> {
         let request = PeerRequest { group_id, body: Some(body) };
         let call = self.transport.call(target, request);
+        // Checked once per heartbeat interval: metrics change on every apply, and waking every
+        // forwarded request on each would cost more than the requests themselves.
         let leader_lost = async {
             let Some(group) = self.group(group_id) else { return std::future::pending::<Option<NodeId>>().await };
-            let mut metrics = group.raft.metrics();
+            let metrics = group.raft.metrics();
+            let period = Duration::from_millis(self.options.raft.heartbeat_interval_ms);
             loop {
-                let leader = metrics.borrow_and_update().current_leader;
+                tokio::time::sleep(period).await;
+                let leader = metrics.borrow().current_leader;
                 if leader != Some(target) {
                     return leader;
-                }
-                if metrics.changed().await.is_err() {
-                    return std::future::pending().await;
                 }
             }
         };
@@ -559,6 +560,25 @@ impl Node {
         }
     }
 
+    /// Waits until this node has applied every metadata change committed before the call, so a
+    /// stream created through another node a moment ago is visible here.
+    pub async fn meta_barrier(&self) -> Result<(), ApiError> {
+        let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
+        let body = peer_request::Body::MetaBarrier(wire::Blank {});
+        let index = match self.route(META_GROUP, &replicas, body, true).await {
+            Ok(peer_response::Body::MetaBarrierIndex(index)) => index,
+            Ok(_) => return Err(ApiError::Internal("a node answered a metadata barrier with another message".into())),
+            Err(error) => return Err(ApiError::Internal(format!("the metadata group is unavailable: {error:?}"))),
+        };
+        let raft = self.meta_raft().ok_or_else(|| ApiError::Internal("the node is starting".into()))?;
+        let wait = Duration::from_millis(self.options.limits.leader_wait_ms);
+        raft.wait(Some(wait))
+            .applied_index_at_least(Some(index), "metadata applied up to the barrier")
+            .await
+            .map(|_| ())
+            .map_err(|error| ApiError::Internal(format!("metadata did not catch up: {error}")))
+    }
+
     /// Serves a forwarded request for a group hosted here.
     async fn serve(&self, group_id: u64, body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
         let group = self.group(group_id).ok_or(RouteError::NoGroup)?;
@@ -605,6 +625,13 @@ impl Node {
                     }),
                 }
             }
+            peer_request::Body::MetaBarrier(_) => match group.raft.ensure_linearizable().await {
+                Ok(read) => Ok(peer_response::Body::MetaBarrierIndex(read.map_or(0, |log_id| log_id.index))),
+                Err(error) => Err(match error.forward_to_leader() {
+                    Some(forward) => RouteError::NotLeader(forward.leader_id),
+                    None => RouteError::Failed(error.to_string()),
+                }),
+            },
             _ => Err(RouteError::Failed("not a forwarded request".into())),
         }
     }

@@ -136,8 +136,13 @@ impl StreamService {
         }
     }
 
-    /// The stream as this node knows it.
-    fn stream(&self, name: &str) -> Result<StreamMeta, ApiError> {
+    /// The stream. If this node does not know it, it first catches up with every metadata change
+    /// committed so far (a stream just created through another node), then looks again.
+    async fn stream(&self, name: &str) -> Result<StreamMeta, ApiError> {
+        if let Some(stream) = self.node.meta_state().streams.get(name) {
+            return Ok(stream.clone());
+        }
+        self.node.meta_barrier().await?;
         self.node.meta_state().streams.get(name).cloned().ok_or_else(|| self.stream_not_found(name))
     }
 
@@ -268,7 +273,10 @@ impl StreamService {
         Ok(v1::DeleteStreamResponse {})
     }
 
-    pub fn describe_stream(&self, request: v1::DescribeStreamRequest) -> Result<v1::DescribeStreamResponse, ApiError> {
+    pub async fn describe_stream(
+        &self,
+        request: v1::DescribeStreamRequest,
+    ) -> Result<v1::DescribeStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
         let limit = request.limit.unwrap_or(100);
         if !(1..=10_000).contains(&limit) {
@@ -278,7 +286,7 @@ impl StreamService {
                 "Member must have value between 1 and 10000",
             ));
         }
-        let stream = self.stream(&request.stream_name)?;
+        let stream = self.stream(&request.stream_name).await?;
         let start = match &request.exclusive_start_shard_id {
             Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
             None => 0,
@@ -310,12 +318,12 @@ impl StreamService {
         }
     }
 
-    pub fn describe_stream_summary(
+    pub async fn describe_stream_summary(
         &self,
         request: v1::DescribeStreamSummaryRequest,
     ) -> Result<v1::DescribeStreamSummaryResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
-        let stream = self.stream(&request.stream_name)?;
+        let stream = self.stream(&request.stream_name).await?;
         Ok(v1::DescribeStreamSummaryResponse { stream_description_summary: Some(self.summary(&stream)) })
     }
 
@@ -340,7 +348,7 @@ impl StreamService {
         })
     }
 
-    pub fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
+    pub async fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
         let max_results = request.max_results.unwrap_or(1000);
         if !(1..=10_000).contains(&max_results) {
             return Err(ApiError::validation(
@@ -372,7 +380,7 @@ impl StreamService {
             }
         };
         validate_stream_name(&stream_name, "streamName")?;
-        let stream = self.stream(&stream_name)?;
+        let stream = self.stream(&stream_name).await?;
         let shards: Vec<v1::Shard> = stream
             .shards
             .iter()
@@ -390,7 +398,14 @@ impl StreamService {
         validate_partition_key(&request.partition_key, "partitionKey")?;
         validate_record_size(&request.data, &request.partition_key, "data")?;
         if let Some(ordering) = &request.sequence_number_for_ordering {
-            if keys::parse_hash_key(ordering).is_none() && !ordering.bytes().all(|byte| byte.is_ascii_digit()) {
+            // Kinesis' pattern: 0|([1-9]\d{0,128}). Ordering itself needs nothing more: a put is
+            // acknowledged only once committed, so a serial writer's records always increase.
+            let well_formed = ordering == "0"
+                || (!ordering.is_empty()
+                    && ordering.len() <= 129
+                    && !ordering.starts_with('0')
+                    && ordering.bytes().all(|byte| byte.is_ascii_digit()));
+            if !well_formed {
                 return Err(ApiError::validation(
                     ordering,
                     "sequenceNumberForOrdering",
@@ -399,7 +414,7 @@ impl StreamService {
             }
         }
         let hash = hash_key_for(&request.partition_key, request.explicit_hash_key.as_deref())?;
-        let stream = self.stream(&request.stream_name)?;
+        let stream = self.stream(&request.stream_name).await?;
         let shard = stream.shard_for_hash(hash).clone();
         let record = RecordInput { partition_key: request.partition_key, data: request.data };
         let result = self.node.append(&shard, vec![record]).await?;
@@ -437,7 +452,7 @@ impl StreamService {
                 "Records size exceeds 5 MB limit: the request holds {total} bytes of data and partition keys."
             )));
         }
-        let stream = self.stream(&request.stream_name)?;
+        let stream = self.stream(&request.stream_name).await?;
         // Split by shard, keeping each shard's records in request order.
         let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<RecordInput>)> = BTreeMap::new();
         for (position, (record, hash)) in request.records.into_iter().zip(hashes).enumerate() {
@@ -494,7 +509,7 @@ impl StreamService {
         use v1::ShardIteratorType as Type;
         validate_stream_name(&request.stream_name, "streamName")?;
         let iterator_type = Type::try_from(request.shard_iterator_type).unwrap_or(Type::Unspecified);
-        let stream = self.stream(&request.stream_name)?;
+        let stream = self.stream(&request.stream_name).await?;
         let shard = self.shard(&stream, &request.shard_id)?.clone();
         let sequence = |text: &Option<String>| -> Result<u64, ApiError> {
             let text = text.as_deref().ok_or_else(|| {
@@ -573,7 +588,7 @@ impl StreamService {
                 aws_time(now)
             )));
         }
-        let stream = self.stream(&iterator.stream)?;
+        let stream = self.stream(&iterator.stream).await?;
         if stream.created_ms != iterator.stream_created_ms {
             return Err(self.stream_not_found(&iterator.stream));
         }

@@ -131,5 +131,6 @@ fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
         Body::ForwardAppend(_) => "forward-append",
         Body::ForwardRead(_) => "forward-read",
         Body::ForwardMeta(_) => "forward-meta",
+        Body::MetaBarrier(_) => "meta-barrier",
     }
 }

@@ -369,6 +369,7 @@ impl World {
                 let request = v1::DescribeStreamSummaryRequest { stream_name: STREAM.into() };
                 let status = service
                     .describe_stream_summary(request)
+                    .await
                     .ok()
                     .and_then(|response| response.stream_description_summary)
                     .map(|summary| summary.stream_status);

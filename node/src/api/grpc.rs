@@ -49,14 +49,14 @@ impl Riffle for GrpcApi {
     }
 
     async fn describe_stream(&self, request: Request<DescribeStreamRequest>) -> Reply<DescribeStreamResponse> {
-        self.service.describe_stream(request.into_inner()).map(Response::new).map_err(status)
+        self.service.describe_stream(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn describe_stream_summary(
         &self,
         request: Request<DescribeStreamSummaryRequest>,
     ) -> Reply<DescribeStreamSummaryResponse> {
-        self.service.describe_stream_summary(request.into_inner()).map(Response::new).map_err(status)
+        self.service.describe_stream_summary(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn list_streams(&self, request: Request<ListStreamsRequest>) -> Reply<ListStreamsResponse> {
@@ -64,7 +64,7 @@ impl Riffle for GrpcApi {
     }
 
     async fn list_shards(&self, request: Request<ListShardsRequest>) -> Reply<ListShardsResponse> {
-        self.service.list_shards(request.into_inner()).map(Response::new).map_err(status)
+        self.service.list_shards(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn put_record(&self, request: Request<PutRecordRequest>) -> Reply<PutRecordResponse> {
