@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::kinesis::KinesisSettings;
 use crate::meta::NodePlace;
 use crate::node::{DataLimits, NodeOptions, RaftTiming};
 use crate::service::ServiceSettings;
@@ -41,6 +42,15 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     #[serde(default)]
     pub raft: RaftConfig,
+    /// Address of the Kinesis HTTP API (JSON 1.1, what boto3 and the AWS CLI speak). Default:
+    /// absent, and the Kinesis API is off. Must differ from `grpc_listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis_listen: Option<SocketAddr>,
+    /// Serve the Kinesis API without checking credentials (any `Authorization` header is
+    /// ignored). Default false, and then every Kinesis request is refused with
+    /// `MissingAuthenticationTokenException` until SigV4 verification lands.
+    #[serde(default)]
+    pub kinesis_allow_anonymous: bool,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).
@@ -145,6 +155,9 @@ impl NodeConfig {
         if self.account.len() != 12 || !self.account.bytes().all(|byte| byte.is_ascii_digit()) {
             return Err(format!("account: {:?} is not a 12-digit account id", self.account));
         }
+        if self.kinesis_listen.is_some_and(|address| address == self.grpc_listen || address == self.peer_listen) {
+            return Err("kinesis_listen: must differ from grpc_listen and peer_listen".to_string());
+        }
         let raft = &self.raft;
         if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
             return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
@@ -187,6 +200,14 @@ impl NodeConfig {
         }
     }
 
+    pub fn kinesis_settings(&self) -> KinesisSettings {
+        KinesisSettings {
+            region: self.region.clone(),
+            account: self.account.clone(),
+            allow_anonymous: self.kinesis_allow_anonymous,
+        }
+    }
+
     pub fn service_settings(&self) -> ServiceSettings {
         ServiceSettings {
             region: self.region.clone(),
@@ -226,6 +247,24 @@ grpc_address = "127.0.0.1:50051"
         config.validate().expect("valid");
         assert_eq!(config.region, "us-east-1");
         assert_eq!(config.secret_bytes().len(), 16);
+        assert_eq!(config.kinesis_listen, None);
+        assert!(!config.kinesis_allow_anonymous);
+    }
+
+    #[test]
+    fn the_kinesis_keys_load_and_round_trip() {
+        let text = SAMPLE
+            .replace("node_id = 1", "node_id = 1\nkinesis_listen = \"127.0.0.1:4567\"\nkinesis_allow_anonymous = true");
+        let config: NodeConfig = toml::from_str(&text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.kinesis_listen, Some("127.0.0.1:4567".parse().expect("an address")));
+        assert!(config.kinesis_settings().allow_anonymous);
+        let again: NodeConfig = toml::from_str(&config.to_toml()).expect("round trips");
+        assert_eq!(again.kinesis_listen, config.kinesis_listen);
+
+        let mut clash = config;
+        clash.kinesis_listen = Some(clash.grpc_listen);
+        assert!(clash.validate().expect_err("refused").starts_with("kinesis_listen"));
     }
 
     #[test]

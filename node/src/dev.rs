@@ -1,7 +1,8 @@
 //! The local development cluster: three nodes on loopback in zones a, b and c.
 //!
 //! [`write_dev_configs`] creates (once) the cluster CA, node certificates and the shared
-//! iterator secret under the data directory, and writes one configuration file per node.
+//! iterator secret under the data directory, and writes one configuration file per node. With
+//! a Kinesis port, the nodes also serve the Kinesis HTTP API with anonymous access (loopback only).
 //! `riffle-node dev` and the process-level tests both start clusters from these files.
 
 use std::net::SocketAddr;
@@ -26,8 +27,24 @@ fn dev_secret(data_dir: &Path) -> Result<String> {
     Ok(secret)
 }
 
-/// Writes the three configuration files of a local cluster and returns their paths.
+/// Ports of a local cluster's node 1; nodes 2 and 3 use the next two of each.
+#[derive(Debug, Clone, Copy)]
+pub struct DevPorts {
+    pub grpc: u16,
+    pub peer: u16,
+    /// The Kinesis HTTP API, served with anonymous access; `None` leaves it off.
+    pub kinesis: Option<u16>,
+}
+
+/// Writes the three configuration files of a local cluster without the Kinesis API and
+/// returns their paths.
 pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<Vec<PathBuf>> {
+    write_dev_cluster_configs(data_dir, DevPorts { grpc: grpc_port, peer: peer_port, kinesis: None })
+}
+
+/// Writes the three configuration files of a local cluster and returns their paths.
+pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec<PathBuf>> {
+    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port } = ports;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
     let tls_root = data_dir.join("tls");
@@ -42,7 +59,7 @@ pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Res
         })
         .collect();
     let mut paths = Vec::new();
-    for peer in &peers {
+    for (offset, peer) in (0u16..).zip(&peers) {
         let node_dir = data_dir.join(format!("node-{}", peer.id));
         std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
         let tls_paths = NodeTlsPaths::dev(&tls_root, peer.id);
@@ -62,6 +79,9 @@ pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Res
             },
             peers: peers.clone(),
             raft: RaftConfig::default(),
+            kinesis_listen: kinesis_port.map(|port| SocketAddr::from(([127, 0, 0, 1], port + offset))),
+            // A local cluster on loopback, for trying things out: no credentials to set up.
+            kinesis_allow_anonymous: kinesis_port.is_some(),
         };
         config.validate().map_err(anyhow::Error::msg)?;
         let path = node_dir.join("riffle.toml");

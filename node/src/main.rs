@@ -2,7 +2,8 @@
 //!
 //! - `riffle-node --config FILE` runs one node (a real deployment runs one per machine).
 //! - `riffle-node dev` starts three node processes on loopback, in zones a, b and c, with data
-//!   under `./riffle-data`, prints their endpoints, and stops them all on Ctrl-C.
+//!   under `./riffle-data` and the Kinesis HTTP API open to anonymous clients, prints their
+//!   endpoints, and stops them all on Ctrl-C.
 //! - `riffle-node gen-certs` creates a cluster CA and node certificates.
 
 use std::collections::BTreeMap;
@@ -15,8 +16,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use riffle_node::api::grpc::GrpcApi;
+use riffle_node::api::kinesis::{self, KinesisApi};
 use riffle_node::config::NodeConfig;
-use riffle_node::dev;
+use riffle_node::dev::{self, DevPorts};
 use riffle_node::fs::real::RealFileSystem;
 use riffle_node::node::Node;
 use riffle_node::seam::{Seams, SystemClock, TokioExecutor};
@@ -50,6 +52,9 @@ enum Commands {
         /// QUIC peer port of node 1; nodes 2 and 3 use the next ports.
         #[arg(long, default_value_t = 50061)]
         peer_port: u16,
+        /// Kinesis HTTP API port of node 1 (anonymous access); nodes 2 and 3 use the next ports.
+        #[arg(long, default_value_t = 4567)]
+        kinesis_port: u16,
     },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
@@ -66,7 +71,9 @@ fn main() -> Result<()> {
     let arguments = Arguments::parse();
     match (arguments.config, arguments.command) {
         (Some(config), None) => run_node(&config),
-        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port })) => run_dev(&data_dir, grpc_port, peer_port),
+        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port })) => {
+            run_dev(&data_dir, DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port) })
+        }
         (None, Some(Commands::GenCerts { out, nodes })) => {
             if nodes.is_empty() {
                 bail!("--nodes needs at least one node id");
@@ -119,27 +126,65 @@ async fn serve(config: NodeConfig) -> Result<()> {
     )?;
     node.start(transport.clone()).await.map_err(anyhow::Error::msg)?;
     let service = StreamService::new(node.clone(), config.service_settings());
-    tracing::info!(node = config.node_id, grpc = %config.grpc_listen, peer = %config.peer_listen, "node serving");
-    let shutdown = async {
+    // One stop signal for both APIs: SIGINT or SIGTERM.
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
         }
         tracing::info!("stopping");
+        let _ = stop_sender.send(true);
+    });
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which only happens after it sent.
+        let _ = stop.wait_for(|stopped| *stopped).await;
     };
+    let kinesis_server = match config.kinesis_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the Kinesis API to {address} (kinesis_listen)"))?;
+            if config.kinesis_allow_anonymous {
+                tracing::warn!(kinesis = %address, "the Kinesis API accepts anonymous requests (kinesis_allow_anonymous)");
+            } else {
+                tracing::warn!(
+                    kinesis = %address,
+                    "the Kinesis API refuses every request: signature verification is not implemented yet and kinesis_allow_anonymous is false"
+                );
+            }
+            let api = KinesisApi::new(service.clone(), config.kinesis_settings(), rand::random());
+            Some(tokio::spawn(kinesis::serve(listener, api, stopped(stop.clone()))))
+        }
+        None => None,
+    };
+    tracing::info!(
+        node = config.node_id,
+        grpc = %config.grpc_listen,
+        peer = %config.peer_listen,
+        kinesis = ?config.kinesis_listen,
+        "node serving"
+    );
     tonic::transport::Server::builder()
         .add_service(GrpcApi::server(service))
-        .serve_with_shutdown(config.grpc_listen, shutdown)
+        .serve_with_shutdown(config.grpc_listen, stopped(stop))
         .await
         .with_context(|| format!("serving gRPC on {}", config.grpc_listen))?;
+    if let Some(server) = kinesis_server {
+        // It stops on the same signal, after at most its drain timeout.
+        if let Err(error) = server.await {
+            tracing::warn!(%error, "the Kinesis API server ended abnormally");
+        }
+    }
     node.shutdown().await;
     transport.shutdown().await;
     Ok(())
 }
 
-fn run_dev(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<()> {
-    let configs = dev::write_dev_configs(data_dir, grpc_port, peer_port)?;
+fn run_dev(data_dir: &Path, ports: DevPorts) -> Result<()> {
+    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port } = ports;
+    let configs = dev::write_dev_cluster_configs(data_dir, ports)?;
     let executable = std::env::current_exe().context("locating riffle-node")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
     for (position, config) in configs.iter().enumerate() {
@@ -168,6 +213,17 @@ fn run_dev(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<()> {
             grpc_port + position as u16,
             peer_port + position as u16,
             configs[position].with_file_name("node.log").display()
+        );
+    }
+    if let Some(kinesis_port) = kinesis_port {
+        println!(
+            "Kinesis API (JSON 1.1, ANONYMOUS ACCESS ON: no credentials are checked): http://127.0.0.1:{} http://127.0.0.1:{} http://127.0.0.1:{}",
+            kinesis_port,
+            kinesis_port + 1,
+            kinesis_port + 2
+        );
+        println!(
+            "Try: AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region us-east-1 --endpoint-url http://127.0.0.1:{kinesis_port} kinesis list-streams"
         );
     }
     println!("Try: riffle --endpoint http://127.0.0.1:{grpc_port} create-stream demo --shard-count 4");

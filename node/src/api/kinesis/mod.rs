@@ -1,0 +1,26 @@
+//! The Kinesis Data Streams HTTP API: the JSON 1.1 protocol (`X-Amz-Target:
+//! Kinesis_20131202.<Operation>`) over HTTP/1.1, so that boto3, the AWS CLI and other AWS
+//! SDKs work against a Riffle node unchanged.
+//!
+//! Boundaries: this module only translates. Requests become [`crate::service::StreamService`]
+//! calls on the same proto types the gRPC API uses; every rule about streams, records and
+//! iterators lives in the service. What is AWS's and lives here: member names and JSON types,
+//! the order of protocol checks, error bodies, ARNs.
+//!
+//! Invariants: every response carries `x-amzn-RequestId`; no response body holds a JSON
+//! `null`; a request body above [`REQUEST_BYTES_MAX`] is never buffered whole.
+//!
+//! See `docs/kinesis-api.md` for what is supported, and how it differs from AWS.
+
+mod arn;
+mod error;
+mod operations;
+mod request;
+mod response;
+mod server;
+
+pub use operations::ON_DEMAND_SHARD_COUNT;
+pub use server::{
+    serve, KinesisApi, KinesisSettings, BODY_READ_TIMEOUT_MS, CONNECTIONS_MAX, HEADER_READ_TIMEOUT_MS,
+    REQUEST_BYTES_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS,
+};

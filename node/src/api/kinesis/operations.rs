@@ -1,0 +1,836 @@
+//! The Kinesis operations: each reads its request members, maps them onto a
+//! [`StreamService`] call, and shapes the answer as AWS does.
+
+use base64::Engine;
+use riffle_proto::v1;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::arn::{parse_stream_arn, STREAM_ARN_CHARS_MAX, STREAM_ARN_PATTERN};
+use super::error::KinesisError;
+use super::request::{required, Members};
+use super::response::{
+    DescribeStreamOutput, DescribeStreamSummaryOutput, GetRecordsOutput, GetShardIteratorOutput, ListShardsOutput,
+    ListStreamsOutput, PutRecordOutput, PutRecordsOutput, MAX_RECORD_SIZE_KIB,
+};
+use crate::api::ApiError;
+use crate::service::StreamService;
+
+/// Shards a stream created with `StreamMode: ON_DEMAND` gets: AWS starts on-demand streams at 4
+/// shards, and Riffle does not scale them afterwards.
+pub const ON_DEMAND_SHARD_COUNT: u32 = 4;
+
+/// The largest `Limit` / `MaxResults` of the list and read operations.
+const PAGE_LIMIT_MAX: i64 = 10_000;
+
+/// Prefix inside a ListStreams `NextToken`, so that a token from anywhere else is refused.
+const LIST_STREAMS_TOKEN_PREFIX: &str = "riffle-list-streams/";
+
+/// The operations this node carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    CreateStream,
+    DeleteStream,
+    DescribeStream,
+    DescribeStreamSummary,
+    ListStreams,
+    ListShards,
+    PutRecord,
+    PutRecords,
+    GetShardIterator,
+    GetRecords,
+}
+
+/// What a target names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Supported(Operation),
+    /// A Kinesis operation Riffle will offer but does not yet.
+    NotYetSupported(&'static str),
+    /// A Kinesis operation Riffle has no plan to offer (channels, queues, account settings…).
+    NotSupported(&'static str),
+}
+
+/// The classic operations (and the resource tagging ones) not offered in this version.
+pub const NOT_YET_SUPPORTED: [&str; 25] = [
+    "UpdateStreamMode",
+    "SplitShard",
+    "MergeShards",
+    "UpdateShardCount",
+    "IncreaseStreamRetentionPeriod",
+    "DecreaseStreamRetentionPeriod",
+    "AddTagsToStream",
+    "RemoveTagsFromStream",
+    "ListTagsForStream",
+    "StartStreamEncryption",
+    "StopStreamEncryption",
+    "EnableEnhancedMonitoring",
+    "DisableEnhancedMonitoring",
+    "RegisterStreamConsumer",
+    "DeregisterStreamConsumer",
+    "DescribeStreamConsumer",
+    "ListStreamConsumers",
+    "SubscribeToShard",
+    "DescribeLimits",
+    "PutResourcePolicy",
+    "GetResourcePolicy",
+    "DeleteResourcePolicy",
+    "TagResource",
+    "UntagResource",
+    "ListTagsForResource",
+];
+
+/// Operations of the current AWS model outside Riffle's plan.
+pub const NOT_SUPPORTED: [&str; 22] = [
+    "DescribeAccountSettings",
+    "UpdateAccountSettings",
+    "UpdateMaxRecordSize",
+    "UpdateStreamWarmThroughput",
+    "UpdateStreamRecordDistributionStrategy",
+    "CreateChannel",
+    "DeleteChannel",
+    "DescribeChannel",
+    "ListChannels",
+    "UpdateChannel",
+    "CreateQueue",
+    "DeleteQueue",
+    "DescribeQueue",
+    "ListQueues",
+    "UpdateQueue",
+    "ReceiveQueueRecords",
+    "AcknowledgeQueueRecords",
+    "UpdateQueueRecordsVisibility",
+    "ReceiveDeadLetterQueueRecords",
+    "AcknowledgeDeadLetterQueueRecords",
+    "RestoreDeadLetterQueueRecords",
+    "UpdateDeadLetterQueueRecordsVisibility",
+];
+
+impl Target {
+    /// The operation named by `Kinesis_20131202.<Operation>`; `None` for anything else.
+    pub fn parse(header: &str) -> Option<Target> {
+        let (service, operation) = header.split_once('.')?;
+        if service != "Kinesis_20131202" {
+            return None;
+        }
+        let supported = match operation {
+            "CreateStream" => Operation::CreateStream,
+            "DeleteStream" => Operation::DeleteStream,
+            "DescribeStream" => Operation::DescribeStream,
+            "DescribeStreamSummary" => Operation::DescribeStreamSummary,
+            "ListStreams" => Operation::ListStreams,
+            "ListShards" => Operation::ListShards,
+            "PutRecord" => Operation::PutRecord,
+            "PutRecords" => Operation::PutRecords,
+            "GetShardIterator" => Operation::GetShardIterator,
+            "GetRecords" => Operation::GetRecords,
+            other => {
+                if let Some(name) = NOT_YET_SUPPORTED.iter().find(|name| **name == other) {
+                    return Some(Target::NotYetSupported(name));
+                }
+                return NOT_SUPPORTED.iter().find(|name| **name == other).map(|name| Target::NotSupported(name));
+            }
+        };
+        Some(Target::Supported(supported))
+    }
+}
+
+/// A Coral validation error.
+fn validation(value: &str, member: &str, constraint: &str) -> KinesisError {
+    KinesisError::Api(ApiError::validation(value, member, constraint))
+}
+
+fn not_supported_yet(what: &str) -> KinesisError {
+    KinesisError::Api(ApiError::InvalidArgument(format!("{what} is not supported by this server yet.")))
+}
+
+/// A page size (`Limit`, `MaxResults`) within 1..=10,000.
+fn page_limit(value: Option<i64>, member: &str) -> Result<Option<u32>, KinesisError> {
+    match value {
+        None => Ok(None),
+        Some(limit) if limit < 1 => {
+            Err(validation(&limit.to_string(), member, "Member must have value greater than or equal to 1"))
+        }
+        Some(limit) if limit > PAGE_LIMIT_MAX => {
+            Err(validation(&limit.to_string(), member, "Member must have value less than or equal to 10000"))
+        }
+        Some(limit) => Ok(Some(limit as u32)),
+    }
+}
+
+/// `0|([1-9]\d{0,max_digits - 1})`, the model's pattern for hash keys and sequence numbers.
+fn is_decimal(text: &str, max_digits: usize) -> bool {
+    text == "0"
+        || (!text.is_empty()
+            && text.len() <= max_digits
+            && !text.starts_with('0')
+            && text.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
+fn encode<T: Serialize>(output: &T) -> Vec<u8> {
+    serde_json::to_vec(output).expect("response shapes hold only strings, numbers, booleans and lists")
+}
+
+/// How a request names its stream, as read (types checked, nothing validated yet).
+struct StreamReference {
+    name: Option<String>,
+    arn: Option<String>,
+    id: Option<String>,
+}
+
+impl StreamReference {
+    fn read(members: &Members<'_>) -> Result<StreamReference, KinesisError> {
+        Ok(StreamReference {
+            name: members.string("StreamName")?,
+            arn: members.string("StreamARN")?,
+            id: members.string("StreamId")?,
+        })
+    }
+
+    fn is_given(&self) -> bool {
+        self.name.is_some() || self.arn.is_some() || self.id.is_some()
+    }
+}
+
+/// The region and account of this cluster's ARNs: a `StreamARN` naming another one names a
+/// stream this cluster does not hold.
+#[derive(Debug, Clone)]
+pub struct ArnScope {
+    pub region: String,
+    pub account: String,
+}
+
+/// The stream a request names by `StreamName` or `StreamARN`.
+fn stream_name(reference: StreamReference, scope: &ArnScope) -> Result<String, KinesisError> {
+    if reference.id.is_some() {
+        return Err(not_supported_yet("Addressing a stream by StreamId"));
+    }
+    let from_arn = match &reference.arn {
+        None => None,
+        Some(text) => {
+            if text.is_empty() {
+                return Err(validation(text, "streamARN", "Member must have length greater than or equal to 1"));
+            }
+            if text.chars().count() > STREAM_ARN_CHARS_MAX {
+                return Err(validation(text, "streamARN", "Member must have length less than or equal to 2048"));
+            }
+            let arn = parse_stream_arn(text).ok_or_else(|| {
+                validation(
+                    text,
+                    "streamARN",
+                    &format!("Member must satisfy regular expression pattern: {STREAM_ARN_PATTERN}"),
+                )
+            })?;
+            if arn.region != scope.region || arn.account != scope.account {
+                return Err(KinesisError::Api(ApiError::ResourceNotFound(format!(
+                    "Stream {} under account {} not found.",
+                    arn.stream_name, arn.account
+                ))));
+            }
+            Some(arn.stream_name.to_string())
+        }
+    };
+    match (reference.name, from_arn) {
+        (Some(name), Some(arn_name)) if name != arn_name => Err(KinesisError::Api(ApiError::InvalidArgument(format!(
+            "StreamARN {} and StreamName {name} name different streams.",
+            reference.arn.unwrap_or_default()
+        )))),
+        (Some(name), _) | (None, Some(name)) => Ok(name),
+        (None, None) => Err(KinesisError::Api(ApiError::InvalidArgument(
+            "Either StreamName or StreamARN should be provided.".into(),
+        ))),
+    }
+}
+
+fn create_stream_request(members: Members<'_>) -> Result<v1::CreateStreamRequest, KinesisError> {
+    let stream_name = members.string("StreamName")?;
+    let shard_count = members.integer("ShardCount")?;
+    let mode_details = members.structure("StreamModeDetails", "streamModeDetails")?;
+    let stream_mode = mode_details.map(|details| details.string("StreamMode")).transpose()?.flatten();
+    let tags = members.map_len("Tags")?;
+    let warm_throughput = members.integer("WarmThroughputMiBps")?;
+    let max_record_size = members.integer("MaxRecordSizeInKiB")?;
+
+    let stream_name = required(stream_name, "streamName")?;
+    let on_demand = match mode_details {
+        None => false,
+        Some(_) => match required(stream_mode, "streamModeDetails.streamMode")?.as_str() {
+            "PROVISIONED" => false,
+            "ON_DEMAND" => true,
+            other => {
+                return Err(validation(
+                    other,
+                    "streamModeDetails.streamMode",
+                    "Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+                ))
+            }
+        },
+    };
+    let shard_count = if on_demand {
+        if shard_count.is_some() {
+            return Err(KinesisError::Api(ApiError::InvalidArgument(
+                "ShardCount must not be given for a stream in ON_DEMAND mode.".into(),
+            )));
+        }
+        ON_DEMAND_SHARD_COUNT
+    } else {
+        let count = required(shard_count, "shardCount")?;
+        if count < 1 {
+            return Err(validation(
+                &count.to_string(),
+                "shardCount",
+                "Member must have value greater than or equal to 1",
+            ));
+        }
+        u32::try_from(count).unwrap_or(u32::MAX)
+    };
+    if tags.is_some() {
+        return Err(not_supported_yet("Tags on CreateStream"));
+    }
+    if warm_throughput.is_some() {
+        return Err(not_supported_yet("WarmThroughputMiBps"));
+    }
+    if max_record_size.is_some_and(|size| size != i64::from(MAX_RECORD_SIZE_KIB)) {
+        return Err(not_supported_yet("A MaxRecordSizeInKiB other than 1024"));
+    }
+    Ok(v1::CreateStreamRequest { stream_name, shard_count, retention_period_hours: None })
+}
+
+fn delete_stream_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::DeleteStreamRequest, KinesisError> {
+    let reference = StreamReference::read(&members)?;
+    // No stream has consumers yet, so forcing their deletion changes nothing.
+    let _enforce_consumer_deletion = members.boolean("EnforceConsumerDeletion")?;
+    Ok(v1::DeleteStreamRequest { stream_name: stream_name(reference, scope)? })
+}
+
+fn describe_stream_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::DescribeStreamRequest, KinesisError> {
+    let reference = StreamReference::read(&members)?;
+    let limit = members.integer("Limit")?;
+    let exclusive_start_shard_id = members.string("ExclusiveStartShardId")?;
+    let stream_name = stream_name(reference, scope)?;
+    let limit = page_limit(limit, "limit")?;
+    Ok(v1::DescribeStreamRequest { stream_name, limit, exclusive_start_shard_id })
+}
+
+fn describe_stream_summary_request(
+    members: Members<'_>,
+    scope: &ArnScope,
+) -> Result<v1::DescribeStreamSummaryRequest, KinesisError> {
+    Ok(v1::DescribeStreamSummaryRequest { stream_name: stream_name(StreamReference::read(&members)?, scope)? })
+}
+
+fn list_streams_request(members: Members<'_>) -> Result<v1::ListStreamsRequest, KinesisError> {
+    let limit = members.integer("Limit")?;
+    let exclusive_start_stream_name = members.string("ExclusiveStartStreamName")?;
+    let next_token = members.string("NextToken")?;
+    let limit = page_limit(limit, "limit")?;
+    let exclusive_start_stream_name = match (next_token, exclusive_start_stream_name) {
+        (Some(_), Some(_)) => {
+            return Err(KinesisError::Api(ApiError::InvalidArgument(
+                "NextToken and ExclusiveStartStreamName cannot be provided together.".into(),
+            )))
+        }
+        (Some(token), None) => Some(decode_list_streams_token(&token)?),
+        (None, start) => start,
+    };
+    Ok(v1::ListStreamsRequest { limit, exclusive_start_stream_name })
+}
+
+fn list_shards_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::ListShardsRequest, KinesisError> {
+    let reference = StreamReference::read(&members)?;
+    let next_token = members.string("NextToken")?;
+    let exclusive_start_shard_id = members.string("ExclusiveStartShardId")?;
+    let max_results = members.integer("MaxResults")?;
+    // The creation time tells apart streams of one name; a name is never reused while its
+    // stream exists, so the stream found by name is the one meant.
+    let _stream_creation_timestamp = members.timestamp_ms("StreamCreationTimestamp")?;
+    let filter = members.structure("ShardFilter", "shardFilter")?;
+    let filter_type = filter.map(|filter| filter.string("Type")).transpose()?.flatten();
+    let filter_shard_id = filter.map(|filter| filter.string("ShardId")).transpose()?.flatten();
+    let filter_timestamp = filter.map(|filter| filter.timestamp_ms("Timestamp")).transpose()?.flatten();
+
+    let max_results = page_limit(max_results, "maxResults")?;
+    let stream_name = match &next_token {
+        Some(_) if reference.arn.is_some() => {
+            return Err(KinesisError::Api(ApiError::InvalidArgument(
+                "NextToken and StreamARN cannot be provided together.".into(),
+            )))
+        }
+        // The service refuses a token together with a StreamName, with AWS's message.
+        Some(_) => reference.name.unwrap_or_default(),
+        // And a request with neither.
+        None if !reference.is_given() => String::new(),
+        None => stream_name(reference, scope)?,
+    };
+    let mut start_after = exclusive_start_shard_id;
+    if filter.is_some() {
+        // Shards are all open and all as old as their stream until resharding lands, so every
+        // filter but AFTER_SHARD_ID selects every shard.
+        match required(filter_type, "shardFilter.type")?.as_str() {
+            "AFTER_SHARD_ID" => {
+                let shard_id = filter_shard_id.ok_or_else(|| {
+                    ApiError::InvalidArgument("ShardId must be provided for the AFTER_SHARD_ID filter.".into())
+                })?;
+                if start_after.is_some() {
+                    return Err(KinesisError::Api(ApiError::InvalidArgument(
+                        "ExclusiveStartShardId and a ShardFilter of type AFTER_SHARD_ID cannot be provided together."
+                            .into(),
+                    )));
+                }
+                start_after = Some(shard_id);
+            }
+            "AT_TIMESTAMP" | "FROM_TIMESTAMP" if filter_timestamp.is_none() => {
+                return Err(KinesisError::Api(ApiError::InvalidArgument(
+                    "Timestamp must be provided for the AT_TIMESTAMP and FROM_TIMESTAMP filters.".into(),
+                )))
+            }
+            "AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" | "AT_LATEST" | "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {}
+            other => {
+                return Err(validation(
+                    other,
+                    "shardFilter.type",
+                    "Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]",
+                ))
+            }
+        }
+    }
+    Ok(v1::ListShardsRequest { stream_name, max_results, exclusive_start_shard_id: start_after, next_token })
+}
+
+fn put_record_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::PutRecordRequest, KinesisError> {
+    let reference = StreamReference::read(&members)?;
+    let data = members.blob("Data")?;
+    let partition_key = members.string("PartitionKey")?;
+    let explicit_hash_key = members.string("ExplicitHashKey")?;
+    let sequence_number_for_ordering = members.string("SequenceNumberForOrdering")?;
+
+    let data = required(data, "data")?;
+    let partition_key = required(partition_key, "partitionKey")?;
+    check_explicit_hash_key(explicit_hash_key.as_deref(), "explicitHashKey")?;
+    Ok(v1::PutRecordRequest {
+        stream_name: stream_name(reference, scope)?,
+        data: data.into(),
+        partition_key,
+        explicit_hash_key,
+        sequence_number_for_ordering,
+    })
+}
+
+fn put_records_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::PutRecordsRequest, KinesisError> {
+    let reference = StreamReference::read(&members)?;
+    let listed = members.structure_list("Records")?;
+    let elements = listed.unwrap_or_default();
+    let paths: Vec<String> = (1..=elements.len()).map(|position| format!("records.{position}.member")).collect();
+    let mut read = Vec::with_capacity(elements.len());
+    for (element, path) in elements.iter().zip(&paths) {
+        let entry = Members::element(element, path);
+        read.push((entry, entry.blob("Data")?, entry.string("PartitionKey")?, entry.string("ExplicitHashKey")?));
+    }
+
+    required(listed, "records")?;
+    let mut records = Vec::with_capacity(read.len());
+    for (entry, data, partition_key, explicit_hash_key) in read {
+        let data = required(data, &entry.path_of("Data"))?;
+        let partition_key = required(partition_key, &entry.path_of("PartitionKey"))?;
+        check_explicit_hash_key(explicit_hash_key.as_deref(), &entry.path_of("ExplicitHashKey"))?;
+        records.push(v1::PutRecordsRequestEntry { data: data.into(), partition_key, explicit_hash_key });
+    }
+    Ok(v1::PutRecordsRequest { stream_name: stream_name(reference, scope)?, records })
+}
+
+fn get_shard_iterator_request(
+    members: Members<'_>,
+    scope: &ArnScope,
+) -> Result<v1::GetShardIteratorRequest, KinesisError> {
+    use v1::ShardIteratorType as Type;
+    let reference = StreamReference::read(&members)?;
+    let shard_id = members.string("ShardId")?;
+    let iterator_type = members.string("ShardIteratorType")?;
+    let starting_sequence_number = members.string("StartingSequenceNumber")?;
+    let timestamp_ms = members.timestamp_ms("Timestamp")?;
+
+    let shard_id = required(shard_id, "shardId")?;
+    let iterator_type = match required(iterator_type, "shardIteratorType")?.as_str() {
+        "AT_SEQUENCE_NUMBER" => Type::AtSequenceNumber,
+        "AFTER_SEQUENCE_NUMBER" => Type::AfterSequenceNumber,
+        "TRIM_HORIZON" => Type::TrimHorizon,
+        "LATEST" => Type::Latest,
+        "AT_TIMESTAMP" => Type::AtTimestamp,
+        other => {
+            return Err(validation(
+                other,
+                "shardIteratorType",
+                "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+            ))
+        }
+    };
+    if let Some(sequence) = &starting_sequence_number {
+        if !is_decimal(sequence, 129) {
+            return Err(validation(
+                sequence,
+                "startingSequenceNumber",
+                r"Member must satisfy regular expression pattern: 0|([1-9]\d{0,128})",
+            ));
+        }
+    }
+    Ok(v1::GetShardIteratorRequest {
+        stream_name: stream_name(reference, scope)?,
+        shard_id,
+        shard_iterator_type: iterator_type as i32,
+        starting_sequence_number,
+        timestamp_ms,
+    })
+}
+
+fn get_records_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::GetRecordsRequest, KinesisError> {
+    let shard_iterator = members.string("ShardIterator")?;
+    let limit = members.integer("Limit")?;
+    let reference = StreamReference::read(&members)?;
+
+    let shard_iterator = required(shard_iterator, "shardIterator")?;
+    let limit = page_limit(limit, "limit")?;
+    // The iterator names its stream; a StreamARN beside it is checked for form and place only.
+    if reference.arn.is_some() {
+        stream_name(StreamReference { name: None, ..reference }, scope)?;
+    }
+    Ok(v1::GetRecordsRequest { shard_iterator, limit })
+}
+
+/// The operations over one [`StreamService`].
+#[derive(Clone)]
+pub struct Operations {
+    service: StreamService,
+    scope: ArnScope,
+}
+
+impl Operations {
+    /// `scope` must be the region and account the service puts in its ARNs.
+    pub fn new(service: StreamService, scope: ArnScope) -> Operations {
+        Operations { service, scope }
+    }
+
+    /// Runs `operation` on a request body already parsed as a JSON object. The answer is the
+    /// response body; void operations answer with an empty one, as AWS does.
+    pub async fn invoke(&self, operation: Operation, body: &Map<String, Value>) -> Result<Vec<u8>, KinesisError> {
+        let members = Members::top(body);
+        let scope = &self.scope;
+        let service = &self.service;
+        match operation {
+            Operation::CreateStream => {
+                service.create_stream(create_stream_request(members)?).await?;
+                Ok(Vec::new())
+            }
+            Operation::DeleteStream => {
+                service.delete_stream(delete_stream_request(members, scope)?).await?;
+                Ok(Vec::new())
+            }
+            Operation::DescribeStream => {
+                let described = service.describe_stream(describe_stream_request(members, scope)?).await?;
+                let description = described
+                    .stream_description
+                    .ok_or_else(|| ApiError::Internal("the service described no stream".into()))?;
+                Ok(encode(&DescribeStreamOutput::from_proto(description)))
+            }
+            Operation::DescribeStreamSummary => {
+                let summary = service
+                    .describe_stream_summary(describe_stream_summary_request(members, scope)?)
+                    .await?
+                    .stream_description_summary
+                    .ok_or_else(|| ApiError::Internal("the service summarized no stream".into()))?;
+                Ok(encode(&DescribeStreamSummaryOutput::from_proto(summary)))
+            }
+            Operation::ListStreams => {
+                let listed = service.list_streams(list_streams_request(members)?)?;
+                let next_token = match (listed.has_more_streams, listed.stream_names.last()) {
+                    (true, Some(last)) => Some(encode_list_streams_token(last)),
+                    _ => None,
+                };
+                Ok(encode(&ListStreamsOutput::from_proto(listed, next_token)))
+            }
+            Operation::ListShards => {
+                let listed = service.list_shards(list_shards_request(members, scope)?).await?;
+                Ok(encode(&ListShardsOutput::from_proto(listed)))
+            }
+            Operation::PutRecord => {
+                let put = service.put_record(put_record_request(members, scope)?).await?;
+                Ok(encode(&PutRecordOutput::from_proto(put)))
+            }
+            Operation::PutRecords => {
+                let put = service.put_records(put_records_request(members, scope)?).await?;
+                Ok(encode(&PutRecordsOutput::from_proto(put)))
+            }
+            Operation::GetShardIterator => {
+                let iterator = service.get_shard_iterator(get_shard_iterator_request(members, scope)?).await?;
+                Ok(encode(&GetShardIteratorOutput { shard_iterator: iterator.shard_iterator }))
+            }
+            Operation::GetRecords => {
+                let got = service.get_records(get_records_request(members, scope)?).await?;
+                Ok(encode(&GetRecordsOutput::from_proto(got)))
+            }
+        }
+    }
+}
+
+fn check_explicit_hash_key(key: Option<&str>, member: &str) -> Result<(), KinesisError> {
+    match key {
+        Some(key) if !is_decimal(key, 39) => {
+            Err(validation(key, member, r"Member must satisfy regular expression pattern: 0|([1-9]\d{0,38})"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn encode_list_streams_token(last_stream_name: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{LIST_STREAMS_TOKEN_PREFIX}{last_stream_name}"))
+}
+
+fn decode_list_streams_token(token: &str) -> Result<String, KinesisError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.strip_prefix(LIST_STREAMS_TOKEN_PREFIX).map(str::to_string))
+        .ok_or_else(|| KinesisError::Api(ApiError::InvalidArgument(format!("Invalid NextToken: {token}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn targets_name_supported_planned_and_foreign_operations() {
+        assert_eq!(Target::parse("Kinesis_20131202.PutRecord"), Some(Target::Supported(Operation::PutRecord)));
+        assert_eq!(Target::parse("Kinesis_20131202.SplitShard"), Some(Target::NotYetSupported("SplitShard")));
+        assert_eq!(Target::parse("Kinesis_20131202.TagResource"), Some(Target::NotYetSupported("TagResource")));
+        assert_eq!(Target::parse("Kinesis_20131202.CreateQueue"), Some(Target::NotSupported("CreateQueue")));
+        assert_eq!(Target::parse("Kinesis_20131202.putRecord"), None);
+        assert_eq!(Target::parse("Kinesis_20131202.Nope"), None);
+        assert_eq!(Target::parse("DynamoDB_20120810.PutItem"), None);
+        assert_eq!(Target::parse("Kinesis_20131202"), None);
+        assert_eq!(Target::parse(""), None);
+    }
+
+    #[test]
+    fn the_classic_operations_and_resource_tagging_are_all_known() {
+        // 32 classic operations plus TagResource, UntagResource and ListTagsForResource.
+        assert_eq!(10 + NOT_YET_SUPPORTED.len(), 35);
+        for name in NOT_YET_SUPPORTED.iter().chain(NOT_SUPPORTED.iter()) {
+            assert!(Target::parse(&format!("Kinesis_20131202.{name}")).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn page_limits_and_decimal_patterns_are_checked_as_coral() {
+        assert_eq!(page_limit(Some(1), "limit").unwrap(), Some(1));
+        assert_eq!(page_limit(None, "limit").unwrap(), None);
+        let error = page_limit(Some(0), "limit").unwrap_err();
+        assert_eq!(
+            error.body()["message"],
+            "1 validation error detected: Value '0' at 'limit' failed to satisfy constraint: Member must have value greater than or equal to 1"
+        );
+        assert!(page_limit(Some(10_001), "limit").is_err());
+        assert!(is_decimal("0", 39));
+        assert!(is_decimal("340282366920938463463374607431768211455", 39));
+        assert!(!is_decimal("01", 39));
+        assert!(!is_decimal("", 39));
+        assert!(!is_decimal("-1", 39));
+        assert!(!is_decimal(&"1".repeat(40), 39));
+        assert!(check_explicit_hash_key(Some("12x"), "explicitHashKey").is_err());
+    }
+
+    fn scope() -> ArnScope {
+        ArnScope { region: "us-east-1".into(), account: "000000000000".into() }
+    }
+
+    fn body(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(object) => object,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// The error's type and its message (or `Message`) text.
+    fn failure(error: KinesisError) -> (String, String) {
+        let body = error.body();
+        let text = body.get("message").or_else(|| body.get("Message")).and_then(Value::as_str).unwrap_or_default();
+        (error.error_type().to_string(), text.to_string())
+    }
+
+    #[test]
+    fn streams_are_named_by_name_or_by_an_arn_of_this_region_and_account() {
+        let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/orders";
+        let name = |value: Value| stream_name(StreamReference::read(&Members::top(&body(value)))?, &scope());
+        assert_eq!(name(json!({"StreamName": "orders"})).unwrap(), "orders");
+        assert_eq!(name(json!({"StreamARN": arn})).unwrap(), "orders");
+        assert_eq!(name(json!({"StreamName": "orders", "StreamARN": arn})).unwrap(), "orders");
+        assert_eq!(
+            failure(name(json!({"StreamName": "other", "StreamARN": arn})).unwrap_err()).0,
+            "InvalidArgumentException"
+        );
+        assert_eq!(
+            failure(name(json!({"StreamARN": "arn:aws:kinesis:eu-west-1:000000000000:stream/orders"})).unwrap_err()),
+            ("ResourceNotFoundException".into(), "Stream orders under account 000000000000 not found.".into())
+        );
+        assert_eq!(
+            failure(name(json!({"StreamARN": "arn:aws:kinesis:us-east-1:123456789012:stream/orders"})).unwrap_err()),
+            ("ResourceNotFoundException".into(), "Stream orders under account 123456789012 not found.".into())
+        );
+        let (kind, message) = failure(name(json!({"StreamARN": "orders"})).unwrap_err());
+        assert_eq!(kind, "ValidationException");
+        assert!(message.contains(r"at 'streamARN' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\d{12}:stream/\S+"), "{message}");
+        assert_eq!(failure(name(json!({})).unwrap_err()).0, "InvalidArgumentException");
+        assert_eq!(failure(name(json!({"StreamName": 7})).unwrap_err()).0, "SerializationException");
+    }
+
+    #[test]
+    fn put_record_reads_base64_data_and_requires_data_and_partition_key() {
+        let request = put_record_request(
+            Members::top(&body(
+                json!({"StreamName": "s", "Data": "aGk=", "PartitionKey": "k", "ExplicitHashKey": "5"}),
+            )),
+            &scope(),
+        )
+        .unwrap();
+        assert_eq!(request.stream_name, "s");
+        assert_eq!(&request.data[..], b"hi");
+        assert_eq!(request.partition_key, "k");
+        assert_eq!(request.explicit_hash_key.as_deref(), Some("5"));
+
+        let missing = put_record_request(Members::top(&body(json!({"StreamName": "s", "Data": "aGk="}))), &scope());
+        assert_eq!(
+            failure(missing.unwrap_err()),
+            (
+                "ValidationException".into(),
+                "1 validation error detected: Value null at 'partitionKey' failed to satisfy constraint: Member must not be null".into()
+            )
+        );
+        // Types are checked before anything is required: a bad Data wins over a missing key.
+        let both = put_record_request(Members::top(&body(json!({"StreamName": "s", "Data": true}))), &scope());
+        assert_eq!(
+            failure(both.unwrap_err()),
+            ("SerializationException".into(), "class java.lang.Boolean can not be converted to a Blob".into())
+        );
+        let bad_key = put_record_request(
+            Members::top(&body(json!({"StreamName": "s", "Data": "", "PartitionKey": "k", "ExplicitHashKey": "x"}))),
+            &scope(),
+        );
+        assert_eq!(failure(bad_key.unwrap_err()).0, "ValidationException");
+    }
+
+    #[test]
+    fn put_records_names_a_missing_member_by_its_position() {
+        let request = put_records_request(
+            Members::top(&body(json!({
+                "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+                "Records": [{"Data": "AA==", "PartitionKey": "a"}, {"Data": "AQ=="}]
+            }))),
+            &scope(),
+        );
+        assert_eq!(
+            failure(request.unwrap_err()).1,
+            "1 validation error detected: Value null at 'records.2.member.partitionKey' failed to satisfy constraint: Member must not be null"
+        );
+        let request = put_records_request(
+            Members::top(&body(json!({"StreamName": "s", "Records": [{"Data": "AA==", "PartitionKey": "a"}]}))),
+            &scope(),
+        )
+        .unwrap();
+        assert_eq!(request.records.len(), 1);
+        assert_eq!(&request.records[0].data[..], &[0u8]);
+        let missing = put_records_request(Members::top(&body(json!({"StreamName": "s"}))), &scope());
+        assert_eq!(failure(missing.unwrap_err()).1, "1 validation error detected: Value null at 'records' failed to satisfy constraint: Member must not be null");
+        let wrong = put_records_request(Members::top(&body(json!({"StreamName": "s", "Records": {}}))), &scope());
+        assert_eq!(failure(wrong.unwrap_err()).0, "SerializationException");
+    }
+
+    #[test]
+    fn get_shard_iterator_takes_timestamps_as_epoch_seconds_and_checks_the_type() {
+        let request = get_shard_iterator_request(
+            Members::top(&body(json!({
+                "StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_TIMESTAMP",
+                "Timestamp": 1795360321.5
+            }))),
+            &scope(),
+        )
+        .unwrap();
+        assert_eq!(request.timestamp_ms, Some(1_795_360_321_500));
+        assert_eq!(request.shard_iterator_type, v1::ShardIteratorType::AtTimestamp as i32);
+
+        let unknown = get_shard_iterator_request(
+            Members::top(&body(
+                json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "OLDEST"}),
+            )),
+            &scope(),
+        );
+        let (kind, message) = failure(unknown.unwrap_err());
+        assert_eq!(kind, "ValidationException");
+        assert!(message.starts_with("1 validation error detected: Value 'OLDEST' at 'shardIteratorType'"), "{message}");
+        let missing = get_shard_iterator_request(
+            Members::top(&body(json!({"StreamName": "s", "ShardIteratorType": "LATEST"}))),
+            &scope(),
+        );
+        assert!(failure(missing.unwrap_err()).1.contains("Value null at 'shardId'"));
+    }
+
+    #[test]
+    fn create_stream_takes_a_shard_count_or_on_demand_mode() {
+        let provisioned =
+            create_stream_request(Members::top(&body(json!({"StreamName": "s", "ShardCount": 3})))).unwrap();
+        assert_eq!(provisioned.shard_count, 3);
+        let on_demand = create_stream_request(Members::top(&body(
+            json!({"StreamName": "s", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
+        )))
+        .unwrap();
+        assert_eq!(on_demand.shard_count, ON_DEMAND_SHARD_COUNT);
+        let missing = create_stream_request(Members::top(&body(json!({"StreamName": "s"}))));
+        assert!(failure(missing.unwrap_err()).1.contains("Value null at 'shardCount'"));
+        let negative = create_stream_request(Members::top(&body(json!({"StreamName": "s", "ShardCount": -2}))));
+        assert!(failure(negative.unwrap_err()).1.contains("Value '-2' at 'shardCount'"));
+        let tagged =
+            create_stream_request(Members::top(&body(json!({"StreamName": "s", "ShardCount": 1, "Tags": {"a": "b"}}))));
+        assert_eq!(failure(tagged.unwrap_err()).0, "InvalidArgumentException");
+        let mode = create_stream_request(Members::top(&body(
+            json!({"StreamName": "s", "StreamModeDetails": {"StreamMode": "X"}}),
+        )));
+        assert_eq!(failure(mode.unwrap_err()).0, "ValidationException");
+    }
+
+    #[test]
+    fn list_shards_maps_filters_onto_pages() {
+        let after = list_shards_request(
+            Members::top(&body(json!({"StreamName": "s", "ShardFilter": {"Type": "AFTER_SHARD_ID", "ShardId": "shardId-000000000001"}}))),
+            &scope(),
+        )
+        .unwrap();
+        assert_eq!(after.exclusive_start_shard_id.as_deref(), Some("shardId-000000000001"));
+        let token = list_shards_request(Members::top(&body(json!({"NextToken": "s/2"}))), &scope()).unwrap();
+        assert_eq!((token.stream_name.as_str(), token.next_token.as_deref()), ("", Some("s/2")));
+        let clash = list_shards_request(
+            Members::top(&body(
+                json!({"NextToken": "s/2", "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s"}),
+            )),
+            &scope(),
+        );
+        assert_eq!(failure(clash.unwrap_err()).0, "InvalidArgumentException");
+    }
+
+    #[test]
+    fn get_records_requires_an_iterator() {
+        let missing = get_records_request(Members::top(&body(json!({"Limit": 10}))), &scope());
+        assert!(failure(missing.unwrap_err()).1.contains("Value null at 'shardIterator'"));
+        let request =
+            get_records_request(Members::top(&body(json!({"ShardIterator": "AAAA", "Limit": 10.7}))), &scope())
+                .unwrap();
+        assert_eq!((request.shard_iterator.as_str(), request.limit), ("AAAA", Some(10)));
+    }
+
+    #[test]
+    fn list_streams_tokens_round_trip_and_foreign_tokens_are_refused() {
+        let token = encode_list_streams_token("orders");
+        assert_eq!(decode_list_streams_token(&token).unwrap(), "orders");
+        assert_eq!(decode_list_streams_token("b3JkZXJz").unwrap_err().error_type(), "InvalidArgumentException");
+        assert_eq!(decode_list_streams_token("%%%").unwrap_err().error_type(), "InvalidArgumentException");
+    }
+}

@@ -1,0 +1,412 @@
+//! The HTTP/1.1 server of the Kinesis API and the JSON 1.1 protocol checks that run before an
+//! operation: method, content type, target, body and credentials, in the order AWS applies
+//! them (the order kinesalite reproduces from AWS).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::error::{access_denied_body, KinesisError};
+use super::operations::{ArnScope, Operation, Operations, Target};
+use super::request::parse_body;
+use crate::api::ApiError;
+use crate::service::StreamService;
+
+/// A request body at most; larger ones get 413 with an empty body, as kinesalite answers.
+pub const REQUEST_BYTES_MAX: usize = 7 << 20;
+/// Connections served at once; further clients wait in the listen backlog.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+/// How long a client may take to send a request's body once its headers arrived.
+pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
+/// How long a stopping server waits for requests in flight before dropping their connections.
+pub const SHUTDOWN_DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// Pause after a failed accept (out of file descriptors, say) before trying again.
+pub const ACCEPT_RETRY_MS: u64 = 100;
+
+const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+const CBOR_CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";
+
+/// Settings of the Kinesis API, from the node configuration.
+#[derive(Debug, Clone)]
+pub struct KinesisSettings {
+    /// Region and account of the cluster's stream ARNs (the service's own).
+    pub region: String,
+    pub account: String,
+    /// Serve requests without checking credentials. Until SigV4 verification lands, a node
+    /// that does not allow anonymous access refuses every request.
+    pub allow_anonymous: bool,
+}
+
+/// An HTTP answer before it becomes a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(body: Vec<u8>) -> Reply {
+        Reply { status: 200, content_type: Some(JSON_CONTENT_TYPE), body }
+    }
+
+    fn error(error: &KinesisError) -> Reply {
+        Reply { status: error.status(), content_type: Some(JSON_CONTENT_TYPE), body: error.body_bytes() }
+    }
+
+    fn access_denied() -> Reply {
+        Reply { status: 403, content_type: None, body: access_denied_body().as_bytes().to_vec() }
+    }
+
+    fn too_large() -> Reply {
+        Reply { status: 413, content_type: None, body: Vec::new() }
+    }
+}
+
+/// What a request's `Content-Type` says it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContentKind {
+    Json,
+    Cbor,
+    Other,
+}
+
+fn content_kind(headers: &HeaderMap) -> ContentKind {
+    let value = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let media_type = value.split(';').next().unwrap_or_default().trim();
+    if media_type.eq_ignore_ascii_case(JSON_CONTENT_TYPE) || media_type.eq_ignore_ascii_case("application/json") {
+        ContentKind::Json
+    } else if media_type.eq_ignore_ascii_case(CBOR_CONTENT_TYPE) {
+        ContentKind::Cbor
+    } else {
+        ContentKind::Other
+    }
+}
+
+/// Applies the protocol checks to a request whose body has been read. `Ok` names the
+/// operation to run and its members; `Err` is the answer instead.
+pub fn admit(
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+    allow_anonymous: bool,
+) -> Result<(Operation, Map<String, Value>), Reply> {
+    if method != Method::POST {
+        return Err(Reply::access_denied());
+    }
+    let kind = content_kind(headers);
+    let target_header = headers.get("x-amz-target").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    let target = Target::parse(target_header);
+    let names_an_operation =
+        target_header.split_once('.').is_some_and(|(service, operation)| !service.is_empty() && !operation.is_empty());
+    if body.is_empty() && kind != ContentKind::Other {
+        return Err(Reply::error(&match target {
+            Some(_) => KinesisError::Serialization(None),
+            None => KinesisError::UnknownOperation,
+        }));
+    }
+    match kind {
+        ContentKind::Json => {}
+        ContentKind::Cbor => {
+            return Err(Reply::error(&KinesisError::Serialization(Some(
+                "The CBOR protocol (application/x-amz-cbor-1.1) is not supported by this server yet; send JSON \
+                 (AWS Java SDK: set AWS_CBOR_DISABLE=true, or CBOR_ENABLED=false for SDK v2)."
+                    .into(),
+            ))))
+        }
+        ContentKind::Other if !names_an_operation => return Err(Reply::access_denied()),
+        ContentKind::Other => {
+            return Err(Reply { status: 404, content_type: None, body: b"<UnknownOperationException/>\n".to_vec() })
+        }
+    }
+    let members = parse_body(body).map_err(|error| Reply::error(&error))?;
+    let target = target.ok_or_else(|| Reply::error(&KinesisError::UnknownOperation))?;
+    if !allow_anonymous {
+        // Until SigV4 verification lands no credentials are accepted, so none are looked at.
+        return Err(Reply::error(&KinesisError::MissingAuthenticationToken));
+    }
+    match target {
+        Target::Supported(operation) => Ok((operation, members)),
+        Target::NotYetSupported(name) => Err(Reply::error(&KinesisError::Api(ApiError::InvalidArgument(format!(
+            "The operation {name} is not supported by this server yet."
+        ))))),
+        Target::NotSupported(name) => Err(Reply::error(&KinesisError::Api(ApiError::InvalidArgument(format!(
+            "The operation {name} is not supported by this server."
+        ))))),
+    }
+}
+
+/// Reads a request body of at most [`REQUEST_BYTES_MAX`] within [`BODY_READ_TIMEOUT_MS`].
+pub async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, Reply>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let declared = headers.get(CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > REQUEST_BYTES_MAX as u64) {
+        return Err(Reply::too_large());
+    }
+    let unreadable = |reason: String| {
+        Reply::error(&KinesisError::Serialization(Some(format!("The request body could not be read: {reason}"))))
+    };
+    let collected = tokio::time::timeout(
+        Duration::from_millis(BODY_READ_TIMEOUT_MS),
+        Limited::new(body, REQUEST_BYTES_MAX).collect(),
+    )
+    .await
+    .map_err(|_| unreadable(format!("it did not arrive within {BODY_READ_TIMEOUT_MS} ms")))?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(Reply::too_large()),
+        Err(error) => Err(unreadable(error.to_string())),
+    }
+}
+
+/// The Kinesis API of one node.
+pub struct KinesisApi {
+    operations: Operations,
+    allow_anonymous: bool,
+    request_ids: Mutex<SmallRng>,
+}
+
+impl KinesisApi {
+    /// `request_id_seed` seeds the request ids (`x-amzn-RequestId`); they need to be unique
+    /// enough to find a request in logs, not unpredictable.
+    pub fn new(service: StreamService, settings: KinesisSettings, request_id_seed: u64) -> Arc<KinesisApi> {
+        let scope = ArnScope { region: settings.region, account: settings.account };
+        Arc::new(KinesisApi {
+            operations: Operations::new(service, scope),
+            allow_anonymous: settings.allow_anonymous,
+            request_ids: Mutex::new(SmallRng::seed_from_u64(request_id_seed)),
+        })
+    }
+
+    /// A random (version 4) UUID.
+    fn request_id(&self) -> String {
+        let mut bytes = [0u8; 16];
+        match self.request_ids.lock() {
+            Ok(mut random) => random.fill_bytes(&mut bytes),
+            // A panic while filling 16 bytes leaves the generator usable.
+            Err(poisoned) => poisoned.into_inner().fill_bytes(&mut bytes),
+        }
+        format_uuid(bytes)
+    }
+
+    /// Answers one request. Every answer carries `x-amzn-RequestId`.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request_id = self.request_id();
+        let (parts, body) = request.into_parts();
+        let reply = match read_body(&parts.headers, body).await {
+            Err(reply) => reply,
+            Ok(body) => match admit(&parts.method, &parts.headers, &body, self.allow_anonymous) {
+                Err(reply) => reply,
+                Ok((operation, members)) => match self.operations.invoke(operation, &members).await {
+                    Ok(body) => Reply::json(body),
+                    Err(error) => {
+                        if error.status() >= 500 {
+                            tracing::warn!(request = %request_id, ?operation, error = %error.body(), "Kinesis request failed");
+                        }
+                        Reply::error(&error)
+                    }
+                },
+            },
+        };
+        response(reply, &request_id)
+    }
+}
+
+fn format_uuid(mut bytes: [u8; 16]) -> String {
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn response(reply: Reply, request_id: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    if let Some(content_type) = reply.content_type {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    response
+}
+
+/// Serves the Kinesis API on `listener` until `shutdown` completes, then lets requests in
+/// flight finish for at most [`SHUTDOWN_DRAIN_TIMEOUT_MS`].
+pub async fn serve(listener: TcpListener, api: Arc<KinesisApi>, shutdown: impl Future<Output = ()>) {
+    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the connection semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a Kinesis API connection failed");
+                    tokio::time::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Responses are written whole; waiting to coalesce them only adds latency.
+        let _ = stream.set_nodelay(true);
+        let api = api.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(request).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS));
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "a Kinesis API connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS)) => {
+            tracing::warn!("Kinesis API requests still in flight after {SHUTDOWN_DRAIN_TIMEOUT_MS} ms; dropping them");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/x-amz-json-1.1");
+    const PUT: (&str, &str) = ("x-amz-target", "Kinesis_20131202.PutRecord");
+
+    fn json_of(reply: &Reply) -> Value {
+        serde_json::from_slice(&reply.body).expect("a JSON body")
+    }
+
+    #[test]
+    fn a_well_formed_anonymous_request_names_its_operation() {
+        let (operation, members) =
+            admit(&Method::POST, &headers(&[JSON, PUT]), br#"{"StreamName":"s"}"#, true).expect("admitted");
+        assert_eq!(operation, Operation::PutRecord);
+        assert_eq!(members["StreamName"], "s");
+        let plain_json = headers(&[("content-type", "application/json; charset=utf-8"), PUT]);
+        assert!(admit(&Method::POST, &plain_json, b"{}", true).is_ok());
+    }
+
+    #[test]
+    fn without_anonymous_access_every_request_lacks_a_token() {
+        let reply = admit(&Method::POST, &headers(&[JSON, PUT]), b"{}", false).unwrap_err();
+        assert_eq!(reply.status, 400);
+        assert_eq!(
+            json_of(&reply),
+            json!({"__type": "MissingAuthenticationTokenException", "message": "Missing Authentication Token"})
+        );
+    }
+
+    #[test]
+    fn a_request_that_is_not_a_json_call_is_denied_as_aws_does() {
+        let get = admit(&Method::GET, &headers(&[JSON, PUT]), b"{}", true).unwrap_err();
+        assert_eq!(get.status, 403);
+        assert!(String::from_utf8_lossy(&get.body).contains("<AccessDeniedException>"));
+        let no_type_no_target = admit(&Method::POST, &headers(&[]), b"{}", true).unwrap_err();
+        assert_eq!(no_type_no_target.status, 403);
+        let no_type = admit(&Method::POST, &headers(&[PUT]), b"{}", true).unwrap_err();
+        assert_eq!((no_type.status, no_type.body.as_slice()), (404, &b"<UnknownOperationException/>\n"[..]));
+    }
+
+    #[test]
+    fn targets_and_bodies_are_checked_before_credentials() {
+        let missing_target = admit(&Method::POST, &headers(&[JSON]), b"{}", false).unwrap_err();
+        assert_eq!(
+            (missing_target.status, json_of(&missing_target)),
+            (400, json!({"__type": "UnknownOperationException"}))
+        );
+        let unknown = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.Frobnicate")]);
+        assert_eq!(
+            json_of(&admit(&Method::POST, &unknown, b"{}", true).unwrap_err())["__type"],
+            "UnknownOperationException"
+        );
+        let empty = admit(&Method::POST, &headers(&[JSON, PUT]), b"", false).unwrap_err();
+        assert_eq!(json_of(&empty), json!({"__type": "SerializationException"}));
+        let not_json = admit(&Method::POST, &headers(&[JSON, PUT]), b"{nope", false).unwrap_err();
+        assert_eq!(json_of(&not_json)["__type"], "SerializationException");
+        assert!(json_of(&not_json)["Message"].is_string());
+        let cbor = headers(&[("content-type", "application/x-amz-cbor-1.1"), PUT]);
+        assert_eq!(
+            json_of(&admit(&Method::POST, &cbor, b"\xbf\xff", true).unwrap_err())["__type"],
+            "SerializationException"
+        );
+    }
+
+    #[test]
+    fn operations_not_offered_are_answered_honestly() {
+        let split = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.SplitShard")]);
+        let reply = admit(&Method::POST, &split, b"{}", true).unwrap_err();
+        assert_eq!(
+            (reply.status, json_of(&reply)),
+            (
+                400,
+                json!({"__type": "InvalidArgumentException", "message": "The operation SplitShard is not supported by this server yet."})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_above_the_limit_are_refused_with_413() {
+        let fits = Full::new(Bytes::from(vec![b' '; REQUEST_BYTES_MAX]));
+        assert_eq!(read_body(&HeaderMap::new(), fits).await.expect("fits").len(), REQUEST_BYTES_MAX);
+        let above = Full::new(Bytes::from(vec![b' '; REQUEST_BYTES_MAX + 1]));
+        assert_eq!(read_body(&HeaderMap::new(), above).await.unwrap_err().status, 413);
+        let declared = headers(&[("content-length", "7340033")]);
+        assert_eq!(read_body(&declared, Full::new(Bytes::new())).await.unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = format_uuid([0xff; 16]);
+        assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        let reply = response(Reply::json(b"{}".to_vec()), &id);
+        assert_eq!(reply.headers()["x-amzn-requestid"], id.as_str());
+        assert_eq!(reply.headers()[CONTENT_TYPE], JSON_CONTENT_TYPE);
+    }
+}
