@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::kinesis::KinesisSettings;
+use crate::api::kinesis::{validate_credentials, KinesisCredential, KinesisSettings};
 use crate::meta::NodePlace;
 use crate::node::{DataLimits, NodeOptions, RaftTiming};
 use crate::service::ServiceSettings;
@@ -46,11 +46,15 @@ pub struct NodeConfig {
     /// absent, and the Kinesis API is off. Must differ from `grpc_listen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kinesis_listen: Option<SocketAddr>,
-    /// Serve the Kinesis API without checking credentials (any `Authorization` header is
-    /// ignored). Default false, and then every Kinesis request is refused with
-    /// `MissingAuthenticationTokenException` until SigV4 verification lands.
+    /// Serve unsigned Kinesis requests, and requests signed by an access key not in
+    /// `kinesis_credentials`, as anonymous (full access). A request signed by a configured key
+    /// must still verify. Default false: unsigned requests get
+    /// `MissingAuthenticationTokenException`, unknown keys `UnrecognizedClientException`.
     #[serde(default)]
     pub kinesis_allow_anonymous: bool,
+    /// Access keys of the Kinesis API (`[[kinesis_credentials]]`), verified with SigV4.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinesis_credentials: Vec<KinesisCredential>,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).
@@ -158,6 +162,7 @@ impl NodeConfig {
         if self.kinesis_listen.is_some_and(|address| address == self.grpc_listen || address == self.peer_listen) {
             return Err("kinesis_listen: must differ from grpc_listen and peer_listen".to_string());
         }
+        validate_credentials(&self.kinesis_credentials)?;
         let raft = &self.raft;
         if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
             return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
@@ -205,6 +210,9 @@ impl NodeConfig {
             region: self.region.clone(),
             account: self.account.clone(),
             allow_anonymous: self.kinesis_allow_anonymous,
+            credentials: self.kinesis_credentials.clone(),
+            iterator_secret: self.secret_bytes(),
+            clock: std::sync::Arc::new(crate::seam::SystemClock),
         }
     }
 
@@ -265,6 +273,27 @@ grpc_address = "127.0.0.1:50051"
         let mut clash = config;
         clash.kinesis_listen = Some(clash.grpc_listen);
         assert!(clash.validate().expect_err("refused").starts_with("kinesis_listen"));
+    }
+
+    #[test]
+    fn kinesis_credentials_load_and_are_validated() {
+        let text = format!(
+            "{SAMPLE}\n[[kinesis_credentials]]\naccess_key_id = \"AKIDRIFFLE\"\nsecret_access_key = \"s3cret\"\nallowed_streams = [\"logs\"]\nallowed_actions = [\"PutRecord\", \"GetRecords\"]\n\n[[kinesis_credentials]]\naccess_key_id = \"AKIDADMIN\"\nsecret_access_key = \"other\"\n"
+        );
+        let config: NodeConfig = toml::from_str(&text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.kinesis_credentials.len(), 2);
+        assert_eq!(config.kinesis_settings().credentials[1].allowed_actions, None);
+        let again: NodeConfig = toml::from_str(&config.to_toml()).expect("round trips");
+        assert_eq!(again.kinesis_credentials[0].allowed_streams, Some(vec!["logs".to_string()]));
+
+        let bad_action = text.replace("\"GetRecords\"", "\"GetRecordz\"");
+        let config: NodeConfig = toml::from_str(&bad_action).expect("parses");
+        let error = config.validate().expect_err("refused");
+        assert!(error.starts_with("kinesis_credentials[0].allowed_actions"), "{error}");
+        let misspelt = text.replace("allowed_streams", "allowed_stream");
+        let error = toml::from_str::<NodeConfig>(&misspelt).expect_err("unknown key refused").to_string();
+        assert!(error.contains("allowed_stream"), "{error}");
     }
 
     #[test]

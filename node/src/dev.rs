@@ -2,7 +2,9 @@
 //!
 //! [`write_dev_configs`] creates (once) the cluster CA, node certificates and the shared
 //! iterator secret under the data directory, and writes one configuration file per node. With
-//! a Kinesis port, the nodes also serve the Kinesis HTTP API with anonymous access (loopback only).
+//! a Kinesis port, the nodes also serve the Kinesis HTTP API on loopback, with one access key
+//! (`riffle-dev`, its secret generated once and kept in `kinesis-credentials`, an AWS shared
+//! credentials file) and, unless turned off, anonymous access.
 //! `riffle-node dev` and the process-level tests both start clusters from these files.
 
 use std::net::SocketAddr;
@@ -10,10 +12,49 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::api::kinesis::KinesisCredential;
 use crate::config::{NodeConfig, PeerConfig, RaftConfig, TlsConfig};
 use crate::transport::tls::{self, NodeTlsPaths};
 
 pub const DEV_ZONES: [&str; 3] = ["a", "b", "c"];
+/// The access key id of a local cluster's Kinesis API.
+pub const DEV_ACCESS_KEY_ID: &str = "riffle-dev";
+
+/// The AWS shared credentials file (profile `riffle-dev`) holding the local cluster's key.
+pub fn dev_credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("kinesis-credentials")
+}
+
+/// The local cluster's Kinesis access key: its secret is generated on first use and kept in
+/// [`dev_credentials_path`].
+pub fn dev_kinesis_credential(data_dir: &Path) -> Result<KinesisCredential> {
+    let path = dev_credentials_path(data_dir);
+    let existing = std::fs::read_to_string(&path).ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            (name.trim() == "aws_secret_access_key").then(|| value.trim().to_string())
+        })
+    });
+    let secret = match existing {
+        Some(secret) if !secret.is_empty() => secret,
+        _ => {
+            let mut bytes = [0u8; 20];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            let text = format!(
+                "[{DEV_ACCESS_KEY_ID}]\naws_access_key_id = {DEV_ACCESS_KEY_ID}\naws_secret_access_key = {secret}\n"
+            );
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            secret
+        }
+    };
+    Ok(KinesisCredential {
+        access_key_id: DEV_ACCESS_KEY_ID.to_string(),
+        secret_access_key: secret,
+        allowed_streams: None,
+        allowed_actions: None,
+    })
+}
 
 fn dev_secret(data_dir: &Path) -> Result<String> {
     let path = data_dir.join("cluster-secret");
@@ -32,24 +73,33 @@ fn dev_secret(data_dir: &Path) -> Result<String> {
 pub struct DevPorts {
     pub grpc: u16,
     pub peer: u16,
-    /// The Kinesis HTTP API, served with anonymous access; `None` leaves it off.
+    /// The Kinesis HTTP API; `None` leaves it off.
     pub kinesis: Option<u16>,
+    /// Whether the Kinesis API also serves unsigned requests and unknown keys.
+    pub kinesis_anonymous: bool,
 }
 
 /// Writes the three configuration files of a local cluster without the Kinesis API and
 /// returns their paths.
 pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Result<Vec<PathBuf>> {
-    write_dev_cluster_configs(data_dir, DevPorts { grpc: grpc_port, peer: peer_port, kinesis: None })
+    write_dev_cluster_configs(
+        data_dir,
+        DevPorts { grpc: grpc_port, peer: peer_port, kinesis: None, kinesis_anonymous: false },
+    )
 }
 
 /// Writes the three configuration files of a local cluster and returns their paths.
 pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec<PathBuf>> {
-    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port } = ports;
+    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
     let tls_root = data_dir.join("tls");
     tls::ensure_dev_certificates(&tls_root, &[1, 2, 3])?;
     let secret = dev_secret(&data_dir)?;
+    let kinesis_credentials = match kinesis_port {
+        Some(_) => vec![dev_kinesis_credential(&data_dir)?],
+        None => Vec::new(),
+    };
     let peers: Vec<PeerConfig> = (1..=3u16)
         .map(|id| PeerConfig {
             id: u64::from(id),
@@ -80,8 +130,10 @@ pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec
             peers: peers.clone(),
             raft: RaftConfig::default(),
             kinesis_listen: kinesis_port.map(|port| SocketAddr::from(([127, 0, 0, 1], port + offset))),
-            // A local cluster on loopback, for trying things out: no credentials to set up.
-            kinesis_allow_anonymous: kinesis_port.is_some(),
+            // A local cluster on loopback, for trying things out: by default no credentials to
+            // set up, and any AWS profile works.
+            kinesis_allow_anonymous: kinesis_port.is_some() && kinesis_anonymous,
+            kinesis_credentials: kinesis_credentials.clone(),
         };
         config.validate().map_err(anyhow::Error::msg)?;
         let path = node_dir.join("riffle.toml");

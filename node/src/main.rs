@@ -2,8 +2,8 @@
 //!
 //! - `riffle-node --config FILE` runs one node (a real deployment runs one per machine).
 //! - `riffle-node dev` starts three node processes on loopback, in zones a, b and c, with data
-//!   under `./riffle-data` and the Kinesis HTTP API open to anonymous clients, prints their
-//!   endpoints, and stops them all on Ctrl-C.
+//!   under `./riffle-data` and the Kinesis HTTP API (key `riffle-dev`, anonymous access unless
+//!   `--kinesis-anonymous false`), prints their endpoints, and stops them all on Ctrl-C.
 //! - `riffle-node gen-certs` creates a cluster CA and node certificates.
 
 use std::collections::BTreeMap;
@@ -52,9 +52,13 @@ enum Commands {
         /// QUIC peer port of node 1; nodes 2 and 3 use the next ports.
         #[arg(long, default_value_t = 50061)]
         peer_port: u16,
-        /// Kinesis HTTP API port of node 1 (anonymous access); nodes 2 and 3 use the next ports.
+        /// Kinesis HTTP API port of node 1; nodes 2 and 3 use the next ports.
         #[arg(long, default_value_t = 4567)]
         kinesis_port: u16,
+        /// Serve unsigned Kinesis requests and unknown access keys (`--kinesis-anonymous false`
+        /// requires the `riffle-dev` key's signature on every request).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        kinesis_anonymous: bool,
     },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
@@ -71,9 +75,10 @@ fn main() -> Result<()> {
     let arguments = Arguments::parse();
     match (arguments.config, arguments.command) {
         (Some(config), None) => run_node(&config),
-        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port })) => {
-            run_dev(&data_dir, DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port) })
-        }
+        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port, kinesis_anonymous })) => run_dev(
+            &data_dir,
+            DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
+        ),
         (None, Some(Commands::GenCerts { out, nodes })) => {
             if nodes.is_empty() {
                 bail!("--nodes needs at least one node id");
@@ -107,6 +112,7 @@ async fn serve(config: NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let seams =
         Seams { clock: Arc::new(SystemClock), executor: Arc::new(TokioExecutor), fs: Arc::new(RealFileSystem::new()) };
+    let clock = seams.clock.clone();
     let node = Node::open(config.node_options(), seams).map_err(anyhow::Error::msg)?;
     let tls = NodeTlsPaths {
         ca_certificate: config.tls.ca_cert.clone(),
@@ -146,15 +152,24 @@ async fn serve(config: NodeConfig) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("binding the Kinesis API to {address} (kinesis_listen)"))?;
+            let keys = config.kinesis_credentials.len();
             if config.kinesis_allow_anonymous {
-                tracing::warn!(kinesis = %address, "the Kinesis API accepts anonymous requests (kinesis_allow_anonymous)");
-            } else {
                 tracing::warn!(
                     kinesis = %address,
-                    "the Kinesis API refuses every request: signature verification is not implemented yet and kinesis_allow_anonymous is false"
+                    keys,
+                    "the Kinesis API accepts unsigned requests and unknown access keys (kinesis_allow_anonymous)"
                 );
+            } else if keys == 0 {
+                tracing::warn!(
+                    kinesis = %address,
+                    "the Kinesis API refuses every request: no kinesis_credentials and kinesis_allow_anonymous is false"
+                );
+            } else {
+                tracing::info!(kinesis = %address, keys, "the Kinesis API verifies SigV4 signatures");
             }
-            let api = KinesisApi::new(service.clone(), config.kinesis_settings(), rand::random());
+            let mut settings = config.kinesis_settings();
+            settings.clock = clock;
+            let api = KinesisApi::new(service.clone(), settings, rand::random());
             Some(tokio::spawn(kinesis::serve(listener, api, stopped(stop.clone()))))
         }
         None => None,
@@ -183,7 +198,7 @@ async fn serve(config: NodeConfig) -> Result<()> {
 }
 
 fn run_dev(data_dir: &Path, ports: DevPorts) -> Result<()> {
-    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port } = ports;
+    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
     let configs = dev::write_dev_cluster_configs(data_dir, ports)?;
     let executable = std::env::current_exe().context("locating riffle-node")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
@@ -216,14 +231,30 @@ fn run_dev(data_dir: &Path, ports: DevPorts) -> Result<()> {
         );
     }
     if let Some(kinesis_port) = kinesis_port {
+        let access = if kinesis_anonymous {
+            "ANONYMOUS ACCESS ON: unsigned requests and unknown access keys are served"
+        } else {
+            "signed requests only"
+        };
         println!(
-            "Kinesis API (JSON 1.1, ANONYMOUS ACCESS ON: no credentials are checked): http://127.0.0.1:{} http://127.0.0.1:{} http://127.0.0.1:{}",
+            "Kinesis API (JSON 1.1, {access}): http://127.0.0.1:{} http://127.0.0.1:{} http://127.0.0.1:{}",
             kinesis_port,
             kinesis_port + 1,
             kinesis_port + 2
         );
+        let credential = dev::dev_kinesis_credential(data_dir)?;
+        let credentials_path = dev::dev_credentials_path(&data_dir.canonicalize()?);
         println!(
-            "Try: AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region us-east-1 --endpoint-url http://127.0.0.1:{kinesis_port} kinesis list-streams"
+            "  access key id {}  secret access key {}  (profile {} in {})",
+            credential.access_key_id,
+            credential.secret_access_key,
+            dev::DEV_ACCESS_KEY_ID,
+            credentials_path.display()
+        );
+        println!(
+            "Try: AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE={} aws --region us-east-1 --endpoint-url http://127.0.0.1:{kinesis_port} kinesis list-streams",
+            credentials_path.display(),
+            dev::DEV_ACCESS_KEY_ID
         );
     }
     println!("Try: riffle --endpoint http://127.0.0.1:{grpc_port} create-stream demo --shard-count 4");

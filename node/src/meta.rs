@@ -5,9 +5,9 @@
 //! everywhere. Deleted streams leave tombstones naming their groups, so a node removes a
 //! group's data only because a delete was applied, never because its view is behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use riffle_proto::peer::{meta_command, CreateStream, MetaCommand};
+use riffle_proto::peer::{meta_command, CreateStream, MetaCommand, StreamTag};
 use serde::{Deserialize, Serialize};
 
 /// The metadata group's id; shard groups count up from 1.
@@ -22,7 +22,16 @@ pub enum MetaRejection {
     StreamNotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A per-stream limit (tags) would be exceeded: a `LimitExceededException`.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
+
+/// Tags one stream holds at most.
+pub const STREAM_TAGS_MAX: usize = 50;
+/// Retention bounds, in hours.
+pub const RETENTION_HOURS_MIN: u32 = 24;
+pub const RETENTION_HOURS_MAX: u32 = 8760;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMeta {
@@ -40,6 +49,15 @@ pub struct StreamMeta {
     pub created_ms: i64,
     pub retention_period_hours: u32,
     pub shards: Vec<ShardMeta>,
+    /// Tags, by key. Absent in snapshots older than tagging.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Shard-level metrics enabled with EnableEnhancedMonitoring (recorded, not emitted).
+    #[serde(default)]
+    pub shard_level_metrics: BTreeSet<String>,
+    /// The resource policy (JSON text), stored but not enforced.
+    #[serde(default)]
+    pub resource_policy: Option<String>,
 }
 
 impl StreamMeta {
@@ -76,8 +94,62 @@ impl MetaState {
                 self.deleted_groups.extend(stream.shards.iter().map(|shard| shard.group_id));
                 Ok(())
             }
+            Some(meta_command::Command::SetRetention(set)) => {
+                let stream = self.stream_mut(&set.name)?;
+                let (hours, current) = (set.hours, stream.retention_period_hours);
+                if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
+                    return Err(MetaRejection::Invalid(format!(
+                        "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours and maximum is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is out of range."
+                    )));
+                }
+                if set.increase && hours < current {
+                    return Err(MetaRejection::Invalid(format!(
+                        "Requested retention period ({hours} hours) for stream {} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API.",
+                        set.name
+                    )));
+                }
+                if !set.increase && hours > current {
+                    return Err(MetaRejection::Invalid(format!(
+                        "Requested retention period ({hours} hours) for stream {} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API.",
+                        set.name
+                    )));
+                }
+                stream.retention_period_hours = hours;
+                Ok(())
+            }
+            Some(meta_command::Command::AddTags(add)) => {
+                let stream = self.stream_mut(&add.name)?;
+                add_tags(&add.name, &mut stream.tags, &add.tags)
+            }
+            Some(meta_command::Command::RemoveTags(remove)) => {
+                let stream = self.stream_mut(&remove.name)?;
+                for key in &remove.keys {
+                    stream.tags.remove(key);
+                }
+                Ok(())
+            }
+            Some(meta_command::Command::SetShardLevelMetrics(set)) => {
+                let stream = self.stream_mut(&set.name)?;
+                for metric in &set.metrics {
+                    if set.enable {
+                        stream.shard_level_metrics.insert(metric.clone());
+                    } else {
+                        stream.shard_level_metrics.remove(metric);
+                    }
+                }
+                Ok(())
+            }
+            Some(meta_command::Command::SetResourcePolicy(set)) => {
+                let stream = self.stream_mut(&set.name)?;
+                stream.resource_policy = set.policy.clone();
+                Ok(())
+            }
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
+    }
+
+    fn stream_mut(&mut self, name: &str) -> Result<&mut StreamMeta, MetaRejection> {
+        self.streams.get_mut(name).ok_or_else(|| MetaRejection::StreamNotFound(name.to_string()))
     }
 
     fn create_stream(&mut self, create: &CreateStream) -> Result<(), MetaRejection> {
@@ -117,6 +189,8 @@ impl MetaState {
                 create.name
             )));
         }
+        let mut tags = BTreeMap::new();
+        add_tags(&create.name, &mut tags, &create.tags)?;
         self.next_group_id = first_group + shards.len() as u64;
         self.streams.insert(
             create.name.clone(),
@@ -125,10 +199,31 @@ impl MetaState {
                 created_ms: create.created_ms,
                 retention_period_hours: create.retention_period_hours,
                 shards,
+                tags,
+                shard_level_metrics: BTreeSet::new(),
+                resource_policy: None,
             },
         );
         Ok(())
     }
+}
+
+/// Adds (or overwrites) `added`, refusing the whole change if the stream would hold more than
+/// [`STREAM_TAGS_MAX`] tags.
+fn add_tags(stream: &str, tags: &mut BTreeMap<String, String>, added: &[StreamTag]) -> Result<(), MetaRejection> {
+    let new_keys: BTreeSet<&str> =
+        added.iter().map(|tag| tag.key.as_str()).filter(|key| !tags.contains_key(*key)).collect();
+    if tags.len() + new_keys.len() > STREAM_TAGS_MAX {
+        return Err(MetaRejection::LimitExceeded(format!(
+            "Failed to add tags to stream {stream}. A stream cannot have more than {STREAM_TAGS_MAX} tags; it has {} and the request adds {}.",
+            tags.len(),
+            new_keys.len()
+        )));
+    }
+    for tag in added {
+        tags.insert(tag.key.clone(), tag.value.clone());
+    }
+    Ok(())
 }
 
 fn hash_from_bytes(bytes: &[u8]) -> Result<u128, MetaRejection> {
@@ -178,7 +273,9 @@ pub fn place_replicas(
 
 #[cfg(test)]
 mod tests {
-    use riffle_proto::peer::{DeleteStream, ShardSpec};
+    use riffle_proto::peer::{
+        AddTags, DeleteStream, RemoveTags, SetResourcePolicy, SetRetention, SetShardLevelMetrics, ShardSpec,
+    };
 
     use super::*;
     use crate::keys::even_ranges;
@@ -202,6 +299,7 @@ mod tests {
                 retention_period_hours: 24,
                 created_ms: 5,
                 shards,
+                tags: vec![],
             })),
         }
     }
@@ -219,6 +317,102 @@ mod tests {
         state.apply(&delete).expect("deleted");
         assert_eq!(state.deleted_groups, vec![1, 2]);
         assert_eq!(state.apply(&delete), Err(MetaRejection::StreamNotFound("a".into())));
+    }
+
+    fn command(command: meta_command::Command) -> MetaCommand {
+        MetaCommand { command: Some(command) }
+    }
+
+    fn tag(key: &str, value: &str) -> StreamTag {
+        StreamTag { key: key.into(), value: value.into() }
+    }
+
+    #[test]
+    fn retention_moves_only_in_the_direction_asked() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 1)).expect("created");
+        let set = |hours, increase| {
+            command(meta_command::Command::SetRetention(SetRetention { name: "s".into(), hours, increase }))
+        };
+        state.apply(&set(48, true)).expect("increased");
+        assert_eq!(state.streams["s"].retention_period_hours, 48);
+        let Err(MetaRejection::Invalid(message)) = state.apply(&set(30, true)) else { panic!("not refused") };
+        assert_eq!(message, "Requested retention period (30 hours) for stream s can not be shorter than existing retention period (48 hours). Use DecreaseRetentionPeriod API.");
+        assert!(matches!(state.apply(&set(72, false)), Err(MetaRejection::Invalid(_))));
+        assert!(matches!(state.apply(&set(8761, true)), Err(MetaRejection::Invalid(_))));
+        state.apply(&set(48, false)).expect("same is allowed");
+        state.apply(&set(24, false)).expect("decreased");
+        assert_eq!(state.streams["s"].retention_period_hours, 24);
+        let missing = command(meta_command::Command::SetRetention(SetRetention {
+            name: "nope".into(),
+            hours: 48,
+            increase: true,
+        }));
+        assert_eq!(state.apply(&missing), Err(MetaRejection::StreamNotFound("nope".into())));
+    }
+
+    #[test]
+    fn tags_are_added_overwritten_removed_and_limited() {
+        let mut state = MetaState::default();
+        let mut created = create("s", 1);
+        if let Some(meta_command::Command::CreateStream(create)) = &mut created.command {
+            create.tags = vec![tag("a", "1")];
+        }
+        state.apply(&created).expect("created");
+        let add = |tags: Vec<StreamTag>| command(meta_command::Command::AddTags(AddTags { name: "s".into(), tags }));
+        state.apply(&add(vec![tag("a", "2"), tag("b", "")])).expect("added");
+        assert_eq!(
+            state.streams["s"].tags,
+            BTreeMap::from([("a".to_string(), "2".to_string()), ("b".to_string(), String::new())])
+        );
+        for batch in 0..4 {
+            state.apply(&add((0..12).map(|i| tag(&format!("k{batch}-{i}"), "v")).collect())).expect("added");
+        }
+        assert_eq!(state.streams["s"].tags.len(), 50);
+        assert!(matches!(state.apply(&add(vec![tag("new", "v")])), Err(MetaRejection::LimitExceeded(_))));
+        state.apply(&add(vec![tag("a", "3")])).expect("overwriting adds no tag");
+        let remove = command(meta_command::Command::RemoveTags(RemoveTags {
+            name: "s".into(),
+            keys: vec!["a".into(), "absent".into()],
+        }));
+        state.apply(&remove).expect("removed");
+        assert_eq!(state.streams["s"].tags.len(), 49);
+        assert!(!state.streams["s"].tags.contains_key("a"));
+    }
+
+    #[test]
+    fn shard_level_metrics_and_policies_are_recorded() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 1)).expect("created");
+        let metrics = |names: &[&str], enable| {
+            command(meta_command::Command::SetShardLevelMetrics(SetShardLevelMetrics {
+                name: "s".into(),
+                metrics: names.iter().map(|name| name.to_string()).collect(),
+                enable,
+            }))
+        };
+        state.apply(&metrics(&["IncomingBytes", "OutgoingBytes"], true)).expect("enabled");
+        state.apply(&metrics(&["IncomingBytes", "IteratorAgeMilliseconds"], false)).expect("disabled");
+        assert_eq!(state.streams["s"].shard_level_metrics, BTreeSet::from(["OutgoingBytes".to_string()]));
+        let policy = |policy: Option<&str>| {
+            command(meta_command::Command::SetResourcePolicy(SetResourcePolicy {
+                name: "s".into(),
+                policy: policy.map(str::to_string),
+            }))
+        };
+        state.apply(&policy(Some("{}"))).expect("stored");
+        assert_eq!(state.streams["s"].resource_policy.as_deref(), Some("{}"));
+        state.apply(&policy(None)).expect("deleted");
+        assert_eq!(state.streams["s"].resource_policy, None);
+    }
+
+    #[test]
+    fn snapshots_without_the_newer_fields_still_load() {
+        let old = r#"{"streams":{"s":{"name":"s","created_ms":1,"retention_period_hours":24,"shards":[]}},"next_group_id":2,"deleted_groups":[]}"#;
+        let state: MetaState = serde_json::from_str(old).expect("loads");
+        assert!(state.streams["s"].tags.is_empty());
+        assert!(state.streams["s"].shard_level_metrics.is_empty());
+        assert_eq!(state.streams["s"].resource_policy, None);
     }
 
     #[test]

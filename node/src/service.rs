@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use riffle_proto::peer::{self as wire, meta_command, CreateStream, DeleteStream, MetaCommand, RecordInput, ShardSpec};
+use riffle_proto::peer::{
+    self as wire, meta_command, AddTags, CreateStream, DeleteStream, MetaCommand, RecordInput, RemoveTags,
+    SetResourcePolicy, SetRetention, SetShardLevelMetrics, ShardSpec, StreamTag,
+};
 use riffle_proto::v1;
 
 use crate::api::ApiError;
@@ -31,6 +34,54 @@ pub const PARTITION_KEY_CHARS_MAX: usize = 256;
 pub const META_APPLY_WAIT_MS: u64 = 5_000;
 /// Stream name length.
 pub const STREAM_NAME_CHARS_MAX: usize = 128;
+/// Tag key length in characters.
+pub const TAG_KEY_CHARS_MAX: usize = 128;
+/// Tag value length in characters.
+pub const TAG_VALUE_CHARS_MAX: usize = 256;
+/// Tags one AddTagsToStream call adds at most.
+pub const ADD_TAGS_PER_CALL_MAX: usize = 10;
+/// Tags one TagResource call (or CreateStream) adds at most: a stream's whole allowance.
+pub const TAG_RESOURCE_PER_CALL_MAX: usize = meta::STREAM_TAGS_MAX;
+/// A resource policy's size at most, in bytes.
+pub const RESOURCE_POLICY_BYTES_MAX: usize = 20 << 10;
+/// Shards the account may hold over all its streams, as a multiple of the per-stream maximum
+/// (DescribeLimits' `ShardLimit`; Riffle enforces only the per-stream one).
+pub const ACCOUNT_SHARD_LIMIT_FACTOR: u32 = 10;
+/// On-demand streams the account may have (DescribeLimits); Riffle's are all provisioned.
+pub const ON_DEMAND_STREAM_COUNT_LIMIT: u32 = 50;
+/// The shard-level metrics "ALL" stands for, in the order AWS lists them.
+pub const SHARD_LEVEL_METRICS: [&str; 7] = [
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
+];
+
+/// What DescribeLimits reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub shard_limit: u32,
+    pub open_shard_count: u32,
+    pub on_demand_stream_count: u32,
+    pub on_demand_stream_count_limit: u32,
+}
+
+/// Shard-level metrics before and after an Enable/DisableEnhancedMonitoring call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsChange {
+    pub current: Vec<String>,
+    pub desired: Vec<String>,
+}
+
+/// One page of a stream's tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPage {
+    pub tags: Vec<(String, String)>,
+    pub has_more_tags: bool,
+}
 
 /// Settings of the service, from the node configuration.
 #[derive(Debug, Clone)]
@@ -66,6 +117,45 @@ fn validate_stream_name(name: &str, member: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Checks tags being added: count per call, key and value lengths.
+pub fn validate_tags(tags: &[(String, String)], per_call_max: usize) -> Result<(), ApiError> {
+    if tags.is_empty() {
+        return Err(ApiError::validation("{}", "tags", "Member must have length greater than or equal to 1"));
+    }
+    if tags.len() > per_call_max {
+        return Err(ApiError::InvalidArgument(format!(
+            "Number of tags in the request ({}) exceeds the limit of {per_call_max} tags per request.",
+            tags.len()
+        )));
+    }
+    for (key, value) in tags {
+        validate_tag_key(key, "tags")?;
+        if value.chars().count() > TAG_VALUE_CHARS_MAX {
+            return Err(ApiError::InvalidArgument(format!(
+                "Tag value for key {key} exceeds the maximum length of {TAG_VALUE_CHARS_MAX} characters."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate_tag_key(key: &str, member: &str) -> Result<(), ApiError> {
+    let length = key.chars().count();
+    if length == 0 {
+        return Err(ApiError::InvalidArgument(format!("A tag key in {member} must be at least 1 character long.")));
+    }
+    if length > TAG_KEY_CHARS_MAX {
+        return Err(ApiError::InvalidArgument(format!(
+            "Tag key {key} exceeds the maximum length of {TAG_KEY_CHARS_MAX} characters."
+        )));
+    }
+    Ok(())
+}
+
+fn stream_tags(tags: &[(String, String)]) -> Vec<StreamTag> {
+    tags.iter().map(|(key, value)| StreamTag { key: key.clone(), value: value.clone() }).collect()
 }
 
 fn validate_partition_key(key: &str, member: &str) -> Result<(), ApiError> {
@@ -133,6 +223,7 @@ impl StreamService {
             )),
             MetaRejection::StreamNotFound(name) => self.stream_not_found(&name),
             MetaRejection::Invalid(message) => ApiError::InvalidArgument(message),
+            MetaRejection::LimitExceeded(message) => ApiError::LimitExceeded(message),
         }
     }
 
@@ -204,7 +295,19 @@ impl StreamService {
     }
 
     pub async fn create_stream(&self, request: v1::CreateStreamRequest) -> Result<v1::CreateStreamResponse, ApiError> {
+        self.create_stream_with_tags(request, Vec::new()).await
+    }
+
+    /// CreateStream with the tags the stream starts with (the Kinesis `Tags` member).
+    pub async fn create_stream_with_tags(
+        &self,
+        request: v1::CreateStreamRequest,
+        tags: Vec<(String, String)>,
+    ) -> Result<v1::CreateStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
+        if !tags.is_empty() {
+            validate_tags(&tags, TAG_RESOURCE_PER_CALL_MAX)?;
+        }
         if request.shard_count < 1 {
             return Err(ApiError::validation(
                 &request.shard_count.to_string(),
@@ -254,6 +357,7 @@ impl StreamService {
                 retention_period_hours: retention,
                 created_ms: self.node.seams.clock.now_ms(),
                 shards,
+                tags: stream_tags(&tags),
             })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
@@ -271,6 +375,183 @@ impl StreamService {
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
         self.await_meta(|state| !state.streams.contains_key(&request.stream_name)).await;
         Ok(v1::DeleteStreamResponse {})
+    }
+
+    /// The stream's metadata as this node has applied it (tags, metrics, policy…).
+    pub async fn stream_meta(&self, name: &str) -> Result<StreamMeta, ApiError> {
+        validate_stream_name(name, "streamName")?;
+        self.stream(name).await
+    }
+
+    /// Proposes a change to an existing stream, then waits (bounded) until this node has
+    /// applied something satisfying `applied`.
+    async fn change_stream(
+        &self,
+        command: meta_command::Command,
+        name: &str,
+        applied: impl Fn(&StreamMeta) -> bool,
+    ) -> Result<(), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        // Known locally or after a barrier, so an unknown stream is refused before proposing.
+        self.stream(name).await?;
+        self.node
+            .propose_meta(MetaCommand { command: Some(command) })
+            .await?
+            .map_err(|rejection| self.rejection(rejection))?;
+        self.await_meta(|state| state.streams.get(name).is_some_and(&applied)).await;
+        Ok(())
+    }
+
+    /// Increase/DecreaseStreamRetentionPeriod; the direction is checked against the applied state.
+    pub async fn update_retention(&self, name: &str, hours: i64, increase: bool) -> Result<(), ApiError> {
+        let range = meta::RETENTION_HOURS_MIN..=meta::RETENTION_HOURS_MAX;
+        let hours = u32::try_from(hours).ok().filter(|hours| range.contains(hours)).ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "Minimum allowed retention period is {} hours and maximum is {} hours. Requested retention period ({hours} hours) is out of range.",
+                meta::RETENTION_HOURS_MIN,
+                meta::RETENTION_HOURS_MAX
+            ))
+        })?;
+        let command = meta_command::Command::SetRetention(SetRetention { name: name.to_string(), hours, increase });
+        self.change_stream(command, name, |stream| stream.retention_period_hours == hours).await
+    }
+
+    /// AddTagsToStream (`per_call_max` 10) and TagResource (50).
+    pub async fn add_tags(&self, name: &str, tags: Vec<(String, String)>, per_call_max: usize) -> Result<(), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        validate_tags(&tags, per_call_max)?;
+        let command = meta_command::Command::AddTags(AddTags { name: name.to_string(), tags: stream_tags(&tags) });
+        self.change_stream(command, name, |stream| tags.iter().all(|(key, value)| stream.tags.get(key) == Some(value)))
+            .await
+    }
+
+    /// RemoveTagsFromStream and UntagResource; keys the stream lacks are ignored.
+    pub async fn remove_tags(&self, name: &str, keys: Vec<String>) -> Result<(), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        if keys.len() > TAG_RESOURCE_PER_CALL_MAX {
+            return Err(ApiError::validation(
+                &format!("{} keys", keys.len()),
+                "tagKeys",
+                "Member must have length less than or equal to 50",
+            ));
+        }
+        for key in &keys {
+            validate_tag_key(key, "tagKeys")?;
+        }
+        let command = meta_command::Command::RemoveTags(RemoveTags { name: name.to_string(), keys: keys.clone() });
+        self.change_stream(command, name, |stream| keys.iter().all(|key| !stream.tags.contains_key(key))).await
+    }
+
+    /// ListTagsForStream: tags in key order after `exclusive_start`, at most `limit`.
+    pub async fn list_tags(
+        &self,
+        name: &str,
+        exclusive_start: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<TagPage, ApiError> {
+        let stream = self.stream_meta(name).await?;
+        let mut after = stream.tags.iter().filter(|(key, _)| exclusive_start.is_none_or(|start| key.as_str() > start));
+        let tags: Vec<(String, String)> = after
+            .by_ref()
+            .take(limit.unwrap_or(meta::STREAM_TAGS_MAX))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        Ok(TagPage { tags, has_more_tags: after.next().is_some() })
+    }
+
+    /// Enable/DisableEnhancedMonitoring. `metrics` holds names from [`SHARD_LEVEL_METRICS`] or
+    /// "ALL"; the setting is recorded only (no metrics are emitted).
+    pub async fn set_shard_level_metrics(
+        &self,
+        name: &str,
+        metrics: Vec<String>,
+        enable: bool,
+    ) -> Result<MetricsChange, ApiError> {
+        validate_stream_name(name, "streamName")?;
+        if metrics.is_empty() {
+            return Err(ApiError::validation(
+                "[]",
+                "shardLevelMetrics",
+                "Member must have length greater than or equal to 1",
+            ));
+        }
+        let mut expanded: Vec<String> = Vec::new();
+        for metric in &metrics {
+            if metric == "ALL" {
+                expanded.extend(SHARD_LEVEL_METRICS.iter().map(|name| name.to_string()));
+            } else if SHARD_LEVEL_METRICS.contains(&metric.as_str()) {
+                expanded.push(metric.clone());
+            } else {
+                return Err(ApiError::validation(
+                    &format!("[{}]", metrics.join(", ")),
+                    "shardLevelMetrics",
+                    "Member must satisfy constraint: [Member must satisfy enum value set: [IncomingBytes, OutgoingRecords, IteratorAgeMilliseconds, IncomingRecords, ReadProvisionedThroughputExceeded, WriteProvisionedThroughputExceeded, OutgoingBytes, ALL]]",
+                ));
+            }
+        }
+        expanded.sort();
+        expanded.dedup();
+        let before = self.stream_meta(name).await?.shard_level_metrics;
+        let command = meta_command::Command::SetShardLevelMetrics(SetShardLevelMetrics {
+            name: name.to_string(),
+            metrics: expanded.clone(),
+            enable,
+        });
+        self.change_stream(command, name, |stream| {
+            expanded.iter().all(|metric| stream.shard_level_metrics.contains(metric) == enable)
+        })
+        .await?;
+        let mut desired = before.clone();
+        for metric in expanded {
+            if enable {
+                desired.insert(metric);
+            } else {
+                desired.remove(&metric);
+            }
+        }
+        Ok(MetricsChange { current: before.into_iter().collect(), desired: desired.into_iter().collect() })
+    }
+
+    /// DescribeLimits, from this node's applied metadata.
+    pub fn describe_limits(&self) -> Limits {
+        let state = self.node.meta_state();
+        Limits {
+            shard_limit: self.settings.stream_shards_max.saturating_mul(ACCOUNT_SHARD_LIMIT_FACTOR),
+            open_shard_count: state.streams.values().map(|stream| stream.shards.len() as u32).sum(),
+            on_demand_stream_count: 0,
+            on_demand_stream_count_limit: ON_DEMAND_STREAM_COUNT_LIMIT,
+        }
+    }
+
+    /// PutResourcePolicy: the policy must be a JSON document of at most 20 KiB. Stored, not
+    /// enforced.
+    pub async fn put_resource_policy(&self, name: &str, policy: String) -> Result<(), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        if policy.len() > RESOURCE_POLICY_BYTES_MAX {
+            return Err(ApiError::InvalidArgument(format!(
+                "The resource policy is {} bytes; the limit is {RESOURCE_POLICY_BYTES_MAX} bytes.",
+                policy.len()
+            )));
+        }
+        if !matches!(serde_json::from_str::<serde_json::Value>(&policy), Ok(serde_json::Value::Object(_))) {
+            return Err(ApiError::InvalidArgument("The resource policy is not a valid JSON policy document.".into()));
+        }
+        let command = meta_command::Command::SetResourcePolicy(SetResourcePolicy {
+            name: name.to_string(),
+            policy: Some(policy.clone()),
+        });
+        self.change_stream(command, name, |stream| stream.resource_policy.as_deref() == Some(policy.as_str())).await
+    }
+
+    /// GetResourcePolicy: "{}" when the stream has none.
+    pub async fn get_resource_policy(&self, name: &str) -> Result<String, ApiError> {
+        Ok(self.stream_meta(name).await?.resource_policy.unwrap_or_else(|| "{}".to_string()))
+    }
+
+    pub async fn delete_resource_policy(&self, name: &str) -> Result<(), ApiError> {
+        let command =
+            meta_command::Command::SetResourcePolicy(SetResourcePolicy { name: name.to_string(), policy: None });
+        self.change_stream(command, name, |stream| stream.resource_policy.is_none()).await
     }
 
     pub async fn describe_stream(

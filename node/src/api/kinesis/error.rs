@@ -16,6 +16,16 @@ pub enum KinesisError {
     UnknownOperation,
     /// The request carries no credentials this node accepts.
     MissingAuthenticationToken,
+    /// The request is signed by an access key this node does not know (or carries a session
+    /// token, which this node never issues).
+    UnrecognizedClient,
+    /// The signature does not verify, its date is too far from the node's clock, or its scope
+    /// names another region or service.
+    InvalidSignature(String),
+    /// The `Authorization` header lacks a part (the message names it).
+    IncompleteSignature(String),
+    /// The access key may not call this operation on this stream.
+    AccessDenied(String),
     Api(ApiError),
 }
 
@@ -40,6 +50,10 @@ impl KinesisError {
             KinesisError::Serialization(_) => "SerializationException",
             KinesisError::UnknownOperation => "UnknownOperationException",
             KinesisError::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            KinesisError::UnrecognizedClient => "UnrecognizedClientException",
+            KinesisError::InvalidSignature(_) => "InvalidSignatureException",
+            KinesisError::IncompleteSignature(_) => "IncompleteSignatureException",
+            KinesisError::AccessDenied(_) => "AccessDeniedException",
             KinesisError::Api(error) => error.error_type(),
         }
     }
@@ -49,6 +63,21 @@ impl KinesisError {
         match self {
             KinesisError::Api(ApiError::Internal(_)) => 500,
             _ => 400,
+        }
+    }
+
+    /// The text under `message`, for every error but `SerializationException`.
+    fn message(&self) -> Option<String> {
+        match self {
+            KinesisError::Serialization(_) | KinesisError::UnknownOperation => None,
+            KinesisError::MissingAuthenticationToken => Some("Missing Authentication Token".to_string()),
+            KinesisError::UnrecognizedClient => {
+                Some("The security token included in the request is invalid.".to_string())
+            }
+            KinesisError::InvalidSignature(message)
+            | KinesisError::IncompleteSignature(message)
+            | KinesisError::AccessDenied(message) => Some(message.clone()),
+            KinesisError::Api(error) => Some(error.message()),
         }
     }
 
@@ -63,12 +92,11 @@ impl KinesisError {
             #[serde(rename = "Message", skip_serializing_if = "Option::is_none")]
             serialization_message: Option<&'a str>,
         }
-        let (message, serialization_message) = match self {
-            KinesisError::Serialization(message) => (None, message.as_deref()),
-            KinesisError::UnknownOperation => (None, None),
-            KinesisError::MissingAuthenticationToken => (Some("Missing Authentication Token".to_string()), None),
-            KinesisError::Api(error) => (Some(error.message()), None),
+        let serialization_message = match self {
+            KinesisError::Serialization(message) => message.as_deref(),
+            _ => None,
         };
+        let message = self.message();
         let body = ErrorBody { error_type: self.error_type(), message, serialization_message };
         serde_json::to_vec(&body).expect("an error body holds only strings")
     }
@@ -77,17 +105,11 @@ impl KinesisError {
     pub fn body(&self) -> Value {
         let mut body = Map::new();
         body.insert("__type".to_string(), json!(self.error_type()));
-        match self {
-            KinesisError::Serialization(Some(message)) => {
-                body.insert("Message".to_string(), json!(message));
-            }
-            KinesisError::Serialization(None) | KinesisError::UnknownOperation => {}
-            KinesisError::MissingAuthenticationToken => {
-                body.insert("message".to_string(), json!("Missing Authentication Token"));
-            }
-            KinesisError::Api(error) => {
-                body.insert("message".to_string(), json!(error.message()));
-            }
+        if let KinesisError::Serialization(Some(message)) = self {
+            body.insert("Message".to_string(), json!(message));
+        }
+        if let Some(message) = self.message() {
+            body.insert("message".to_string(), json!(message));
         }
         Value::Object(body)
     }

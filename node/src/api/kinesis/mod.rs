@@ -10,15 +10,22 @@
 //! Invariants: every response carries `x-amzn-RequestId`; no response body holds a JSON
 //! `null`; a request body above [`REQUEST_BYTES_MAX`] is never buffered whole.
 //!
+//! Requests are authenticated with AWS Signature Version 4 against the configured access keys
+//! (`auth`), before any operation runs.
+//!
 //! See `docs/kinesis-api.md` for what is supported, and how it differs from AWS.
 
 mod arn;
+mod auth;
 mod error;
 mod operations;
 mod request;
 mod response;
 mod server;
 
+pub use auth::{
+    authorization_header, signature, validate_credentials, KinesisCredential, Scope, SignedRequest, CLOCK_SKEW_MAX_MS,
+};
 pub use operations::ON_DEMAND_SHARD_COUNT;
 pub use server::{
     serve, KinesisApi, KinesisSettings, BODY_READ_TIMEOUT_MS, CONNECTIONS_MAX, HEADER_READ_TIMEOUT_MS,

@@ -169,13 +169,47 @@ impl<'a> Members<'a> {
         }
     }
 
-    /// A map member; only its presence and size matter to the operations that take one.
-    pub fn map_len(&self, name: &str) -> Result<Option<usize>, KinesisError> {
+    /// A map of strings to strings (`Tags`), in the request's order.
+    pub fn string_map(&self, name: &str) -> Result<Option<Vec<(String, String)>>, KinesisError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Object(object)) => Ok(Some(object.len())),
+            Some(Value::Object(object)) => object
+                .iter()
+                .map(|(key, value)| match value {
+                    Value::String(text) => Ok((key.clone(), text.clone())),
+                    Value::Null => Ok((key.clone(), String::new())),
+                    Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
+                    Value::Number(_) => {
+                        Err(serialization("class java.math.BigDecimal can not be converted to an String"))
+                    }
+                    other => Err(not_scalar(other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
             Some(Value::Array(_)) => Err(serialization("Start of list found where not expected")),
             Some(_) => Err(serialization("Expected map or null")),
+        }
+    }
+
+    /// A list of strings (`TagKeys`, `ShardLevelMetrics`).
+    pub fn string_list(&self, name: &str) -> Result<Option<Vec<String>>, KinesisError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Array(elements)) => elements
+                .iter()
+                .filter(|element| !element.is_null())
+                .map(|element| match element {
+                    Value::String(text) => Ok(text.clone()),
+                    Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
+                    Value::Number(_) => {
+                        Err(serialization("class java.math.BigDecimal can not be converted to an String"))
+                    }
+                    other => Err(not_scalar(other)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(Value::Object(_)) => Err(serialization("Start of structure or map found where not expected.")),
+            Some(_) => Err(serialization("Expected list or null")),
         }
     }
 
@@ -308,6 +342,23 @@ mod tests {
         assert_eq!(members.timestamp_ms("S").unwrap_err().error_type(), "SerializationException");
         assert_eq!(members.integer("L").unwrap(), Some(25));
         assert_eq!(members.integer("Big").unwrap(), Some(i64::MAX));
+    }
+
+    #[test]
+    fn string_maps_and_lists_check_their_element_types() {
+        let body =
+            object(json!({"Tags": {"a": "1", "b": ""}, "Keys": ["a", "b"], "BadMap": {"a": 1}, "BadList": [true]}));
+        let members = Members::top(&body);
+        assert_eq!(
+            members.string_map("Tags").unwrap(),
+            Some(vec![("a".to_string(), "1".to_string()), ("b".to_string(), String::new())])
+        );
+        assert_eq!(members.string_list("Keys").unwrap(), Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(members.string_map("BadMap").unwrap_err().error_type(), "SerializationException");
+        assert_eq!(members.string_list("BadList").unwrap_err().error_type(), "SerializationException");
+        assert_eq!(members.string_list("Tags").unwrap_err().error_type(), "SerializationException");
+        assert_eq!(members.string_map("Keys").unwrap_err().error_type(), "SerializationException");
+        assert_eq!(members.string_map("Absent").unwrap(), None);
     }
 
     #[test]

@@ -61,10 +61,10 @@ pub struct EnhancedMetrics {
 }
 
 impl EnhancedMetrics {
-    /// Shard-level metrics are not offered: one entry with none enabled, as AWS reports a new
-    /// stream.
-    pub fn none() -> Vec<EnhancedMetrics> {
-        vec![EnhancedMetrics { shard_level_metrics: Vec::new() }]
+    /// One entry with the shard-level metrics enabled (recorded only; none are emitted), as
+    /// AWS reports them; a new stream has none.
+    pub fn of(shard_level_metrics: Vec<String>) -> Vec<EnhancedMetrics> {
+        vec![EnhancedMetrics { shard_level_metrics }]
     }
 }
 
@@ -139,7 +139,7 @@ pub struct DescribeStreamOutput {
 }
 
 impl DescribeStreamOutput {
-    pub fn from_proto(description: v1::StreamDescription) -> DescribeStreamOutput {
+    pub fn from_proto(description: v1::StreamDescription, shard_level_metrics: Vec<String>) -> DescribeStreamOutput {
         DescribeStreamOutput {
             stream_description: StreamDescription {
                 stream_status: stream_status(description.stream_status),
@@ -150,7 +150,7 @@ impl DescribeStreamOutput {
                 has_more_shards: description.has_more_shards,
                 retention_period_hours: description.retention_period_hours,
                 stream_creation_timestamp: EpochSeconds(description.stream_creation_timestamp_ms),
-                enhanced_monitoring: EnhancedMetrics::none(),
+                enhanced_monitoring: EnhancedMetrics::of(shard_level_metrics),
                 encryption_type: ENCRYPTION_NONE,
             },
         }
@@ -182,7 +182,7 @@ pub struct DescribeStreamSummaryOutput {
 }
 
 impl DescribeStreamSummaryOutput {
-    pub fn from_proto(summary: v1::StreamSummary) -> DescribeStreamSummaryOutput {
+    pub fn from_proto(summary: v1::StreamSummary, shard_level_metrics: Vec<String>) -> DescribeStreamSummaryOutput {
         DescribeStreamSummaryOutput {
             stream_description_summary: StreamDescriptionSummary {
                 stream_status: stream_status(summary.stream_status),
@@ -191,7 +191,7 @@ impl DescribeStreamSummaryOutput {
                 stream_mode_details: StreamModeDetails::provisioned(),
                 retention_period_hours: summary.retention_period_hours,
                 stream_creation_timestamp: EpochSeconds(summary.stream_creation_timestamp_ms),
-                enhanced_monitoring: EnhancedMetrics::none(),
+                enhanced_monitoring: EnhancedMetrics::of(shard_level_metrics),
                 encryption_type: ENCRYPTION_NONE,
                 open_shard_count: summary.open_shard_count,
                 // Enhanced fan-out consumers are not offered yet.
@@ -322,6 +322,57 @@ impl PutRecordsOutput {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+impl Tag {
+    pub fn list(tags: Vec<(String, String)>) -> Vec<Tag> {
+        tags.into_iter().map(|(key, value)| Tag { key, value }).collect()
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsForStreamOutput {
+    pub tags: Vec<Tag>,
+    pub has_more_tags: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListTagsForResourceOutput {
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnhancedMonitoringOutput {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub current_shard_level_metrics: Vec<String>,
+    pub desired_shard_level_metrics: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeLimitsOutput {
+    pub shard_limit: u32,
+    pub open_shard_count: u32,
+    pub on_demand_stream_count: u32,
+    pub on_demand_stream_count_limit: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetResourcePolicyOutput {
+    pub policy: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct GetShardIteratorOutput {
     pub shard_iterator: String,
 }
@@ -415,15 +466,18 @@ mod tests {
 
     #[test]
     fn describe_stream_has_exactly_the_aws_members_and_no_nulls() {
-        let output = DescribeStreamOutput::from_proto(v1::StreamDescription {
-            stream_name: "orders".into(),
-            stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/orders".into(),
-            stream_status: v1::StreamStatus::Active as i32,
-            shards: vec![proto_shard()],
-            has_more_shards: false,
-            retention_period_hours: 24,
-            stream_creation_timestamp_ms: 1_795_360_321_000,
-        });
+        let output = DescribeStreamOutput::from_proto(
+            v1::StreamDescription {
+                stream_name: "orders".into(),
+                stream_arn: "arn:aws:kinesis:us-east-1:000000000000:stream/orders".into(),
+                stream_status: v1::StreamStatus::Active as i32,
+                shards: vec![proto_shard()],
+                has_more_shards: false,
+                retention_period_hours: 24,
+                stream_creation_timestamp_ms: 1_795_360_321_000,
+            },
+            Vec::new(),
+        );
         let json = serde_json::to_value(&output).expect("serializes");
         assert_no_nulls(&json, "");
         let description = &json["StreamDescription"];
@@ -462,7 +516,11 @@ mod tests {
             retention_period_hours: 24,
             stream_creation_timestamp_ms: 1_795_360_321_500,
         };
-        let json = serde_json::to_value(DescribeStreamSummaryOutput::from_proto(summary.clone())).expect("serializes");
+        let json = serde_json::to_value(DescribeStreamSummaryOutput::from_proto(
+            summary.clone(),
+            vec!["IncomingBytes".into()],
+        ))
+        .expect("serializes");
         assert_no_nulls(&json, "");
         let description = &json["StreamDescriptionSummary"];
         assert_eq!(
@@ -482,6 +540,7 @@ mod tests {
             ]
         );
         assert_eq!(description["StreamStatus"], "CREATING");
+        assert_eq!(description["EnhancedMonitoring"], serde_json::json!([{"ShardLevelMetrics": ["IncomingBytes"]}]));
         assert_eq!(description["StreamCreationTimestamp"].as_f64(), Some(1_795_360_321.5));
 
         let list = v1::ListStreamsResponse {

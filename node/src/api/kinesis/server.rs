@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -19,10 +19,12 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::auth::{Authenticator, KinesisCredential, SignedRequest};
 use super::error::{access_denied_body, KinesisError};
 use super::operations::{ArnScope, Operation, Operations, Target};
 use super::request::parse_body;
 use crate::api::ApiError;
+use crate::seam::Clock;
 use crate::service::StreamService;
 
 /// A request body at most; larger ones get 413 with an empty body, as kinesalite answers.
@@ -42,14 +44,20 @@ const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const CBOR_CONTENT_TYPE: &str = "application/x-amz-cbor-1.1";
 
 /// Settings of the Kinesis API, from the node configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KinesisSettings {
-    /// Region and account of the cluster's stream ARNs (the service's own).
+    /// Region and account of the cluster's stream ARNs (the service's own); signatures must be
+    /// scoped to this region.
     pub region: String,
     pub account: String,
-    /// Serve requests without checking credentials. Until SigV4 verification lands, a node
-    /// that does not allow anonymous access refuses every request.
+    /// Serve unsigned requests, and requests signed by keys not in `credentials`, as anonymous.
     pub allow_anonymous: bool,
+    /// The access keys whose SigV4 signatures are verified.
+    pub credentials: Vec<KinesisCredential>,
+    /// The cluster secret that signs shard iterators, to see which stream a GetRecords reads.
+    pub iterator_secret: Vec<u8>,
+    /// The node's wall clock, which request dates must be near.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// An HTTP answer before it becomes a response.
@@ -102,9 +110,10 @@ fn content_kind(headers: &HeaderMap) -> ContentKind {
 /// operation to run and its members; `Err` is the answer instead.
 pub fn admit(
     method: &Method,
+    uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-    allow_anonymous: bool,
+    auth: &Authenticator,
 ) -> Result<(Operation, Map<String, Value>), Reply> {
     if method != Method::POST {
         return Err(Reply::access_denied());
@@ -136,10 +145,19 @@ pub fn admit(
     }
     let members = parse_body(body).map_err(|error| Reply::error(&error))?;
     let target = target.ok_or_else(|| Reply::error(&KinesisError::UnknownOperation))?;
-    if !allow_anonymous {
-        // Until SigV4 verification lands no credentials are accepted, so none are looked at.
-        return Err(Reply::error(&KinesisError::MissingAuthenticationToken));
-    }
+    let signed = SignedRequest {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers,
+        body,
+    };
+    let principal = auth.authenticate(&signed).map_err(|error| Reply::error(&error))?;
+    let action = match target {
+        Target::Supported(operation) => format!("{operation:?}"),
+        Target::NotYetSupported(name) | Target::NotSupported(name) => name.to_string(),
+    };
+    auth.authorize(principal, &action, &members).map_err(|error| Reply::error(&error))?;
     match target {
         Target::Supported(operation) => Ok((operation, members)),
         Target::NotYetSupported(name) => Err(Reply::error(&KinesisError::Api(ApiError::InvalidArgument(format!(
@@ -180,7 +198,7 @@ where
 /// The Kinesis API of one node.
 pub struct KinesisApi {
     operations: Operations,
-    allow_anonymous: bool,
+    auth: Authenticator,
     request_ids: Mutex<SmallRng>,
 }
 
@@ -188,10 +206,18 @@ impl KinesisApi {
     /// `request_id_seed` seeds the request ids (`x-amzn-RequestId`); they need to be unique
     /// enough to find a request in logs, not unpredictable.
     pub fn new(service: StreamService, settings: KinesisSettings, request_id_seed: u64) -> Arc<KinesisApi> {
+        let auth = Authenticator::new(
+            settings.region.clone(),
+            settings.account.clone(),
+            settings.allow_anonymous,
+            &settings.credentials,
+            settings.clock,
+            &settings.iterator_secret,
+        );
         let scope = ArnScope { region: settings.region, account: settings.account };
         Arc::new(KinesisApi {
             operations: Operations::new(service, scope),
-            allow_anonymous: settings.allow_anonymous,
+            auth,
             request_ids: Mutex::new(SmallRng::seed_from_u64(request_id_seed)),
         })
     }
@@ -217,7 +243,7 @@ impl KinesisApi {
         let (parts, body) = request.into_parts();
         let reply = match read_body(&parts.headers, body).await {
             Err(reply) => reply,
-            Ok(body) => match admit(&parts.method, &parts.headers, &body, self.allow_anonymous) {
+            Ok(body) => match admit(&parts.method, &parts.uri, &parts.headers, &body, &self.auth) {
                 Err(reply) => reply,
                 Ok((operation, members)) => match self.operations.invoke(operation, &members).await {
                     Ok(body) => Reply::json(body),
@@ -319,6 +345,15 @@ mod tests {
     const JSON: (&str, &str) = ("content-type", "application/x-amz-json-1.1");
     const PUT: (&str, &str) = ("x-amz-target", "Kinesis_20131202.PutRecord");
 
+    fn root() -> Uri {
+        Uri::from_static("/")
+    }
+
+    fn auth(allow_anonymous: bool) -> Authenticator {
+        let clock: Arc<dyn Clock> = Arc::new(crate::seam::SystemClock);
+        Authenticator::new("us-east-1".into(), "000000000000".into(), allow_anonymous, &[], clock, b"secret")
+    }
+
     fn json_of(reply: &Reply) -> Value {
         serde_json::from_slice(&reply.body).expect("a JSON body")
     }
@@ -326,16 +361,17 @@ mod tests {
     #[test]
     fn a_well_formed_anonymous_request_names_its_operation() {
         let (operation, members) =
-            admit(&Method::POST, &headers(&[JSON, PUT]), br#"{"StreamName":"s"}"#, true).expect("admitted");
+            admit(&Method::POST, &root(), &headers(&[JSON, PUT]), br#"{"StreamName":"s"}"#, &auth(true))
+                .expect("admitted");
         assert_eq!(operation, Operation::PutRecord);
         assert_eq!(members["StreamName"], "s");
         let plain_json = headers(&[("content-type", "application/json; charset=utf-8"), PUT]);
-        assert!(admit(&Method::POST, &plain_json, b"{}", true).is_ok());
+        assert!(admit(&Method::POST, &root(), &plain_json, b"{}", &auth(true)).is_ok());
     }
 
     #[test]
-    fn without_anonymous_access_every_request_lacks_a_token() {
-        let reply = admit(&Method::POST, &headers(&[JSON, PUT]), b"{}", false).unwrap_err();
+    fn without_anonymous_access_an_unsigned_request_lacks_a_token() {
+        let reply = admit(&Method::POST, &root(), &headers(&[JSON, PUT]), b"{}", &auth(false)).unwrap_err();
         assert_eq!(reply.status, 400);
         assert_eq!(
             json_of(&reply),
@@ -344,36 +380,89 @@ mod tests {
     }
 
     #[test]
+    fn signed_requests_are_verified_and_keys_limited_to_their_actions() {
+        use super::super::auth::{authorization_header, format_amz_date, Scope};
+        let key = KinesisCredential {
+            access_key_id: "AKIDREADER".into(),
+            secret_access_key: "secret".into(),
+            allowed_streams: None,
+            allowed_actions: Some(vec!["DescribeStream".into()]),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(crate::seam::SystemClock);
+        let amz_date = format_amz_date(clock.now_ms());
+        let auth = Authenticator::new("us-east-1".into(), "000000000000".into(), false, &[key], clock, b"secret");
+        let sign = |target: &'static str, secret: &str| {
+            let mut headers = headers(&[JSON, ("x-amz-target", target), ("host", "localhost")]);
+            headers.insert("x-amz-date", HeaderValue::from_str(&amz_date).expect("a header value"));
+            let request = SignedRequest {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: br#"{"StreamName":"s"}"#,
+            };
+            let scope = Scope { amz_date: &amz_date, region: "us-east-1", service: "kinesis" };
+            let value = authorization_header(
+                &request,
+                &["content-type", "host", "x-amz-date", "x-amz-target"],
+                "AKIDREADER",
+                secret,
+                &scope,
+            );
+            headers.insert("authorization", HeaderValue::from_str(&value).expect("a header value"));
+            headers
+        };
+        let body = br#"{"StreamName":"s"}"#;
+        let describe = sign("Kinesis_20131202.DescribeStream", "secret");
+        let (operation, _) = admit(&Method::POST, &root(), &describe, body, &auth).expect("admitted");
+        assert_eq!(operation, Operation::DescribeStream);
+        let wrong = sign("Kinesis_20131202.DescribeStream", "guess");
+        assert_eq!(
+            json_of(&admit(&Method::POST, &root(), &wrong, body, &auth).unwrap_err())["__type"],
+            "InvalidSignatureException"
+        );
+        let delete = sign("Kinesis_20131202.DeleteStream", "secret");
+        let denied = admit(&Method::POST, &root(), &delete, body, &auth).unwrap_err();
+        assert_eq!(
+            (denied.status, json_of(&denied)),
+            (
+                400,
+                json!({"__type": "AccessDeniedException", "message": "User: arn:aws:iam::000000000000:user/AKIDREADER is not authorized to perform: kinesis:DeleteStream on resource: arn:aws:kinesis:us-east-1:000000000000:stream/s"})
+            )
+        );
+    }
+
+    #[test]
     fn a_request_that_is_not_a_json_call_is_denied_as_aws_does() {
-        let get = admit(&Method::GET, &headers(&[JSON, PUT]), b"{}", true).unwrap_err();
+        let get = admit(&Method::GET, &root(), &headers(&[JSON, PUT]), b"{}", &auth(true)).unwrap_err();
         assert_eq!(get.status, 403);
         assert!(String::from_utf8_lossy(&get.body).contains("<AccessDeniedException>"));
-        let no_type_no_target = admit(&Method::POST, &headers(&[]), b"{}", true).unwrap_err();
+        let no_type_no_target = admit(&Method::POST, &root(), &headers(&[]), b"{}", &auth(true)).unwrap_err();
         assert_eq!(no_type_no_target.status, 403);
-        let no_type = admit(&Method::POST, &headers(&[PUT]), b"{}", true).unwrap_err();
+        let no_type = admit(&Method::POST, &root(), &headers(&[PUT]), b"{}", &auth(true)).unwrap_err();
         assert_eq!((no_type.status, no_type.body.as_slice()), (404, &b"<UnknownOperationException/>\n"[..]));
     }
 
     #[test]
     fn targets_and_bodies_are_checked_before_credentials() {
-        let missing_target = admit(&Method::POST, &headers(&[JSON]), b"{}", false).unwrap_err();
+        let missing_target = admit(&Method::POST, &root(), &headers(&[JSON]), b"{}", &auth(false)).unwrap_err();
         assert_eq!(
             (missing_target.status, json_of(&missing_target)),
             (400, json!({"__type": "UnknownOperationException"}))
         );
         let unknown = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.Frobnicate")]);
         assert_eq!(
-            json_of(&admit(&Method::POST, &unknown, b"{}", true).unwrap_err())["__type"],
+            json_of(&admit(&Method::POST, &root(), &unknown, b"{}", &auth(true)).unwrap_err())["__type"],
             "UnknownOperationException"
         );
-        let empty = admit(&Method::POST, &headers(&[JSON, PUT]), b"", false).unwrap_err();
+        let empty = admit(&Method::POST, &root(), &headers(&[JSON, PUT]), b"", &auth(false)).unwrap_err();
         assert_eq!(json_of(&empty), json!({"__type": "SerializationException"}));
-        let not_json = admit(&Method::POST, &headers(&[JSON, PUT]), b"{nope", false).unwrap_err();
+        let not_json = admit(&Method::POST, &root(), &headers(&[JSON, PUT]), b"{nope", &auth(false)).unwrap_err();
         assert_eq!(json_of(&not_json)["__type"], "SerializationException");
         assert!(json_of(&not_json)["Message"].is_string());
         let cbor = headers(&[("content-type", "application/x-amz-cbor-1.1"), PUT]);
         assert_eq!(
-            json_of(&admit(&Method::POST, &cbor, b"\xbf\xff", true).unwrap_err())["__type"],
+            json_of(&admit(&Method::POST, &root(), &cbor, b"\xbf\xff", &auth(true)).unwrap_err())["__type"],
             "SerializationException"
         );
     }
@@ -381,7 +470,7 @@ mod tests {
     #[test]
     fn operations_not_offered_are_answered_honestly() {
         let split = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.SplitShard")]);
-        let reply = admit(&Method::POST, &split, b"{}", true).unwrap_err();
+        let reply = admit(&Method::POST, &root(), &split, b"{}", &auth(true)).unwrap_err();
         assert_eq!(
             (reply.status, json_of(&reply)),
             (
