@@ -55,6 +55,17 @@ pub struct NodeConfig {
     /// Access keys of the Kinesis API (`[[kinesis_credentials]]`), verified with SigV4.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kinesis_credentials: Vec<KinesisCredential>,
+    /// PEM certificate chain and private key of the Kinesis API: with both set it serves HTTPS
+    /// (ALPN http/1.1) instead of HTTP. Both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis_tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis_tls_key: Option<PathBuf>,
+    /// Per-shard throughput limits as Kinesis documents them (`[throttling]`): `enabled`
+    /// (default false), `shard_write_bytes_per_s` (1048576), `shard_write_records_per_s`
+    /// (1000), `shard_get_records_per_s` (5). Each rate at least 1.
+    #[serde(default)]
+    pub throttling: crate::throttle::ThrottleSettings,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).
@@ -163,6 +174,8 @@ impl NodeConfig {
             return Err("kinesis_listen: must differ from grpc_listen and peer_listen".to_string());
         }
         validate_credentials(&self.kinesis_credentials)?;
+        self.kinesis_tls()?;
+        self.throttling.validate()?;
         let raft = &self.raft;
         if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
             return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
@@ -199,9 +212,19 @@ impl NodeConfig {
                 election_timeout_max_ms: self.raft.election_timeout_max_ms,
                 ..RaftTiming::default()
             },
-            limits: DataLimits::default(),
+            limits: DataLimits { throttling: self.throttling.clone(), ..DataLimits::default() },
             segments: Default::default(),
             log_engine: Default::default(),
+        }
+    }
+
+    /// The Kinesis API's TLS configuration, loaded from `kinesis_tls_cert` and `kinesis_tls_key`.
+    pub fn kinesis_tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        match (&self.kinesis_tls_cert, &self.kinesis_tls_key) {
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("kinesis_tls_key: must be set with kinesis_tls_cert".to_string()),
+            (None, Some(_)) => Err("kinesis_tls_cert: must be set with kinesis_tls_key".to_string()),
+            (Some(certificate), Some(key)) => crate::api::kinesis::tls_server_config(certificate, key).map(Some),
         }
     }
 
@@ -213,6 +236,8 @@ impl NodeConfig {
             credentials: self.kinesis_credentials.clone(),
             iterator_secret: self.secret_bytes(),
             clock: std::sync::Arc::new(crate::seam::SystemClock),
+            // Loaded once already by `validate`; failing now means the files changed since.
+            tls: self.kinesis_tls().unwrap_or_else(|problem| panic!("{problem}")),
         }
     }
 
@@ -273,6 +298,17 @@ grpc_address = "127.0.0.1:50051"
         let mut clash = config;
         clash.kinesis_listen = Some(clash.grpc_listen);
         assert!(clash.validate().expect_err("refused").starts_with("kinesis_listen"));
+    }
+
+    #[test]
+    fn kinesis_tls_keys_come_in_pairs_and_name_the_bad_file() {
+        let mut config: NodeConfig = toml::from_str(SAMPLE).expect("parses");
+        config.kinesis_tls_cert = Some(PathBuf::from("/nonexistent/kinesis.pem"));
+        assert!(config.validate().expect_err("refused").starts_with("kinesis_tls_key: must be set"));
+        config.kinesis_tls_key = Some(PathBuf::from("/nonexistent/kinesis.key"));
+        assert!(config.validate().expect_err("refused").starts_with("kinesis_tls_cert: cannot read"));
+        config.kinesis_tls_cert = None;
+        assert!(config.validate().expect_err("refused").starts_with("kinesis_tls_cert: must be set"));
     }
 
     #[test]

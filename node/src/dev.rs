@@ -90,6 +90,12 @@ pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Res
 
 /// Writes the three configuration files of a local cluster and returns their paths.
 pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec<PathBuf>> {
+    write_dev_cluster_configs_with(data_dir, ports, false)
+}
+
+/// [`write_dev_cluster_configs`], with Kinesis' per-shard throughput limits enforced when
+/// `throttling` is set (`riffle-node dev --throttling`).
+pub fn write_dev_cluster_configs_with(data_dir: &Path, ports: DevPorts, throttling: bool) -> Result<Vec<PathBuf>> {
     let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
@@ -134,6 +140,9 @@ pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec
             // set up, and any AWS profile works.
             kinesis_allow_anonymous: kinesis_port.is_some() && kinesis_anonymous,
             kinesis_credentials: kinesis_credentials.clone(),
+            kinesis_tls_cert: None,
+            kinesis_tls_key: None,
+            throttling: crate::throttle::ThrottleSettings { enabled: throttling, ..Default::default() },
         };
         config.validate().map_err(anyhow::Error::msg)?;
         let path = node_dir.join("riffle.toml");

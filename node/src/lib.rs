@@ -26,4 +26,5 @@ pub mod raft;
 pub mod seam;
 pub mod service;
 pub mod storage;
+pub mod throttle;
 pub mod transport;

@@ -59,6 +59,10 @@ enum Commands {
         /// requires the `riffle-dev` key's signature on every request).
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         kinesis_anonymous: bool,
+        /// Enforce Kinesis' per-shard limits (1 MiB/s and 1,000 records/s of writes, 5
+        /// GetRecords calls/s), answering ProvisionedThroughputExceededException beyond them.
+        #[arg(long)]
+        throttling: bool,
     },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
@@ -75,10 +79,13 @@ fn main() -> Result<()> {
     let arguments = Arguments::parse();
     match (arguments.config, arguments.command) {
         (Some(config), None) => run_node(&config),
-        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port, kinesis_anonymous })) => run_dev(
-            &data_dir,
-            DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
-        ),
+        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port, kinesis_anonymous, throttling })) => {
+            run_dev(
+                &data_dir,
+                DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
+                throttling,
+            )
+        }
         (None, Some(Commands::GenCerts { out, nodes })) => {
             if nodes.is_empty() {
                 bail!("--nodes needs at least one node id");
@@ -197,9 +204,9 @@ async fn serve(config: NodeConfig) -> Result<()> {
     Ok(())
 }
 
-fn run_dev(data_dir: &Path, ports: DevPorts) -> Result<()> {
+fn run_dev(data_dir: &Path, ports: DevPorts, throttling: bool) -> Result<()> {
     let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
-    let configs = dev::write_dev_cluster_configs(data_dir, ports)?;
+    let configs = dev::write_dev_cluster_configs_with(data_dir, ports, throttling)?;
     let executable = std::env::current_exe().context("locating riffle-node")?;
     let mut children: Vec<(u64, Child)> = Vec::new();
     for (position, config) in configs.iter().enumerate() {

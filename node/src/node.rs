@@ -23,6 +23,7 @@ use crate::raft::state_machine::{GroupStateMachine, MetaStateMachine, ShardState
 use crate::raft::types::{ApplyResult, Raft};
 use crate::seam::Seams;
 use crate::storage::segment::{SegmentStore, SegmentStoreConfig, ShardSegments};
+use crate::throttle::{ShardThrottle, ThrottleSettings};
 use crate::transport::{BoxFuture, NodeId, PeerHandler, PeerTransport, TransportError};
 
 /// Raft timing of every group.
@@ -68,6 +69,8 @@ pub struct DataLimits {
     pub route_attempts_max: u32,
     /// How long a proposed entry may take to commit before its outcome is reported unknown.
     pub append_timeout_ms: u64,
+    /// Per-shard throughput limits, enforced on the shard's leader (off by default).
+    pub throttling: ThrottleSettings,
 }
 
 impl Default for DataLimits {
@@ -80,6 +83,7 @@ impl Default for DataLimits {
             leader_wait_ms: 10_000,
             route_attempts_max: 6,
             append_timeout_ms: 30_000,
+            throttling: ThrottleSettings::default(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct Group {
 pub struct ShardGroup {
     pub segments: ShardSegments,
     appends: mpsc::Sender<AppendRequest>,
+    /// The shard's throughput budgets, used while this node leads it and throttling is on.
+    throttle: Mutex<ShardThrottle>,
 }
 
 /// Why a routed request failed.
@@ -131,6 +137,9 @@ pub enum RouteError {
     Failed(String),
     /// The request may have run (its outcome was lost).
     Unknown(String),
+    /// The shard's leader refused the request over its throughput limit; it did not run and
+    /// must not be retried here (the client backs off).
+    Throttled,
 }
 
 impl RouteError {
@@ -148,6 +157,9 @@ impl RouteError {
             RouteError::Unknown(message) => {
                 RemoteError { kind: "Unknown".into(), message: message.clone(), leader_hint: None }
             }
+            RouteError::Throttled => {
+                RemoteError { kind: "Throttled".into(), message: "rate exceeded".into(), leader_hint: None }
+            }
         }
     }
 
@@ -156,6 +168,7 @@ impl RouteError {
             "NotLeader" => RouteError::NotLeader(error.leader_hint),
             "NoGroup" => RouteError::NoGroup,
             "Failed" => RouteError::Failed(error.message),
+            "Throttled" => RouteError::Throttled,
             _ => RouteError::Unknown(error.message),
         }
     }
@@ -379,7 +392,8 @@ impl Node {
         let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
         let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
-        let group = Group { id: group_id, raft, shard: Some(ShardGroup { segments, appends }) };
+        let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, self.seams.clock.now_ms()));
+        let group = Group { id: group_id, raft, shard: Some(ShardGroup { segments, appends, throttle }) };
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
         self.hosted.notify_waiters();
         Ok(())
@@ -470,6 +484,7 @@ impl Node {
                 Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
                     return Err(RouteError::Failed(message));
                 }
+                Err(RouteError::Throttled) => return Err(RouteError::Throttled),
                 Err(RouteError::Unknown(message)) if !idempotent => return Err(RouteError::Unknown(message)),
                 Err(error) => {
                     last_error = error;
@@ -579,6 +594,15 @@ impl Node {
             .map_err(|error| ApiError::Internal(format!("metadata did not catch up: {error}")))
     }
 
+    /// Whether the shard's throughput budget admits a request (always, with throttling off).
+    fn admit(&self, shard: &ShardGroup, take: impl FnOnce(&mut ShardThrottle, i64) -> bool) -> bool {
+        if !self.options.limits.throttling.enabled {
+            return true;
+        }
+        let now = self.seams.clock.now_ms();
+        take(&mut shard.throttle.lock().expect("throttle lock is not poisoned"), now)
+    }
+
     /// Serves a forwarded request for a group hosted here.
     async fn serve(&self, group_id: u64, body: peer_request::Body) -> Result<peer_response::Body, RouteError> {
         let group = self.group(group_id).ok_or(RouteError::NoGroup)?;
@@ -590,6 +614,11 @@ impl Node {
                     return Err(RouteError::NotLeader(metrics.current_leader));
                 }
                 let bytes = append.records.iter().map(|record| record.data.len() + record.partition_key.len()).sum();
+                if !self
+                    .admit(shard, |throttle, now| throttle.admit_write(now, append.records.len() as u64, bytes as u64))
+                {
+                    return Err(RouteError::Throttled);
+                }
                 let (respond, response) = oneshot::channel();
                 let request = AppendRequest { records: append.records, bytes, respond };
                 shard.appends.send(request).await.map_err(|_| RouteError::Failed("the shard is closing".into()))?;
@@ -604,6 +633,10 @@ impl Node {
                         Some(forward) => RouteError::NotLeader(forward.leader_id),
                         None => RouteError::Failed(error.to_string()),
                     });
+                }
+                // A read of no records (GetShardIterator LATEST) is not a GetRecords call.
+                if read.limit > 0 && !self.admit(shard, |throttle, now| throttle.admit_get_records(now)) {
+                    return Err(RouteError::Throttled);
                 }
                 read_shard(&shard.segments, read).map(peer_response::Body::Read)
             }
@@ -658,6 +691,11 @@ fn route_failure(shard: &ShardMeta, error: RouteError) -> ApiError {
         RouteError::Unknown(message) => ApiError::Internal(format!(
             "shard {}: the outcome is unknown ({message}); the record may have been stored",
             shard.index
+        )),
+        // The service, which knows the stream and account, words the message as Kinesis does.
+        RouteError::Throttled => ApiError::ProvisionedThroughputExceeded(format!(
+            "Rate exceeded for shard {}.",
+            crate::keys::shard_id(shard.index)
         )),
     }
 }

@@ -1,6 +1,7 @@
 //! The Kinesis Data Streams HTTP API: the JSON 1.1 protocol (`X-Amz-Target:
 //! Kinesis_20131202.<Operation>`) over HTTP/1.1, so that boto3, the AWS CLI and other AWS
-//! SDKs work against a Riffle node unchanged.
+//! SDKs work against a Riffle node unchanged, and its CBOR variant (`cbor`), the AWS Java SDKs'
+//! default; over HTTPS when configured (`tls`).
 //!
 //! Boundaries: this module only translates. Requests become [`crate::service::StreamService`]
 //! calls on the same proto types the gRPC API uses; every rule about streams, records and
@@ -17,11 +18,13 @@
 
 mod arn;
 mod auth;
+mod cbor;
 mod error;
 mod operations;
 mod request;
 mod response;
 mod server;
+mod tls;
 
 pub use auth::{
     authorization_header, signature, validate_credentials, KinesisCredential, Scope, SignedRequest, CLOCK_SKEW_MAX_MS,
@@ -31,3 +34,4 @@ pub use server::{
     serve, KinesisApi, KinesisSettings, BODY_READ_TIMEOUT_MS, CONNECTIONS_MAX, HEADER_READ_TIMEOUT_MS,
     REQUEST_BYTES_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS,
 };
+pub use tls::server_config as tls_server_config;

@@ -18,8 +18,10 @@ use rand::{RngCore, SeedableRng};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use super::auth::{Authenticator, KinesisCredential, SignedRequest};
+use super::cbor;
 use super::error::{access_denied_body, KinesisError};
 use super::operations::{ArnScope, Operation, Operations, Target};
 use super::request::parse_body;
@@ -58,6 +60,9 @@ pub struct KinesisSettings {
     pub iterator_secret: Vec<u8>,
     /// The node's wall clock, which request dates must be near.
     pub clock: Arc<dyn Clock>,
+    /// Serve HTTPS with this certificate and key (`kinesis_tls_cert`, `kinesis_tls_key`);
+    /// plain HTTP when absent.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// An HTTP answer before it becomes a response.
@@ -75,6 +80,19 @@ impl Reply {
 
     fn error(error: &KinesisError) -> Reply {
         Reply { status: error.status(), content_type: Some(JSON_CONTENT_TYPE), body: error.body_bytes() }
+    }
+
+    /// The same answer in CBOR, for a request that came in CBOR. Answers without a JSON body
+    /// (403, 404, 413) are the same in both protocols.
+    fn into_cbor(self) -> Reply {
+        match self.content_type {
+            Some(JSON_CONTENT_TYPE) => Reply {
+                status: self.status,
+                content_type: Some(CBOR_CONTENT_TYPE),
+                body: cbor::from_json_body(&self.body),
+            },
+            _ => self,
+        }
     }
 
     fn access_denied() -> Reply {
@@ -130,20 +148,17 @@ pub fn admit(
         }));
     }
     match kind {
-        ContentKind::Json => {}
-        ContentKind::Cbor => {
-            return Err(Reply::error(&KinesisError::Serialization(Some(
-                "The CBOR protocol (application/x-amz-cbor-1.1) is not supported by this server yet; send JSON \
-                 (AWS Java SDK: set AWS_CBOR_DISABLE=true, or CBOR_ENABLED=false for SDK v2)."
-                    .into(),
-            ))))
-        }
+        ContentKind::Json | ContentKind::Cbor => {}
         ContentKind::Other if !names_an_operation => return Err(Reply::access_denied()),
         ContentKind::Other => {
             return Err(Reply { status: 404, content_type: None, body: b"<UnknownOperationException/>\n".to_vec() })
         }
     }
-    let members = parse_body(body).map_err(|error| Reply::error(&error))?;
+    let members = match kind {
+        ContentKind::Cbor => cbor::parse_body(body),
+        _ => parse_body(body),
+    }
+    .map_err(|error| Reply::error(&error))?;
     let target = target.ok_or_else(|| Reply::error(&KinesisError::UnknownOperation))?;
     let signed = SignedRequest {
         method: method.as_str(),
@@ -200,6 +215,7 @@ pub struct KinesisApi {
     operations: Operations,
     auth: Authenticator,
     request_ids: Mutex<SmallRng>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl KinesisApi {
@@ -219,6 +235,7 @@ impl KinesisApi {
             operations: Operations::new(service, scope),
             auth,
             request_ids: Mutex::new(SmallRng::seed_from_u64(request_id_seed)),
+            tls: settings.tls,
         })
     }
 
@@ -241,6 +258,7 @@ impl KinesisApi {
     {
         let request_id = self.request_id();
         let (parts, body) = request.into_parts();
+        let kind = content_kind(&parts.headers);
         let reply = match read_body(&parts.headers, body).await {
             Err(reply) => reply,
             Ok(body) => match admit(&parts.method, &parts.uri, &parts.headers, &body, &self.auth) {
@@ -256,6 +274,7 @@ impl KinesisApi {
                 },
             },
         };
+        let reply = if kind == ContentKind::Cbor { reply.into_cbor() } else { reply };
         response(reply, &request_id)
     }
 }
@@ -280,9 +299,28 @@ fn response(reply: Reply, request_id: &str) -> Response<Full<Bytes>> {
     response
 }
 
-/// Serves the Kinesis API on `listener` until `shutdown` completes, then lets requests in
-/// flight finish for at most [`SHUTDOWN_DRAIN_TIMEOUT_MS`].
+/// Serves the Kinesis API on `listener` (over TLS when the settings carry a certificate) until
+/// `shutdown` completes, then lets requests in flight finish for at most
+/// [`SHUTDOWN_DRAIN_TIMEOUT_MS`].
 pub async fn serve(listener: TcpListener, api: Arc<KinesisApi>, shutdown: impl Future<Output = ()>) {
+    let tls = api.tls.clone().map(TlsAcceptor::from);
+    let handler = move |request: Request<hyper::body::Incoming>| {
+        let api = api.clone();
+        async move { api.handle(request).await }
+    };
+    serve_with(listener, tls, handler, shutdown).await
+}
+
+/// [`serve`] with any request handler.
+pub(super) async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -304,17 +342,22 @@ pub async fn serve(listener: TcpListener, api: Arc<KinesisApi>, shutdown: impl F
         };
         // Responses are written whole; waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
-        let api = api.clone();
-        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(request).await) }
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS));
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let handler = handler.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "a Kinesis API connection ended with an error");
+            match tls {
+                None => serve_connection(stream, handler, watcher).await,
+                Some(acceptor) => {
+                    // The handshake gets the time a client has to send its headers.
+                    let handshake =
+                        tokio::time::timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS), acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve_connection(stream, handler, watcher).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "a Kinesis API TLS handshake failed"),
+                        Err(_) => tracing::debug!("a Kinesis API TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -325,6 +368,23 @@ pub async fn serve(listener: TcpListener, api: Arc<KinesisApi>, shutdown: impl F
         () = tokio::time::sleep(Duration::from_millis(SHUTDOWN_DRAIN_TIMEOUT_MS)) => {
             tracing::warn!("Kinesis API requests still in flight after {SHUTDOWN_DRAIN_TIMEOUT_MS} ms; dropping them");
         }
+    }
+}
+
+async fn serve_connection<S, H, F>(stream: S, handler: H, watcher: hyper_util::server::graceful::Watcher)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let answer = handler(request);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(HEADER_READ_TIMEOUT_MS));
+    if let Err(error) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await {
+        tracing::debug!(%error, "a Kinesis API connection ended with an error");
     }
 }
 
@@ -462,9 +522,16 @@ mod tests {
         assert!(json_of(&not_json)["Message"].is_string());
         let cbor = headers(&[("content-type", "application/x-amz-cbor-1.1"), PUT]);
         assert_eq!(
-            json_of(&admit(&Method::POST, &root(), &cbor, b"\xbf\xff", &auth(true)).unwrap_err())["__type"],
+            json_of(&admit(&Method::POST, &root(), &cbor, b"\x01", &auth(true)).unwrap_err())["__type"],
             "SerializationException"
         );
+        let (operation, members) =
+            admit(&Method::POST, &root(), &cbor, b"\xa1\x6aStreamName\x61s", &auth(true)).expect("admitted");
+        assert_eq!((operation, Value::Object(members)), (Operation::PutRecord, json!({"StreamName": "s"})));
+        let reply = Reply::error(&KinesisError::UnknownOperation).into_cbor();
+        assert_eq!((reply.status, reply.content_type), (400, Some(CBOR_CONTENT_TYPE)));
+        assert_eq!(reply.body, b"\xa1\x66__type\x78\x19UnknownOperationException");
+        assert_eq!(Reply::access_denied().into_cbor(), Reply::access_denied());
     }
 
     #[test]
