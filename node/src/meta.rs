@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use riffle_proto::peer::{meta_command, CreateStream, MetaCommand, StreamTag};
+use riffle_proto::peer::{meta_command, CreateStream, MetaCommand, RegisterConsumer, StreamTag};
 use serde::{Deserialize, Serialize};
 
 /// The metadata group's id; shard groups count up from 1.
@@ -25,10 +25,20 @@ pub enum MetaRejection {
     /// A per-stream limit (tags) would be exceeded: a `LimitExceededException`.
     #[error("{0}")]
     LimitExceeded(String),
+    /// RegisterStreamConsumer with a name the stream already has.
+    #[error("Consumer {consumer} of stream {stream} already exists")]
+    ConsumerExists { stream: String, consumer: String },
+    #[error("Consumer {consumer} of stream {stream} not found")]
+    ConsumerNotFound { stream: String, consumer: String },
+    /// DeleteStream without EnforceConsumerDeletion on a stream that has consumers.
+    #[error("Stream {0} has registered consumers")]
+    StreamHasConsumers(String),
 }
 
 /// Tags one stream holds at most.
 pub const STREAM_TAGS_MAX: usize = 50;
+/// Enhanced fan-out consumers one stream holds at most.
+pub const STREAM_CONSUMERS_MAX: usize = 20;
 /// Retention bounds, in hours.
 pub const RETENTION_HOURS_MIN: u32 = 24;
 pub const RETENTION_HOURS_MAX: u32 = 8760;
@@ -58,6 +68,25 @@ pub struct StreamMeta {
     /// The resource policy (JSON text), stored but not enforced.
     #[serde(default)]
     pub resource_policy: Option<String>,
+    /// Enhanced fan-out consumers, by name (registry only: no push delivery yet).
+    #[serde(default)]
+    pub consumers: BTreeMap<String, ConsumerMeta>,
+}
+
+/// A registered enhanced fan-out consumer. It is ACTIVE once applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ConsumerMeta {
+    /// The epoch second that ends the consumer's ARN.
+    pub fn created_seconds(&self) -> i64 {
+        self.created_ms.div_euclid(1000)
+    }
 }
 
 impl StreamMeta {
@@ -87,6 +116,10 @@ impl MetaState {
         match &command.command {
             Some(meta_command::Command::CreateStream(create)) => self.create_stream(create),
             Some(meta_command::Command::DeleteStream(delete)) => {
+                let stream = self.stream_mut(&delete.name)?;
+                if !stream.consumers.is_empty() && !delete.enforce_consumer_deletion {
+                    return Err(MetaRejection::StreamHasConsumers(delete.name.clone()));
+                }
                 let stream = self
                     .streams
                     .remove(&delete.name)
@@ -144,12 +177,51 @@ impl MetaState {
                 stream.resource_policy = set.policy.clone();
                 Ok(())
             }
+            Some(meta_command::Command::RegisterConsumer(register)) => self.register_consumer(register),
+            Some(meta_command::Command::DeregisterConsumer(deregister)) => {
+                let stream = self.stream_mut(&deregister.stream)?;
+                let found = stream.consumers.get(&deregister.consumer).is_some_and(|consumer| {
+                    deregister.created_seconds.is_none_or(|seconds| consumer.created_seconds() == seconds)
+                });
+                if !found {
+                    return Err(MetaRejection::ConsumerNotFound {
+                        stream: deregister.stream.clone(),
+                        consumer: deregister.consumer.clone(),
+                    });
+                }
+                stream.consumers.remove(&deregister.consumer);
+                Ok(())
+            }
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }
 
     fn stream_mut(&mut self, name: &str) -> Result<&mut StreamMeta, MetaRejection> {
         self.streams.get_mut(name).ok_or_else(|| MetaRejection::StreamNotFound(name.to_string()))
+    }
+
+    /// Checked here, not only by the proposer, so concurrent registrations cannot pass the limit.
+    fn register_consumer(&mut self, register: &RegisterConsumer) -> Result<(), MetaRejection> {
+        let stream = self.stream_mut(&register.stream)?;
+        if stream.consumers.contains_key(&register.consumer) {
+            return Err(MetaRejection::ConsumerExists {
+                stream: register.stream.clone(),
+                consumer: register.consumer.clone(),
+            });
+        }
+        if stream.consumers.len() >= STREAM_CONSUMERS_MAX {
+            return Err(MetaRejection::LimitExceeded(format!(
+                "Stream {} already has the maximum of {STREAM_CONSUMERS_MAX} registered consumers.",
+                register.stream
+            )));
+        }
+        let mut tags = BTreeMap::new();
+        add_tags(&register.stream, &mut tags, &register.tags)?;
+        stream.consumers.insert(
+            register.consumer.clone(),
+            ConsumerMeta { name: register.consumer.clone(), created_ms: register.created_ms, tags },
+        );
+        Ok(())
     }
 
     fn create_stream(&mut self, create: &CreateStream) -> Result<(), MetaRejection> {
@@ -202,6 +274,7 @@ impl MetaState {
                 tags,
                 shard_level_metrics: BTreeSet::new(),
                 resource_policy: None,
+                consumers: BTreeMap::new(),
             },
         );
         Ok(())
@@ -274,7 +347,8 @@ pub fn place_replicas(
 #[cfg(test)]
 mod tests {
     use riffle_proto::peer::{
-        AddTags, DeleteStream, RemoveTags, SetResourcePolicy, SetRetention, SetShardLevelMetrics, ShardSpec,
+        AddTags, DeleteStream, DeregisterConsumer, RemoveTags, SetResourcePolicy, SetRetention, SetShardLevelMetrics,
+        ShardSpec,
     };
 
     use super::*;
@@ -312,8 +386,12 @@ mod tests {
         assert_eq!(state.apply(&create("a", 1)), Err(MetaRejection::StreamExists("a".into())));
         let groups: Vec<u64> = state.streams.values().flat_map(|s| s.shards.iter().map(|x| x.group_id)).collect();
         assert_eq!(groups, vec![1, 2, 3, 4, 5]);
-        let delete =
-            MetaCommand { command: Some(meta_command::Command::DeleteStream(DeleteStream { name: "a".into() })) };
+        let delete = MetaCommand {
+            command: Some(meta_command::Command::DeleteStream(DeleteStream {
+                name: "a".into(),
+                enforce_consumer_deletion: false,
+            })),
+        };
         state.apply(&delete).expect("deleted");
         assert_eq!(state.deleted_groups, vec![1, 2]);
         assert_eq!(state.apply(&delete), Err(MetaRejection::StreamNotFound("a".into())));
@@ -406,6 +484,64 @@ mod tests {
         assert_eq!(state.streams["s"].resource_policy, None);
     }
 
+    fn register(stream: &str, consumer: &str, created_ms: i64) -> MetaCommand {
+        command(meta_command::Command::RegisterConsumer(RegisterConsumer {
+            stream: stream.into(),
+            consumer: consumer.into(),
+            created_ms,
+            tags: vec![tag("team", "a")],
+        }))
+    }
+
+    fn deregister(stream: &str, consumer: &str, created_seconds: Option<i64>) -> MetaCommand {
+        command(meta_command::Command::DeregisterConsumer(DeregisterConsumer {
+            stream: stream.into(),
+            consumer: consumer.into(),
+            created_seconds,
+        }))
+    }
+
+    #[test]
+    fn consumers_are_unique_limited_and_deregistered_by_name_or_creation_second() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 1)).expect("created");
+        state.apply(&register("s", "c", 7_500)).expect("registered");
+        let consumer = &state.streams["s"].consumers["c"];
+        assert_eq!((consumer.created_ms, consumer.created_seconds()), (7_500, 7));
+        assert_eq!(consumer.tags.get("team").map(String::as_str), Some("a"));
+        assert_eq!(
+            state.apply(&register("s", "c", 9_000)),
+            Err(MetaRejection::ConsumerExists { stream: "s".into(), consumer: "c".into() })
+        );
+        assert_eq!(state.apply(&register("nope", "c", 1)), Err(MetaRejection::StreamNotFound("nope".into())));
+        for index in 1..STREAM_CONSUMERS_MAX {
+            state.apply(&register("s", &format!("c{index}"), 1)).expect("registered");
+        }
+        assert!(matches!(state.apply(&register("s", "one-more", 1)), Err(MetaRejection::LimitExceeded(_))));
+        let not_found = Err(MetaRejection::ConsumerNotFound { stream: "s".into(), consumer: "c".into() });
+        assert_eq!(state.apply(&deregister("s", "c", Some(8))), not_found, "another registration's ARN");
+        state.apply(&deregister("s", "c", Some(7))).expect("deregistered by ARN");
+        assert_eq!(state.apply(&deregister("s", "c", None)), not_found);
+        state.apply(&deregister("s", "c1", None)).expect("deregistered by name");
+        state.apply(&register("s", "c", 10_000)).expect("room again");
+        assert_eq!(state.streams["s"].consumers.len(), STREAM_CONSUMERS_MAX - 1);
+    }
+
+    #[test]
+    fn deleting_a_stream_with_consumers_needs_enforcement_and_removes_them() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 1)).expect("created");
+        state.apply(&register("s", "c", 1_000)).expect("registered");
+        let delete = |enforce_consumer_deletion| {
+            command(meta_command::Command::DeleteStream(DeleteStream { name: "s".into(), enforce_consumer_deletion }))
+        };
+        assert_eq!(state.apply(&delete(false)), Err(MetaRejection::StreamHasConsumers("s".into())));
+        state.apply(&delete(true)).expect("deleted");
+        state.apply(&create("s", 1)).expect("created again");
+        assert!(state.streams["s"].consumers.is_empty());
+        state.apply(&delete(false)).expect("no consumers, no enforcement needed");
+    }
+
     #[test]
     fn snapshots_without_the_newer_fields_still_load() {
         let old = r#"{"streams":{"s":{"name":"s","created_ms":1,"retention_period_hours":24,"shards":[]}},"next_group_id":2,"deleted_groups":[]}"#;
@@ -413,6 +549,7 @@ mod tests {
         assert!(state.streams["s"].tags.is_empty());
         assert!(state.streams["s"].shard_level_metrics.is_empty());
         assert_eq!(state.streams["s"].resource_policy, None);
+        assert!(state.streams["s"].consumers.is_empty());
     }
 
     #[test]

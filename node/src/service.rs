@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use riffle_proto::peer::{
-    self as wire, meta_command, AddTags, CreateStream, DeleteStream, MetaCommand, RecordInput, RemoveTags,
-    SetResourcePolicy, SetRetention, SetShardLevelMetrics, ShardSpec, StreamTag,
+    self as wire, meta_command, AddTags, CreateStream, DeleteStream, DeregisterConsumer, MetaCommand, RecordInput,
+    RegisterConsumer, RemoveTags, SetResourcePolicy, SetRetention, SetShardLevelMetrics, ShardSpec, StreamTag,
 };
 use riffle_proto::v1;
 
 use crate::api::ApiError;
 use crate::iterator::{IteratorCodec, Position, ShardIterator, ITERATOR_TTL_MS};
 use crate::keys;
-use crate::meta::{self, MetaRejection, ShardMeta, StreamMeta};
+use crate::meta::{self, ConsumerMeta, MetaRejection, ShardMeta, StreamMeta};
 use crate::node::Node;
 
 /// A record's data at most (data plus partition key), as Kinesis.
@@ -224,6 +224,30 @@ impl StreamService {
             MetaRejection::StreamNotFound(name) => self.stream_not_found(&name),
             MetaRejection::Invalid(message) => ApiError::InvalidArgument(message),
             MetaRejection::LimitExceeded(message) => ApiError::LimitExceeded(message),
+            MetaRejection::ConsumerExists { stream, consumer } => ApiError::ResourceInUse(format!(
+                "Consumer {consumer} under stream {} already exists.",
+                self.stream_arn(&stream)
+            )),
+            MetaRejection::ConsumerNotFound { stream, consumer } => self.consumer_not_found(&stream, &consumer),
+            MetaRejection::StreamHasConsumers(name) => ApiError::ResourceInUse(format!(
+                "Stream {name} under account {} has registered consumers. Set EnforceConsumerDeletion to delete them with the stream.",
+                self.settings.account
+            )),
+        }
+    }
+
+    fn consumer_not_found(&self, stream: &str, consumer: &str) -> ApiError {
+        ApiError::ResourceNotFound(format!("Consumer {consumer} under stream {} not found.", self.stream_arn(stream)))
+    }
+
+    /// `arn:aws:kinesis:<region>:<account>:stream/<stream>/consumer/<consumer>:<creation epoch seconds>`.
+    fn consumer_description(&self, stream: &str, consumer: &ConsumerMeta) -> ConsumerDescription {
+        let stream_arn = self.stream_arn(stream);
+        ConsumerDescription {
+            consumer_arn: format!("{stream_arn}/consumer/{}:{}", consumer.name, consumer.created_seconds()),
+            name: consumer.name.clone(),
+            created_ms: consumer.created_ms,
+            stream_arn,
         }
     }
 
@@ -379,10 +403,24 @@ impl StreamService {
         Ok(v1::CreateStreamResponse {})
     }
 
+    /// DeleteStream of the gRPC API, which has no consumers of its own: it deletes them too.
     pub async fn delete_stream(&self, request: v1::DeleteStreamRequest) -> Result<v1::DeleteStreamResponse, ApiError> {
+        self.delete_stream_enforcing(request, true).await
+    }
+
+    /// DeleteStream; without `enforce_consumer_deletion` a stream with consumers is refused
+    /// (`ResourceInUseException`, as AWS), with it they are deleted along with the stream.
+    pub async fn delete_stream_enforcing(
+        &self,
+        request: v1::DeleteStreamRequest,
+        enforce_consumer_deletion: bool,
+    ) -> Result<v1::DeleteStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
         let command = MetaCommand {
-            command: Some(meta_command::Command::DeleteStream(DeleteStream { name: request.stream_name.clone() })),
+            command: Some(meta_command::Command::DeleteStream(DeleteStream {
+                name: request.stream_name.clone(),
+                enforce_consumer_deletion,
+            })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
         self.await_meta(|state| !state.streams.contains_key(&request.stream_name)).await;
@@ -564,6 +602,112 @@ impl StreamService {
         let command =
             meta_command::Command::SetResourcePolicy(SetResourcePolicy { name: name.to_string(), policy: None });
         self.change_stream(command, name, |stream| stream.resource_policy.is_none()).await
+    }
+
+    /// RegisterStreamConsumer: ACTIVE as soon as the command is applied (AWS shows CREATING
+    /// for a few seconds first). Uniqueness and the per-stream limit are checked on apply.
+    pub async fn register_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        tags: Vec<(String, String)>,
+    ) -> Result<ConsumerDescription, ApiError> {
+        validate_stream_name(consumer, "consumerName")?;
+        if !tags.is_empty() {
+            validate_tags(&tags, TAG_RESOURCE_PER_CALL_MAX)?;
+        }
+        validate_stream_name(stream, "streamName")?;
+        let known = self.stream(stream).await?;
+        if known.consumers.contains_key(consumer) {
+            return Err(self.rejection(MetaRejection::ConsumerExists {
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
+            }));
+        }
+        let created_ms = self.node.seams.clock.now_ms();
+        let command = meta_command::Command::RegisterConsumer(RegisterConsumer {
+            stream: stream.to_string(),
+            consumer: consumer.to_string(),
+            created_ms,
+            tags: stream_tags(&tags),
+        });
+        self.change_stream(command, stream, |applied| {
+            applied.consumers.get(consumer).is_some_and(|registered| registered.created_ms == created_ms)
+        })
+        .await?;
+        let registered = ConsumerMeta { name: consumer.to_string(), created_ms, tags: tags.into_iter().collect() };
+        Ok(self.consumer_description(stream, &registered))
+    }
+
+    /// DeregisterStreamConsumer; `created_seconds` (from a ConsumerARN) picks one registration.
+    pub async fn deregister_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        created_seconds: Option<i64>,
+    ) -> Result<(), ApiError> {
+        self.consumer(stream, consumer, created_seconds).await?;
+        let command = meta_command::Command::DeregisterConsumer(DeregisterConsumer {
+            stream: stream.to_string(),
+            consumer: consumer.to_string(),
+            created_seconds,
+        });
+        self.change_stream(command, stream, |applied| {
+            applied.consumers.get(consumer).is_none_or(|left| Some(left.created_seconds()) != created_seconds)
+        })
+        .await
+    }
+
+    /// DescribeStreamConsumer, by stream and name, and by creation second for a ConsumerARN.
+    pub async fn describe_consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        created_seconds: Option<i64>,
+    ) -> Result<ConsumerDescription, ApiError> {
+        let found = self.consumer(stream, consumer, created_seconds).await?;
+        Ok(self.consumer_description(stream, &found))
+    }
+
+    /// ListStreamConsumers: consumers in name order after `exclusive_start`, at most `limit`,
+    /// and whether more follow.
+    pub async fn list_consumers(
+        &self,
+        stream: &str,
+        exclusive_start: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ConsumerDescription>, bool), ApiError> {
+        let known = self.stream_meta(stream).await?;
+        let mut after = known
+            .consumers
+            .values()
+            .filter(|consumer| exclusive_start.is_none_or(|start| consumer.name.as_str() > start));
+        let page = after.by_ref().take(limit).map(|consumer| self.consumer_description(stream, consumer)).collect();
+        Ok((page, after.next().is_some()))
+    }
+
+    /// A registered consumer, looked up locally and, when missing, after a barrier (it may have
+    /// been registered through another node).
+    async fn consumer(
+        &self,
+        stream: &str,
+        consumer: &str,
+        created_seconds: Option<i64>,
+    ) -> Result<ConsumerMeta, ApiError> {
+        validate_stream_name(consumer, "consumerName")?;
+        validate_stream_name(stream, "streamName")?;
+        let matching = |meta: &StreamMeta| {
+            meta.consumers
+                .get(consumer)
+                .filter(|found| created_seconds.is_none_or(|seconds| found.created_seconds() == seconds))
+                .cloned()
+        };
+        if let Some(found) = self.node.meta_state().streams.get(stream).and_then(matching) {
+            return Ok(found);
+        }
+        self.node.meta_barrier().await?;
+        let known = self.stream(stream).await?;
+        matching(&known).ok_or_else(|| self.consumer_not_found(stream, consumer))
     }
 
     pub async fn describe_stream(
@@ -923,6 +1067,15 @@ impl StreamService {
             millis_behind_latest: result.millis_behind_latest,
         })
     }
+}
+
+/// A registered consumer as the consumer operations report it (always ACTIVE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerDescription {
+    pub name: String,
+    pub consumer_arn: String,
+    pub created_ms: i64,
+    pub stream_arn: String,
 }
 
 /// `Thu Nov 23 03:39:24 UTC 2026`, the form Kinesis uses in iterator messages.

@@ -35,9 +35,56 @@ pub fn parse_stream_arn(text: &str) -> Option<StreamArn<'_>> {
     Some(StreamArn { partition, region, account, stream_name })
 }
 
+/// The model's pattern for `ConsumerARN`, quoted in validation messages.
+pub const CONSUMER_ARN_PATTERN: &str =
+    r"^(arn):aws.*:kinesis:.*:\d{12}:.*stream\/[a-zA-Z0-9_.-]+\/consumer\/[a-zA-Z0-9_.-]+:[0-9]+";
+
+/// The parts of a consumer ARN, `…:stream/<stream>/consumer/<consumer>:<creation epoch seconds>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerArn<'a> {
+    pub stream: StreamArn<'a>,
+    pub consumer_name: &'a str,
+    pub created_seconds: i64,
+}
+
+/// Parses a consumer ARN; `None` when it is not one.
+pub fn parse_consumer_arn(text: &str) -> Option<ConsumerArn<'_>> {
+    let mut stream = parse_stream_arn(text)?;
+    let (stream_name, consumer) = stream.stream_name.split_once("/consumer/")?;
+    let (consumer_name, seconds) = consumer.rsplit_once(':')?;
+    let name_chars = |name: &str| {
+        !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+    };
+    if !name_chars(stream_name) || !name_chars(consumer_name) || seconds.is_empty() {
+        return None;
+    }
+    if !seconds.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    stream.stream_name = stream_name;
+    Some(ConsumerArn { stream, consumer_name, created_seconds: seconds.parse().ok()? })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_consumer_arn_gives_its_stream_name_and_creation_second() {
+        let arn = parse_consumer_arn("arn:aws:kinesis:us-east-1:000000000000:stream/s.1/consumer/c-2:1795360321")
+            .expect("matches");
+        assert_eq!((arn.stream.stream_name, arn.consumer_name, arn.created_seconds), ("s.1", "c-2", 1_795_360_321));
+        assert_eq!(arn.stream.account, "000000000000");
+        for bad in [
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:x1",
+            "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/:1",
+            "arn:aws:kinesis:us-east-1:000000000000:stream//consumer/c:1",
+        ] {
+            assert_eq!(parse_consumer_arn(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn a_stream_arn_gives_its_parts() {

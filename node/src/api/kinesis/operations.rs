@@ -6,13 +6,17 @@ use riffle_proto::v1;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::arn::{parse_stream_arn, STREAM_ARN_CHARS_MAX, STREAM_ARN_PATTERN};
+use super::arn::{
+    parse_consumer_arn, parse_stream_arn, CONSUMER_ARN_PATTERN, STREAM_ARN_CHARS_MAX, STREAM_ARN_PATTERN,
+};
 use super::error::KinesisError;
 use super::request::{required, Members};
 use super::response::{
-    DescribeLimitsOutput, DescribeStreamOutput, DescribeStreamSummaryOutput, EnhancedMonitoringOutput,
-    GetRecordsOutput, GetResourcePolicyOutput, GetShardIteratorOutput, ListShardsOutput, ListStreamsOutput,
-    ListTagsForResourceOutput, ListTagsForStreamOutput, PutRecordOutput, PutRecordsOutput, Tag, MAX_RECORD_SIZE_KIB,
+    Consumer, ConsumerDescription, DescribeLimitsOutput, DescribeStreamConsumerOutput, DescribeStreamOutput,
+    DescribeStreamSummaryOutput, EnhancedMonitoringOutput, EpochSeconds, GetRecordsOutput, GetResourcePolicyOutput,
+    GetShardIteratorOutput, ListShardsOutput, ListStreamConsumersOutput, ListStreamsOutput, ListTagsForResourceOutput,
+    ListTagsForStreamOutput, PutRecordOutput, PutRecordsOutput, RegisterStreamConsumerOutput, Tag,
+    CONSUMER_STATUS_ACTIVE, MAX_RECORD_SIZE_KIB,
 };
 use crate::api::ApiError;
 use crate::service::{StreamService, ADD_TAGS_PER_CALL_MAX, TAG_RESOURCE_PER_CALL_MAX};
@@ -26,6 +30,10 @@ const PAGE_LIMIT_MAX: i64 = 10_000;
 
 /// Prefix inside a ListStreams `NextToken`, so that a token from anywhere else is refused.
 const LIST_STREAMS_TOKEN_PREFIX: &str = "riffle-list-streams/";
+/// Prefix inside a ListStreamConsumers `NextToken`.
+const LIST_CONSUMERS_TOKEN_PREFIX: &str = "riffle-list-consumers/";
+/// ListStreamConsumers' page size when `MaxResults` is not given.
+const LIST_CONSUMERS_DEFAULT: u32 = 100;
 
 /// The operations this node carries out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,11 @@ pub enum Operation {
     PutResourcePolicy,
     GetResourcePolicy,
     DeleteResourcePolicy,
+    /// The enhanced fan-out consumer registry (SubscribeToShard is not offered yet).
+    RegisterStreamConsumer,
+    DeregisterStreamConsumer,
+    DescribeStreamConsumer,
+    ListStreamConsumers,
     /// Answered with an honest refusal: records are not encrypted at rest.
     StartStreamEncryption,
     StopStreamEncryption,
@@ -70,17 +83,8 @@ pub enum Target {
 }
 
 /// The classic operations not offered in this version.
-pub const NOT_YET_SUPPORTED: [&str; 9] = [
-    "UpdateStreamMode",
-    "SplitShard",
-    "MergeShards",
-    "UpdateShardCount",
-    "RegisterStreamConsumer",
-    "DeregisterStreamConsumer",
-    "DescribeStreamConsumer",
-    "ListStreamConsumers",
-    "SubscribeToShard",
-];
+pub const NOT_YET_SUPPORTED: [&str; 5] =
+    ["UpdateStreamMode", "SplitShard", "MergeShards", "UpdateShardCount", "SubscribeToShard"];
 
 /// Operations of the current AWS model outside Riffle's plan.
 pub const NOT_SUPPORTED: [&str; 22] = [
@@ -140,6 +144,10 @@ impl Target {
             "PutResourcePolicy" => Operation::PutResourcePolicy,
             "GetResourcePolicy" => Operation::GetResourcePolicy,
             "DeleteResourcePolicy" => Operation::DeleteResourcePolicy,
+            "RegisterStreamConsumer" => Operation::RegisterStreamConsumer,
+            "DeregisterStreamConsumer" => Operation::DeregisterStreamConsumer,
+            "DescribeStreamConsumer" => Operation::DescribeStreamConsumer,
+            "ListStreamConsumers" => Operation::ListStreamConsumers,
             "StartStreamEncryption" => Operation::StartStreamEncryption,
             "StopStreamEncryption" => Operation::StopStreamEncryption,
             other => {
@@ -314,11 +322,73 @@ fn create_stream_request(members: Members<'_>) -> Result<CreateStreamInput, Kine
     Ok((v1::CreateStreamRequest { stream_name, shard_count, retention_period_hours: None }, tags.unwrap_or_default()))
 }
 
-fn delete_stream_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::DeleteStreamRequest, KinesisError> {
+/// DeleteStream's request and whether it deletes the stream's consumers too.
+fn delete_stream_request(
+    members: Members<'_>,
+    scope: &ArnScope,
+) -> Result<(v1::DeleteStreamRequest, bool), KinesisError> {
     let reference = StreamReference::read(&members)?;
-    // No stream has consumers yet, so forcing their deletion changes nothing.
-    let _enforce_consumer_deletion = members.boolean("EnforceConsumerDeletion")?;
-    Ok(v1::DeleteStreamRequest { stream_name: stream_name(reference, scope)? })
+    let enforce_consumer_deletion = members.boolean("EnforceConsumerDeletion")?.unwrap_or(false);
+    Ok((v1::DeleteStreamRequest { stream_name: stream_name(reference, scope)? }, enforce_consumer_deletion))
+}
+
+/// The stream a consumer operation names by its required `StreamARN`.
+fn stream_of_arn(arn: Option<String>, scope: &ArnScope) -> Result<String, KinesisError> {
+    let arn = required(arn, "streamARN")?;
+    stream_name(StreamReference { name: None, arn: Some(arn), id: None }, scope)
+}
+
+/// The consumer a request names: by `ConsumerARN`, or by `StreamARN` and `ConsumerName`.
+#[derive(Debug, PartialEq, Eq)]
+struct ConsumerReference {
+    stream: String,
+    consumer: String,
+    /// From a `ConsumerARN`: only the registration made in this epoch second.
+    created_seconds: Option<i64>,
+}
+
+fn consumer_reference(members: &Members<'_>, scope: &ArnScope) -> Result<ConsumerReference, KinesisError> {
+    let stream_arn = members.string("StreamARN")?;
+    let consumer_name = members.string("ConsumerName")?;
+    let consumer_arn = members.string("ConsumerARN")?;
+    if let Some(arn) = consumer_arn {
+        if arn.is_empty() {
+            return Err(validation(&arn, "consumerARN", "Member must have length greater than or equal to 1"));
+        }
+        if arn.chars().count() > STREAM_ARN_CHARS_MAX {
+            return Err(validation(&arn, "consumerARN", "Member must have length less than or equal to 2048"));
+        }
+        let parsed = parse_consumer_arn(&arn).ok_or_else(|| {
+            validation(
+                &arn,
+                "consumerARN",
+                &format!("Member must satisfy regular expression pattern: {CONSUMER_ARN_PATTERN}"),
+            )
+        })?;
+        if parsed.stream.region != scope.region || parsed.stream.account != scope.account {
+            return Err(KinesisError::Api(ApiError::ResourceNotFound(format!("Consumer {arn} not found."))));
+        }
+        let stream = parsed.stream.stream_name.to_string();
+        let consumer = parsed.consumer_name.to_string();
+        let stream_differs = match stream_arn {
+            Some(stream_arn) => stream_of_arn(Some(stream_arn), scope)? != stream,
+            None => false,
+        };
+        if stream_differs || consumer_name.is_some_and(|name| name != consumer) {
+            return Err(KinesisError::Api(ApiError::InvalidArgument(format!(
+                "ConsumerARN {arn} names another consumer than StreamARN and ConsumerName."
+            ))));
+        }
+        return Ok(ConsumerReference { stream, consumer, created_seconds: Some(parsed.created_seconds) });
+    }
+    match (stream_arn, consumer_name) {
+        (Some(stream_arn), Some(consumer)) => {
+            Ok(ConsumerReference { stream: stream_of_arn(Some(stream_arn), scope)?, consumer, created_seconds: None })
+        }
+        _ => Err(KinesisError::Api(ApiError::InvalidArgument(
+            "Either ConsumerARN or both StreamARN and ConsumerName must be provided.".into(),
+        ))),
+    }
 }
 
 fn describe_stream_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::DescribeStreamRequest, KinesisError> {
@@ -540,7 +610,8 @@ impl Operations {
                 Ok(Vec::new())
             }
             Operation::DeleteStream => {
-                service.delete_stream(delete_stream_request(members, scope)?).await?;
+                let (request, enforce_consumer_deletion) = delete_stream_request(members, scope)?;
+                service.delete_stream_enforcing(request, enforce_consumer_deletion).await?;
                 Ok(Vec::new())
             }
             Operation::DescribeStream => {
@@ -557,8 +628,10 @@ impl Operations {
                     .await?
                     .stream_description_summary
                     .ok_or_else(|| ApiError::Internal("the service summarized no stream".into()))?;
-                let metrics = shard_level_metrics(service, &summary.stream_name).await?;
-                Ok(encode(&DescribeStreamSummaryOutput::from_proto(summary, metrics)))
+                let meta = service.stream_meta(&summary.stream_name).await?;
+                let metrics = meta.shard_level_metrics.into_iter().collect();
+                let consumer_count = meta.consumers.len() as u32;
+                Ok(encode(&DescribeStreamSummaryOutput::from_proto(summary, metrics, consumer_count)))
             }
             Operation::ListStreams => {
                 let listed = service.list_streams(list_streams_request(members)?)?;
@@ -702,12 +775,85 @@ impl Operations {
                 service.delete_resource_policy(&name).await?;
                 Ok(Vec::new())
             }
+            Operation::RegisterStreamConsumer => {
+                let stream_arn = members.string("StreamARN")?;
+                let consumer_name = members.string("ConsumerName")?;
+                let tags = members.string_map("Tags")?;
+                let stream = stream_of_arn(stream_arn, scope)?;
+                let consumer_name = required(consumer_name, "consumerName")?;
+                let registered = service.register_consumer(&stream, &consumer_name, tags.unwrap_or_default()).await?;
+                Ok(encode(&RegisterStreamConsumerOutput { consumer: consumer_output(registered) }))
+            }
+            Operation::DeregisterStreamConsumer => {
+                let reference = consumer_reference(&members, scope)?;
+                service.deregister_consumer(&reference.stream, &reference.consumer, reference.created_seconds).await?;
+                Ok(Vec::new())
+            }
+            Operation::DescribeStreamConsumer => {
+                let reference = consumer_reference(&members, scope)?;
+                let found = service
+                    .describe_consumer(&reference.stream, &reference.consumer, reference.created_seconds)
+                    .await?;
+                Ok(encode(&DescribeStreamConsumerOutput {
+                    consumer_description: ConsumerDescription {
+                        consumer_name: found.name,
+                        consumer_arn: found.consumer_arn,
+                        consumer_status: CONSUMER_STATUS_ACTIVE,
+                        consumer_creation_timestamp: EpochSeconds(found.created_ms),
+                        stream_arn: found.stream_arn,
+                    },
+                }))
+            }
+            Operation::ListStreamConsumers => {
+                let stream_arn = members.string("StreamARN")?;
+                let max_results = members.integer("MaxResults")?;
+                let next_token = members.string("NextToken")?;
+                // Accepted for compatibility; a stream name is never reused while it exists.
+                let _stream_creation_timestamp = members.timestamp_ms("StreamCreationTimestamp")?;
+                let stream = stream_of_arn(stream_arn, scope)?;
+                let limit = page_limit(max_results, "maxResults")?.unwrap_or(LIST_CONSUMERS_DEFAULT);
+                let start = next_token.map(|token| decode_list_consumers_token(&token, &stream)).transpose()?;
+                let (consumers, more) = service.list_consumers(&stream, start.as_deref(), limit as usize).await?;
+                let next_token = match (more, consumers.last()) {
+                    (true, Some(last)) => Some(encode_list_consumers_token(&stream, &last.name)),
+                    _ => None,
+                };
+                Ok(encode(&ListStreamConsumersOutput {
+                    consumers: consumers.into_iter().map(consumer_output).collect(),
+                    next_token,
+                }))
+            }
             Operation::StartStreamEncryption | Operation::StopStreamEncryption => {
                 // Records are not encrypted at rest; recording the setting would be a fake success.
                 Err(not_supported_yet("Server-side encryption"))
             }
         }
     }
+}
+
+fn consumer_output(consumer: crate::service::ConsumerDescription) -> Consumer {
+    Consumer {
+        consumer_name: consumer.name,
+        consumer_arn: consumer.consumer_arn,
+        consumer_status: CONSUMER_STATUS_ACTIVE,
+        consumer_creation_timestamp: EpochSeconds(consumer.created_ms),
+    }
+}
+
+fn encode_list_consumers_token(stream: &str, last_consumer: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(format!("{LIST_CONSUMERS_TOKEN_PREFIX}{stream}/{last_consumer}"))
+}
+
+/// The consumer a ListStreamConsumers token continues after; a token of another stream is refused.
+fn decode_list_consumers_token(token: &str, stream: &str) -> Result<String, KinesisError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| {
+            text.strip_prefix(LIST_CONSUMERS_TOKEN_PREFIX)?.strip_prefix(stream)?.strip_prefix('/').map(str::to_string)
+        })
+        .ok_or_else(|| KinesisError::Api(ApiError::InvalidArgument(format!("Invalid NextToken: {token}"))))
 }
 
 /// The shard-level metrics recorded for a stream, for DescribeStream(Summary).
@@ -723,7 +869,7 @@ fn tag_keys(keys: Vec<String>) -> Result<Vec<String>, KinesisError> {
     Ok(keys)
 }
 
-/// The stream a `ResourceARN` names. Consumer ARNs name no resource until consumers land.
+/// The stream a `ResourceARN` names. Consumer ARNs are not taggable resources yet.
 fn resource_stream(arn: Option<String>, stream_id: Option<String>, scope: &ArnScope) -> Result<String, KinesisError> {
     if stream_id.is_some() {
         return Err(not_supported_yet("Addressing a stream by StreamId"));
@@ -798,7 +944,7 @@ mod tests {
     #[test]
     fn the_classic_operations_and_resource_tagging_are_all_known() {
         // 32 classic operations plus TagResource, UntagResource and ListTagsForResource.
-        assert_eq!(26 + NOT_YET_SUPPORTED.len(), 35);
+        assert_eq!(30 + NOT_YET_SUPPORTED.len(), 35);
         for name in NOT_YET_SUPPORTED.iter().chain(NOT_SUPPORTED.iter()) {
             assert!(Target::parse(&format!("Kinesis_20131202.{name}")).is_some(), "{name}");
         }
@@ -1025,6 +1171,37 @@ mod tests {
         );
         assert!(failure(resource_stream(None, None, &scope()).unwrap_err()).1.contains("Value null at 'resourceARN'"));
         assert_eq!(tag_keys(vec![]).unwrap_err().error_type(), "ValidationException");
+    }
+
+    #[test]
+    fn consumers_are_named_by_arn_or_by_stream_arn_and_name() {
+        let by_arn = body(json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:17"}));
+        assert_eq!(
+            consumer_reference(&Members::top(&by_arn), &scope()).unwrap(),
+            ConsumerReference { stream: "s".into(), consumer: "c".into(), created_seconds: Some(17) }
+        );
+        let by_name =
+            body(json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "ConsumerName": "c"}));
+        assert_eq!(
+            consumer_reference(&Members::top(&by_name), &scope()).unwrap(),
+            ConsumerReference { stream: "s".into(), consumer: "c".into(), created_seconds: None }
+        );
+        let name_only = body(json!({"ConsumerName": "c"}));
+        assert_eq!(
+            failure(consumer_reference(&Members::top(&name_only), &scope()).unwrap_err()).0,
+            "InvalidArgumentException"
+        );
+        let elsewhere = body(json!({"ConsumerARN": "arn:aws:kinesis:eu-west-1:000000000000:stream/s/consumer/c:1"}));
+        assert_eq!(
+            failure(consumer_reference(&Members::top(&elsewhere), &scope()).unwrap_err()).0,
+            "ResourceNotFoundException"
+        );
+        let malformed = body(json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s"}));
+        assert!(consumer_reference(&Members::top(&malformed), &scope()).is_err());
+        let token = encode_list_consumers_token("s", "c");
+        assert_eq!(decode_list_consumers_token(&token, "s").unwrap(), "c");
+        assert!(decode_list_consumers_token(&token, "t").is_err());
+        assert!(decode_list_consumers_token(&encode_list_streams_token("s"), "s").is_err());
     }
 
     #[test]

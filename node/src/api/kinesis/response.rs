@@ -182,7 +182,11 @@ pub struct DescribeStreamSummaryOutput {
 }
 
 impl DescribeStreamSummaryOutput {
-    pub fn from_proto(summary: v1::StreamSummary, shard_level_metrics: Vec<String>) -> DescribeStreamSummaryOutput {
+    pub fn from_proto(
+        summary: v1::StreamSummary,
+        shard_level_metrics: Vec<String>,
+        consumer_count: u32,
+    ) -> DescribeStreamSummaryOutput {
         DescribeStreamSummaryOutput {
             stream_description_summary: StreamDescriptionSummary {
                 stream_status: stream_status(summary.stream_status),
@@ -194,12 +198,57 @@ impl DescribeStreamSummaryOutput {
                 enhanced_monitoring: EnhancedMetrics::of(shard_level_metrics),
                 encryption_type: ENCRYPTION_NONE,
                 open_shard_count: summary.open_shard_count,
-                // Enhanced fan-out consumers are not offered yet.
-                consumer_count: 0,
+                consumer_count,
                 max_record_size_in_kib: MAX_RECORD_SIZE_KIB,
             },
         }
     }
+}
+
+/// Every registered consumer is ACTIVE: it is usable once its registration is applied.
+pub const CONSUMER_STATUS_ACTIVE: &str = "ACTIVE";
+
+/// A consumer in RegisterStreamConsumer's and ListStreamConsumers' answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Consumer {
+    pub consumer_name: String,
+    #[serde(rename = "ConsumerARN")]
+    pub consumer_arn: String,
+    pub consumer_status: &'static str,
+    pub consumer_creation_timestamp: EpochSeconds,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RegisterStreamConsumerOutput {
+    pub consumer: Consumer,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConsumerDescription {
+    pub consumer_name: String,
+    #[serde(rename = "ConsumerARN")]
+    pub consumer_arn: String,
+    pub consumer_status: &'static str,
+    pub consumer_creation_timestamp: EpochSeconds,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeStreamConsumerOutput {
+    pub consumer_description: ConsumerDescription,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListStreamConsumersOutput {
+    pub consumers: Vec<Consumer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -519,6 +568,7 @@ mod tests {
         let json = serde_json::to_value(DescribeStreamSummaryOutput::from_proto(
             summary.clone(),
             vec!["IncomingBytes".into()],
+            2,
         ))
         .expect("serializes");
         assert_no_nulls(&json, "");
