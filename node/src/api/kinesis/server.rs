@@ -286,12 +286,23 @@ fn format_uuid(mut bytes: [u8; 16]) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
+fn extended_request_id(request_id: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(request_id.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
 fn response(reply: Reply, request_id: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(reply.body)));
     *response.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-RequestId", value);
+    }
+    // AWS's extended request id: an opaque base64 token; ours is derived from the request id.
+    if let Ok(value) = HeaderValue::from_str(&extended_request_id(request_id)) {
+        headers.insert("x-amz-id-2", value);
     }
     if let Some(content_type) = reply.content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -563,6 +574,7 @@ mod tests {
         assert_eq!(id, "ffffffff-ffff-4fff-bfff-ffffffffffff");
         let reply = response(Reply::json(b"{}".to_vec()), &id);
         assert_eq!(reply.headers()["x-amzn-requestid"], id.as_str());
+        assert_eq!(reply.headers()["x-amz-id-2"].len(), 44);
         assert_eq!(reply.headers()[CONTENT_TYPE], JSON_CONTENT_TYPE);
     }
 }
