@@ -151,13 +151,13 @@ impl MetaState {
                 Ok(())
             }
             Some(meta_command::Command::AddTags(add)) => {
-                let stream = self.stream_mut(&add.name)?;
-                add_tags(&add.name, &mut stream.tags, &add.tags)
+                let tags = self.tags_mut(&add.name, add.consumer.as_deref(), add.consumer_created_seconds)?;
+                add_tags(&add.name, tags, &add.tags)
             }
             Some(meta_command::Command::RemoveTags(remove)) => {
-                let stream = self.stream_mut(&remove.name)?;
+                let tags = self.tags_mut(&remove.name, remove.consumer.as_deref(), remove.consumer_created_seconds)?;
                 for key in &remove.keys {
-                    stream.tags.remove(key);
+                    tags.remove(key);
                 }
                 Ok(())
             }
@@ -198,6 +198,28 @@ impl MetaState {
 
     fn stream_mut(&mut self, name: &str) -> Result<&mut StreamMeta, MetaRejection> {
         self.streams.get_mut(name).ok_or_else(|| MetaRejection::StreamNotFound(name.to_string()))
+    }
+
+    /// The tags of a stream or, with `consumer`, of one of its consumers (of the registration
+    /// made in `created_seconds` when given).
+    fn tags_mut(
+        &mut self,
+        stream: &str,
+        consumer: Option<&str>,
+        created_seconds: Option<i64>,
+    ) -> Result<&mut BTreeMap<String, String>, MetaRejection> {
+        let meta = self.stream_mut(stream)?;
+        let Some(consumer) = consumer else {
+            return Ok(&mut meta.tags);
+        };
+        meta.consumers
+            .get_mut(consumer)
+            .filter(|found| created_seconds.is_none_or(|seconds| found.created_seconds() == seconds))
+            .map(|found| &mut found.tags)
+            .ok_or_else(|| MetaRejection::ConsumerNotFound {
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
+            })
     }
 
     /// Checked here, not only by the proposer, so concurrent registrations cannot pass the limit.
@@ -281,8 +303,8 @@ impl MetaState {
     }
 }
 
-/// Adds (or overwrites) `added`, refusing the whole change if the stream would hold more than
-/// [`STREAM_TAGS_MAX`] tags.
+/// Adds (or overwrites) `added`, refusing the whole change if the stream (or consumer) would hold
+/// more than [`STREAM_TAGS_MAX`] tags.
 fn add_tags(stream: &str, tags: &mut BTreeMap<String, String>, added: &[StreamTag]) -> Result<(), MetaRejection> {
     let new_keys: BTreeSet<&str> =
         added.iter().map(|tag| tag.key.as_str()).filter(|key| !tags.contains_key(*key)).collect();
@@ -437,7 +459,9 @@ mod tests {
             create.tags = vec![tag("a", "1")];
         }
         state.apply(&created).expect("created");
-        let add = |tags: Vec<StreamTag>| command(meta_command::Command::AddTags(AddTags { name: "s".into(), tags }));
+        let add = |tags: Vec<StreamTag>| {
+            command(meta_command::Command::AddTags(AddTags { name: "s".into(), tags, ..Default::default() }))
+        };
         state.apply(&add(vec![tag("a", "2"), tag("b", "")])).expect("added");
         assert_eq!(
             state.streams["s"].tags,
@@ -452,6 +476,7 @@ mod tests {
         let remove = command(meta_command::Command::RemoveTags(RemoveTags {
             name: "s".into(),
             keys: vec!["a".into(), "absent".into()],
+            ..Default::default()
         }));
         state.apply(&remove).expect("removed");
         assert_eq!(state.streams["s"].tags.len(), 49);
@@ -525,6 +550,49 @@ mod tests {
         state.apply(&deregister("s", "c1", None)).expect("deregistered by name");
         state.apply(&register("s", "c", 10_000)).expect("room again");
         assert_eq!(state.streams["s"].consumers.len(), STREAM_CONSUMERS_MAX - 1);
+    }
+
+    #[test]
+    fn consumer_tags_are_added_removed_limited_and_need_the_consumer() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 1)).expect("created");
+        state.apply(&register("s", "c", 7_500)).expect("registered");
+        let add = |consumer: &str, seconds: Option<i64>, tags: Vec<StreamTag>| {
+            command(meta_command::Command::AddTags(AddTags {
+                name: "s".into(),
+                tags,
+                consumer: Some(consumer.into()),
+                consumer_created_seconds: seconds,
+            }))
+        };
+        state.apply(&add("c", Some(7), vec![tag("env", "dev")])).expect("added by ARN");
+        state.apply(&add("c", None, vec![tag("team", "b")])).expect("added by name");
+        assert_eq!(
+            state.streams["s"].consumers["c"].tags,
+            BTreeMap::from([("env".to_string(), "dev".to_string()), ("team".to_string(), "b".to_string())])
+        );
+        assert!(state.streams["s"].tags.is_empty(), "the stream's own tags are untouched");
+        let not_found = Err(MetaRejection::ConsumerNotFound { stream: "s".into(), consumer: "c".into() });
+        assert_eq!(state.apply(&add("c", Some(8), vec![tag("x", "1")])), not_found, "another registration");
+        assert!(matches!(
+            state.apply(&add("nope", None, vec![tag("x", "1")])),
+            Err(MetaRejection::ConsumerNotFound { .. })
+        ));
+        let many = (0..48).map(|i| tag(&format!("k{i}"), "v")).collect();
+        state.apply(&add("c", None, many)).expect("up to 50");
+        assert!(matches!(state.apply(&add("c", None, vec![tag("new", "v")])), Err(MetaRejection::LimitExceeded(_))));
+        let remove = |consumer: &str, seconds: Option<i64>| {
+            command(meta_command::Command::RemoveTags(RemoveTags {
+                name: "s".into(),
+                keys: vec!["env".into(), "absent".into()],
+                consumer: Some(consumer.into()),
+                consumer_created_seconds: seconds,
+            }))
+        };
+        assert_eq!(state.apply(&remove("c", Some(1))), not_found);
+        state.apply(&remove("c", Some(7))).expect("removed");
+        assert_eq!(state.streams["s"].consumers["c"].tags.len(), 49);
+        assert!(!state.streams["s"].consumers["c"].tags.contains_key("env"));
     }
 
     #[test]

@@ -154,6 +154,17 @@ fn validate_tag_key(key: &str, member: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The tags of a stream or of its consumer registered in the given second; `None` when that
+/// consumer is gone.
+fn resource_tags<'a>(stream: &'a StreamMeta, consumer: Option<(&str, i64)>) -> Option<&'a BTreeMap<String, String>> {
+    match consumer {
+        None => Some(&stream.tags),
+        Some((consumer, seconds)) => {
+            stream.consumers.get(consumer).filter(|found| found.created_seconds() == seconds).map(|found| &found.tags)
+        }
+    }
+}
+
 fn stream_tags(tags: &[(String, String)]) -> Vec<StreamTag> {
     tags.iter().map(|(key, value)| StreamTag { key: key.clone(), value: value.clone() }).collect()
 }
@@ -466,17 +477,41 @@ impl StreamService {
         self.change_stream(command, name, |stream| stream.retention_period_hours == hours).await
     }
 
-    /// AddTagsToStream (`per_call_max` 10) and TagResource (50).
-    pub async fn add_tags(&self, name: &str, tags: Vec<(String, String)>, per_call_max: usize) -> Result<(), ApiError> {
+    /// AddTagsToStream (`per_call_max` 10) and TagResource (50), on the stream or, with
+    /// `consumer` (a name and the creation second its ARN ends with), on one of its consumers.
+    pub async fn add_tags(
+        &self,
+        name: &str,
+        consumer: Option<(&str, i64)>,
+        tags: Vec<(String, String)>,
+        per_call_max: usize,
+    ) -> Result<(), ApiError> {
         validate_stream_name(name, "streamName")?;
         validate_tags(&tags, per_call_max)?;
-        let command = meta_command::Command::AddTags(AddTags { name: name.to_string(), tags: stream_tags(&tags) });
-        self.change_stream(command, name, |stream| tags.iter().all(|(key, value)| stream.tags.get(key) == Some(value)))
-            .await
+        if let Some((consumer, seconds)) = consumer {
+            self.consumer(name, consumer, Some(seconds)).await?;
+        }
+        let command = meta_command::Command::AddTags(AddTags {
+            name: name.to_string(),
+            tags: stream_tags(&tags),
+            consumer: consumer.map(|(consumer, _)| consumer.to_string()),
+            consumer_created_seconds: consumer.map(|(_, seconds)| seconds),
+        });
+        self.change_stream(command, name, |stream| {
+            resource_tags(stream, consumer)
+                .is_some_and(|held| tags.iter().all(|(key, value)| held.get(key) == Some(value)))
+        })
+        .await
     }
 
-    /// RemoveTagsFromStream and UntagResource; keys the stream lacks are ignored.
-    pub async fn remove_tags(&self, name: &str, keys: Vec<String>) -> Result<(), ApiError> {
+    /// RemoveTagsFromStream and UntagResource (on a stream or consumer, as [`Self::add_tags`]);
+    /// keys the resource lacks are ignored.
+    pub async fn remove_tags(
+        &self,
+        name: &str,
+        consumer: Option<(&str, i64)>,
+        keys: Vec<String>,
+    ) -> Result<(), ApiError> {
         validate_stream_name(name, "streamName")?;
         if keys.len() > TAG_RESOURCE_PER_CALL_MAX {
             return Err(ApiError::validation(
@@ -488,19 +523,35 @@ impl StreamService {
         for key in &keys {
             validate_tag_key(key, "tagKeys")?;
         }
-        let command = meta_command::Command::RemoveTags(RemoveTags { name: name.to_string(), keys: keys.clone() });
-        self.change_stream(command, name, |stream| keys.iter().all(|key| !stream.tags.contains_key(key))).await
+        if let Some((consumer, seconds)) = consumer {
+            self.consumer(name, consumer, Some(seconds)).await?;
+        }
+        let command = meta_command::Command::RemoveTags(RemoveTags {
+            name: name.to_string(),
+            keys: keys.clone(),
+            consumer: consumer.map(|(consumer, _)| consumer.to_string()),
+            consumer_created_seconds: consumer.map(|(_, seconds)| seconds),
+        });
+        self.change_stream(command, name, |stream| {
+            resource_tags(stream, consumer).is_none_or(|held| keys.iter().all(|key| !held.contains_key(key)))
+        })
+        .await
     }
 
-    /// ListTagsForStream: tags in key order after `exclusive_start`, at most `limit`.
+    /// ListTagsForStream (and ListTagsForResource, also on a consumer): tags in key order after
+    /// `exclusive_start`, at most `limit`.
     pub async fn list_tags(
         &self,
         name: &str,
+        consumer: Option<(&str, i64)>,
         exclusive_start: Option<&str>,
         limit: Option<usize>,
     ) -> Result<TagPage, ApiError> {
-        let stream = self.stream_meta(name).await?;
-        let mut after = stream.tags.iter().filter(|(key, _)| exclusive_start.is_none_or(|start| key.as_str() > start));
+        let held = match consumer {
+            Some((consumer, seconds)) => self.consumer(name, consumer, Some(seconds)).await?.tags,
+            None => self.stream_meta(name).await?.tags,
+        };
+        let mut after = held.iter().filter(|(key, _)| exclusive_start.is_none_or(|start| key.as_str() > start));
         let tags: Vec<(String, String)> = after
             .by_ref()
             .take(limit.unwrap_or(meta::STREAM_TAGS_MAX))

@@ -139,3 +139,41 @@ def test_deleting_a_stream_with_consumers_needs_enforcement(kinesis):
     kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     assert kinesis.list_stream_consumers(StreamARN=arn)["Consumers"] == []
     kinesis.delete_stream(StreamName=name)
+
+
+def test_consumers_are_tagged_listed_and_untagged_by_arn(kinesis, stream):
+    arn = stream_arn(kinesis, stream)
+    consumer = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="tagged", Tags={"team": "a"})["Consumer"]
+    consumer_arn = consumer["ConsumerARN"]
+    try:
+        assert kinesis.list_tags_for_resource(ResourceARN=consumer_arn)["Tags"] == [{"Key": "team", "Value": "a"}]
+        kinesis.tag_resource(ResourceARN=consumer_arn, Tags={"env": "dev", "team": "b"})
+        assert kinesis.list_tags_for_resource(ResourceARN=consumer_arn)["Tags"] == [
+            {"Key": "env", "Value": "dev"},
+            {"Key": "team", "Value": "b"},
+        ]
+        assert kinesis.list_tags_for_resource(ResourceARN=arn)["Tags"] == [], "the stream's tags are its own"
+        kinesis.untag_resource(ResourceARN=consumer_arn, TagKeys=["team", "absent"])
+        assert kinesis.list_tags_for_resource(ResourceARN=consumer_arn)["Tags"] == [{"Key": "env", "Value": "dev"}]
+
+        with pytest.raises(ClientError) as too_many:
+            kinesis.tag_resource(ResourceARN=consumer_arn, Tags={f"k{i}": "v" for i in range(50)})
+        assert error_type(too_many) == "LimitExceededException"
+        with pytest.raises(ClientError) as long_key:
+            kinesis.tag_resource(ResourceARN=consumer_arn, Tags={"k" * 129: "v"})
+        assert error_type(long_key) == "InvalidArgumentException"
+
+        stale = consumer_arn.rsplit(":", 1)[0] + ":1"
+        for call in (
+            lambda: kinesis.list_tags_for_resource(ResourceARN=stale),
+            lambda: kinesis.tag_resource(ResourceARN=f"{arn}/consumer/nope:1700000000", Tags={"a": "b"}),
+            lambda: kinesis.untag_resource(ResourceARN=f"{arn}/consumer/nope:1700000000", TagKeys=["a"]),
+        ):
+            with pytest.raises(ClientError) as unknown:
+                call()
+            assert error_type(unknown) == "ResourceNotFoundException"
+    finally:
+        kinesis.deregister_stream_consumer(ConsumerARN=consumer_arn)
+    with pytest.raises(ClientError) as gone:
+        kinesis.list_tags_for_resource(ResourceARN=consumer_arn)
+    assert error_type(gone) == "ResourceNotFoundException"

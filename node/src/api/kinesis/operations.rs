@@ -674,14 +674,14 @@ impl Operations {
                 let reference = StreamReference::read(&members)?;
                 let tags = members.string_map("Tags")?;
                 let tags = required(tags, "tags")?;
-                service.add_tags(&stream_name(reference, scope)?, tags, ADD_TAGS_PER_CALL_MAX).await?;
+                service.add_tags(&stream_name(reference, scope)?, None, tags, ADD_TAGS_PER_CALL_MAX).await?;
                 Ok(Vec::new())
             }
             Operation::RemoveTagsFromStream => {
                 let reference = StreamReference::read(&members)?;
                 let keys = members.string_list("TagKeys")?;
                 let keys = tag_keys(required(keys, "tagKeys")?)?;
-                service.remove_tags(&stream_name(reference, scope)?, keys).await?;
+                service.remove_tags(&stream_name(reference, scope)?, None, keys).await?;
                 Ok(Vec::new())
             }
             Operation::ListTagsForStream => {
@@ -695,32 +695,35 @@ impl Operations {
                     }
                     limit => limit.map(|limit| limit as usize),
                 };
-                let page = service.list_tags(&name, start.as_deref(), limit).await?;
+                let page = service.list_tags(&name, None, start.as_deref(), limit).await?;
                 Ok(encode(&ListTagsForStreamOutput { tags: Tag::list(page.tags), has_more_tags: page.has_more_tags }))
             }
             Operation::TagResource => {
                 let arn = members.string("ResourceARN")?;
                 let stream_id = members.string("StreamId")?;
                 let tags = members.string_map("Tags")?;
-                let name = resource_stream(arn, stream_id, scope)?;
+                let (name, consumer) = tagged_resource(arn, stream_id, scope)?;
                 let tags = required(tags, "tags")?;
-                service.add_tags(&name, tags, TAG_RESOURCE_PER_CALL_MAX).await?;
+                let consumer = consumer.as_ref().map(|(consumer, seconds)| (consumer.as_str(), *seconds));
+                service.add_tags(&name, consumer, tags, TAG_RESOURCE_PER_CALL_MAX).await?;
                 Ok(Vec::new())
             }
             Operation::UntagResource => {
                 let arn = members.string("ResourceARN")?;
                 let stream_id = members.string("StreamId")?;
                 let keys = members.string_list("TagKeys")?;
-                let name = resource_stream(arn, stream_id, scope)?;
+                let (name, consumer) = tagged_resource(arn, stream_id, scope)?;
                 let keys = tag_keys(required(keys, "tagKeys")?)?;
-                service.remove_tags(&name, keys).await?;
+                let consumer = consumer.as_ref().map(|(consumer, seconds)| (consumer.as_str(), *seconds));
+                service.remove_tags(&name, consumer, keys).await?;
                 Ok(Vec::new())
             }
             Operation::ListTagsForResource => {
                 let arn = members.string("ResourceARN")?;
                 let stream_id = members.string("StreamId")?;
-                let name = resource_stream(arn, stream_id, scope)?;
-                let page = service.list_tags(&name, None, None).await?;
+                let (name, consumer) = tagged_resource(arn, stream_id, scope)?;
+                let consumer = consumer.as_ref().map(|(consumer, seconds)| (consumer.as_str(), *seconds));
+                let page = service.list_tags(&name, consumer, None, None).await?;
                 Ok(encode(&ListTagsForResourceOutput { tags: Tag::list(page.tags) }))
             }
             Operation::EnableEnhancedMonitoring | Operation::DisableEnhancedMonitoring => {
@@ -870,6 +873,28 @@ fn tag_keys(keys: Vec<String>) -> Result<Vec<String>, KinesisError> {
 }
 
 /// The stream a `ResourceARN` names. Consumer ARNs are not taggable resources yet.
+/// The stream a tagging call's `ResourceARN` names and, for a consumer ARN, the consumer's name
+/// and creation second.
+type TaggedResource = (String, Option<(String, i64)>);
+
+fn tagged_resource(
+    arn: Option<String>,
+    stream_id: Option<String>,
+    scope: &ArnScope,
+) -> Result<TaggedResource, KinesisError> {
+    if stream_id.is_none() && arn.as_deref().is_some_and(|arn| arn.chars().count() <= STREAM_ARN_CHARS_MAX) {
+        if let Some(parsed) = arn.as_deref().and_then(parse_consumer_arn) {
+            if parsed.stream.region != scope.region || parsed.stream.account != scope.account {
+                let arn = arn.as_deref().unwrap_or_default();
+                return Err(KinesisError::Api(ApiError::ResourceNotFound(format!("Consumer {arn} not found."))));
+            }
+            let consumer = (parsed.consumer_name.to_string(), parsed.created_seconds);
+            return Ok((parsed.stream.stream_name.to_string(), Some(consumer)));
+        }
+    }
+    Ok((resource_stream(arn, stream_id, scope)?, None))
+}
+
 fn resource_stream(arn: Option<String>, stream_id: Option<String>, scope: &ArnScope) -> Result<String, KinesisError> {
     if stream_id.is_some() {
         return Err(not_supported_yet("Addressing a stream by StreamId"));
@@ -1170,6 +1195,19 @@ mod tests {
             "ResourceNotFoundException"
         );
         assert!(failure(resource_stream(None, None, &scope()).unwrap_err()).1.contains("Value null at 'resourceARN'"));
+        let tagged = |arn: &str| tagged_resource(Some(arn.to_string()), None, &scope());
+        assert_eq!(
+            tagged("arn:aws:kinesis:us-east-1:000000000000:stream/orders/consumer/c:17").unwrap(),
+            ("orders".to_string(), Some(("c".to_string(), 17)))
+        );
+        assert_eq!(
+            tagged("arn:aws:kinesis:us-east-1:000000000000:stream/orders").unwrap(),
+            ("orders".to_string(), None)
+        );
+        assert_eq!(
+            failure(tagged("arn:aws:kinesis:eu-west-1:000000000000:stream/orders/consumer/c:1").unwrap_err()).0,
+            "ResourceNotFoundException"
+        );
         assert_eq!(tag_keys(vec![]).unwrap_err().error_type(), "ValidationException");
     }
 
