@@ -395,46 +395,53 @@ impl World {
         }
         self.wait_until_active().await?;
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let state = self.service(0).ok_or("node 1 is down")?.node().meta_state();
+        let stream = state.streams.get(STREAM).ok_or("the stream vanished")?.clone();
         let mut reads = Vec::new();
+        // A put whose outcome was unknown may still commit after the heal (its entry waited in a
+        // leader's log), so a read can legitimately miss it and a later one find it. Read until
+        // one read equals every replica; a real divergence never settles.
         for shard in 0..self.options.shards {
+            let group_id = stream.shards[shard as usize].group_id;
+            let mut attempts = 0u32;
             let records = loop {
-                match self.read_shard(shard).await {
-                    Ok(records) => break records,
+                let records = match self.read_shard(shard).await {
+                    Ok(records) => Some(records),
                     Err(error) if tokio::time::Instant::now() > deadline => {
                         return Err(format!("shard {shard} could not be read after healing: {error}"))
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            };
-            reads.push(ShardRead { shard, records });
-        }
-        // Every replica must converge to exactly what was read.
-        let state = self.service(0).ok_or("node 1 is down")?.node().meta_state();
-        let stream = state.streams.get(STREAM).ok_or("the stream vanished")?;
-        for read in &reads {
-            let group_id = stream.shards[read.shard as usize].group_id;
-            let mut attempts = 0u32;
-            loop {
-                let mut differing = Vec::new();
-                for position in 0..self.nodes.len() {
-                    let replica = self.replica_records(position, group_id, read.shard)?;
-                    if replica != read.records {
-                        differing.push((position + 1, replica.len()));
+                    Err(_) => None,
+                };
+                if let Some(records) = records {
+                    let mut differing = Vec::new();
+                    let mut example = String::new();
+                    for position in 0..self.nodes.len() {
+                        let replica = self.replica_records(position, group_id, shard)?;
+                        if replica != records {
+                            differing.push((position + 1, replica.len()));
+                            if example.is_empty() {
+                                let extra: Vec<&(String, String)> =
+                                    replica.iter().filter(|record| !records.contains(record)).take(3).collect();
+                                let missing: Vec<&(String, String)> =
+                                    records.iter().filter(|record| !replica.contains(record)).take(3).collect();
+                                example = format!("; node {} has {extra:?} not read, lacks {missing:?}", position + 1);
+                            }
+                        }
+                    }
+                    if differing.is_empty() {
+                        break records;
+                    }
+                    attempts += 1;
+                    if attempts > 600 {
+                        return Err(format!(
+                            "replicas of shard {shard} disagree after healing: read {} records; nodes (id, records) {differing:?}{example}",
+                            records.len()
+                        ));
                     }
                 }
-                if differing.is_empty() {
-                    break;
-                }
-                attempts += 1;
-                if attempts > 600 {
-                    return Err(format!(
-                        "replicas of shard {} disagree after healing: read {} records; nodes (id, records) {differing:?}",
-                        read.shard,
-                        read.records.len()
-                    ));
-                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            };
+            reads.push(ShardRead { shard, records });
         }
         Ok(reads)
     }
