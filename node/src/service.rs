@@ -169,6 +169,14 @@ fn stream_tags(tags: &[(String, String)]) -> Vec<StreamTag> {
     tags.iter().map(|(key, value)| StreamTag { key: key.clone(), value: value.clone() }).collect()
 }
 
+/// Page sizes (`Limit`, `MaxResults`) are 1–10,000 on every listing and read.
+fn validate_page_size(value: u32, member: &str) -> Result<(), ApiError> {
+    if (1..=10_000).contains(&value) {
+        return Ok(());
+    }
+    Err(ApiError::validation(&value.to_string(), member, "Member must have value between 1 and 10000"))
+}
+
 fn validate_partition_key(key: &str, member: &str) -> Result<(), ApiError> {
     let length = key.chars().count();
     if length == 0 {
@@ -767,13 +775,7 @@ impl StreamService {
     ) -> Result<v1::DescribeStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
         let limit = request.limit.unwrap_or(100);
-        if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::validation(
-                &limit.to_string(),
-                "limit",
-                "Member must have value between 1 and 10000",
-            ));
-        }
+        validate_page_size(limit, "limit")?;
         let stream = self.stream(&request.stream_name).await?;
         let start = match &request.exclusive_start_shard_id {
             Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
@@ -817,13 +819,7 @@ impl StreamService {
 
     pub fn list_streams(&self, request: v1::ListStreamsRequest) -> Result<v1::ListStreamsResponse, ApiError> {
         let limit = request.limit.unwrap_or(100);
-        if !(1..=10_000).contains(&limit) {
-            return Err(ApiError::validation(
-                &limit.to_string(),
-                "limit",
-                "Member must have value between 1 and 10000",
-            ));
-        }
+        validate_page_size(limit, "limit")?;
         let state = self.node.meta_state();
         let after = request.exclusive_start_stream_name.unwrap_or_default();
         let mut matching = state.streams.values().filter(|stream| stream.name > after);
@@ -838,13 +834,7 @@ impl StreamService {
 
     pub async fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
         let max_results = request.max_results.unwrap_or(1000);
-        if !(1..=10_000).contains(&max_results) {
-            return Err(ApiError::validation(
-                &max_results.to_string(),
-                "maxResults",
-                "Member must have value between 1 and 10000",
-            ));
-        }
+        validate_page_size(max_results, "maxResults")?;
         let (stream_name, start) = match (&request.next_token, request.stream_name.is_empty()) {
             (Some(_), false) => {
                 return Err(ApiError::InvalidArgument("NextToken and StreamName cannot be provided together.".into()))
@@ -1059,13 +1049,7 @@ impl StreamService {
 
     pub async fn get_records(&self, request: v1::GetRecordsRequest) -> Result<v1::GetRecordsResponse, ApiError> {
         let limit = request.limit.unwrap_or(GET_RECORDS_MAX);
-        if !(1..=GET_RECORDS_MAX).contains(&limit) {
-            return Err(ApiError::validation(
-                &limit.to_string(),
-                "limit",
-                "Member must have value between 1 and 10000",
-            ));
-        }
+        validate_page_size(limit, "limit")?;
         if request.shard_iterator.is_empty() || request.shard_iterator.len() > 512 {
             return Err(ApiError::validation(
                 &request.shard_iterator,

@@ -108,7 +108,9 @@ def cbor_stream():
         summary = ok("DescribeStreamSummary", {"StreamName": name})["StreamDescriptionSummary"]
         if summary["StreamStatus"] == "ACTIVE":
             break
-        time.sleep(1)
+        time.sleep(1)  # paces a bounded poll of the status; the loop ends on the condition
+    else:
+        pytest.fail(f"stream {name} did not become ACTIVE after 60 polls")
     stamp = summary["StreamCreationTimestamp"]
     assert isinstance(stamp, cbor2.CBORTag) and stamp.tag == 1
     assert abs(stamp.value - time.time() * 1000) < 600_000, "milliseconds, near now"

@@ -33,6 +33,16 @@ fn serialization(message: impl Into<String>) -> KinesisError {
 }
 
 /// The error for a structure or list where a scalar was expected.
+/// One string element of a map or list member, with AWS's wording for other JSON types.
+fn string_member(value: &Value) -> Result<String, KinesisError> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
+        Value::Number(_) => Err(serialization("class java.math.BigDecimal can not be converted to an String")),
+        other => Err(not_scalar(other)),
+    }
+}
+
 fn not_scalar(value: &Value) -> KinesisError {
     match value {
         Value::Array(_) => serialization("Start of list found where not expected"),
@@ -176,13 +186,8 @@ impl<'a> Members<'a> {
             Some(Value::Object(object)) => object
                 .iter()
                 .map(|(key, value)| match value {
-                    Value::String(text) => Ok((key.clone(), text.clone())),
                     Value::Null => Ok((key.clone(), String::new())),
-                    Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
-                    Value::Number(_) => {
-                        Err(serialization("class java.math.BigDecimal can not be converted to an String"))
-                    }
-                    other => Err(not_scalar(other)),
+                    other => string_member(other).map(|text| (key.clone(), text)),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -198,14 +203,7 @@ impl<'a> Members<'a> {
             Some(Value::Array(elements)) => elements
                 .iter()
                 .filter(|element| !element.is_null())
-                .map(|element| match element {
-                    Value::String(text) => Ok(text.clone()),
-                    Value::Bool(_) => Err(serialization("class java.lang.Boolean can not be converted to an String")),
-                    Value::Number(_) => {
-                        Err(serialization("class java.math.BigDecimal can not be converted to an String"))
-                    }
-                    other => Err(not_scalar(other)),
-                })
+                .map(string_member)
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
             Some(Value::Object(_)) => Err(serialization("Start of structure or map found where not expected.")),
