@@ -31,7 +31,7 @@ stop_polls_max=60 # 0.5 s apart
 
 results_dir="$repo/bench/results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-target_dir=${CARGO_TARGET_DIR:-$repo/target}
+target_dir=$("$repo/scripts/cargo-target-dir")
 node_bin="$target_dir/release/riffle-node"
 bench_bin="$target_dir/release/riffle-bench"
 

@@ -63,6 +63,13 @@ enum Commands {
         /// GetRecords calls/s), answering ProvisionedThroughputExceededException beyond them.
         #[arg(long)]
         throttling: bool,
+        /// Restart a node that exits (killed, crashed) after `--restart-delay-ms`; the others
+        /// keep serving either way. `--restart false` leaves it down.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        restart: bool,
+        /// How long a node that exited stays down before it is restarted.
+        #[arg(long, default_value_t = 2_000)]
+        restart_delay_ms: u64,
     },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
@@ -79,13 +86,24 @@ fn main() -> Result<()> {
     let arguments = Arguments::parse();
     match (arguments.config, arguments.command) {
         (Some(config), None) => run_node(&config),
-        (None, Some(Commands::Dev { data_dir, grpc_port, peer_port, kinesis_port, kinesis_anonymous, throttling })) => {
-            run_dev(
-                &data_dir,
-                DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
+        (
+            None,
+            Some(Commands::Dev {
+                data_dir,
+                grpc_port,
+                peer_port,
+                kinesis_port,
+                kinesis_anonymous,
                 throttling,
-            )
-        }
+                restart,
+                restart_delay_ms,
+            }),
+        ) => run_dev(
+            &data_dir,
+            DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
+            throttling,
+            restart.then_some(Duration::from_millis(restart_delay_ms)),
+        ),
         (None, Some(Commands::GenCerts { out, nodes })) => {
             if nodes.is_empty() {
                 bail!("--nodes needs at least one node id");
@@ -204,34 +222,161 @@ async fn serve(config: NodeConfig) -> Result<()> {
     Ok(())
 }
 
-fn run_dev(data_dir: &Path, ports: DevPorts, throttling: bool) -> Result<()> {
-    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
-    let configs = dev::write_dev_cluster_configs_with(data_dir, ports, throttling)?;
-    let executable = std::env::current_exe().context("locating riffle-node")?;
-    let mut children: Vec<(u64, Child)> = Vec::new();
-    for (position, config) in configs.iter().enumerate() {
-        let id = position as u64 + 1;
-        let log_path = config.with_file_name("node.log");
+/// Exits of one node within [`CRASH_LOOP_WINDOW`] after which `dev` stops restarting it.
+const CRASH_LOOP_EXITS_MAX: usize = 5;
+const CRASH_LOOP_WINDOW: Duration = Duration::from_secs(60);
+/// How often `dev` looks at its nodes.
+const SUPERVISE_PERIOD: Duration = Duration::from_millis(200);
+/// How long a node gets to stop after SIGTERM before it is killed.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+/// One node process of the local cluster.
+struct DevNode {
+    id: u64,
+    config: PathBuf,
+    child: Option<Child>,
+    /// When a node that exited is due to start again.
+    restart_at: Option<std::time::Instant>,
+    /// When it exited lately, to notice a crash loop.
+    exits: std::collections::VecDeque<std::time::Instant>,
+}
+
+impl DevNode {
+    fn spawn(&mut self, executable: &Path) -> Result<u32> {
+        use std::os::unix::process::CommandExt;
+        let log_path = self.config.with_file_name("node.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&executable)
-            .arg("--config")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
-        children.push((id, child));
+        let mut command = Command::new(executable);
+        command.arg("--config").arg(&self.config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // The nodes stop with `dev`, even when it is killed without a chance to stop them.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| format!("starting node {}", self.id))?;
+        let pid = child.id();
+        self.child = Some(child);
+        Ok(pid)
+    }
+}
+
+/// Nodes other than `id`, as "nodes 1 and 3".
+fn other_nodes(nodes: &[DevNode], id: u64) -> String {
+    let others: Vec<String> =
+        nodes.iter().filter(|node| node.id != id && node.child.is_some()).map(|node| node.id.to_string()).collect();
+    match others.as_slice() {
+        [] => "no other node is running".to_string(),
+        [one] => format!("node {one} keeps serving"),
+        [first @ .., last] => format!("nodes {} and {last} keep serving", first.join(", ")),
+    }
+}
+
+/// Looks after the nodes once: reports exits, plans and carries out restarts.
+fn supervise(nodes: &mut [DevNode], executable: &Path, restart_delay: Option<Duration>) -> Result<()> {
+    let now = std::time::Instant::now();
+    for position in 0..nodes.len() {
+        let exited = match nodes[position].child.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(status),
+            _ => None,
+        };
+        if let Some(status) = exited {
+            let node = &mut nodes[position];
+            node.child = None;
+            node.exits.push_back(now);
+            while node.exits.front().is_some_and(|exit| now.duration_since(*exit) > CRASH_LOOP_WINDOW) {
+                node.exits.pop_front();
+            }
+            let (id, exits) = (node.id, node.exits.len());
+            let others = other_nodes(nodes, id);
+            let plan = match restart_delay {
+                None => "it stays down (--restart false)".to_string(),
+                Some(_) if exits >= CRASH_LOOP_EXITS_MAX => format!(
+                    "it exited {exits} times within {} s, so it stays down; see its node.log",
+                    CRASH_LOOP_WINDOW.as_secs()
+                ),
+                Some(delay) => {
+                    nodes[position].restart_at = Some(now + delay);
+                    format!("restarting it in {} ms", delay.as_millis())
+                }
+            };
+            println!("node {id} exited ({status}); {others}; {plan}");
+        }
+        if nodes[position].restart_at.is_some_and(|due| due <= now) {
+            nodes[position].restart_at = None;
+            let pid = nodes[position].spawn(executable)?;
+            println!("node {} restarted: pid {pid}", nodes[position].id);
+        }
+    }
+    Ok(())
+}
+
+/// Stops every node: SIGTERM, then SIGKILL for those still running after [`STOP_WAIT`].
+fn stop_nodes(nodes: &mut [DevNode]) {
+    for child in nodes.iter_mut().filter_map(|node| node.child.as_mut()) {
+        if let Ok(None) = child.try_wait() {
+            // SIGTERM lets the node stop cleanly; a terminal's Ctrl-C already sent SIGINT.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    for node in nodes.iter_mut() {
+        let Some(child) = node.child.as_mut() else { continue };
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                _ => {
+                    eprintln!("node {} did not stop in {} s; killing it", node.id, STOP_WAIT.as_secs());
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+            }
+        }
+        node.child = None;
+    }
+}
+
+fn run_dev(data_dir: &Path, ports: DevPorts, throttling: bool, restart_delay: Option<Duration>) -> Result<()> {
+    let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
+    let configs = dev::write_dev_cluster_configs_with(data_dir, ports, throttling)?;
+    let executable = std::env::current_exe().context("locating riffle-node")?;
+    let mut nodes: Vec<DevNode> = configs
+        .iter()
+        .enumerate()
+        .map(|(position, config)| DevNode {
+            id: position as u64 + 1,
+            config: config.clone(),
+            child: None,
+            restart_at: None,
+            exits: Default::default(),
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for node in nodes.iter_mut() {
+        match node.spawn(&executable) {
+            Ok(pid) => pids.push(pid),
+            Err(error) => {
+                stop_nodes(&mut nodes);
+                return Err(error);
+            }
+        }
     }
     println!("Riffle local cluster: 3 nodes in zones a, b, c (data in {})", data_dir.display());
     for (position, zone) in dev::DEV_ZONES.iter().enumerate() {
         println!(
-            "  node {} (zone {zone}): gRPC http://127.0.0.1:{}  peers udp 127.0.0.1:{}  log {}",
+            "  node {} (zone {zone}): pid {}  gRPC http://127.0.0.1:{}  peers udp 127.0.0.1:{}  log {}",
             position + 1,
+            pids[position],
             grpc_port + position as u16,
             peer_port + position as u16,
             configs[position].with_file_name("node.log").display()
@@ -265,53 +410,35 @@ fn run_dev(data_dir: &Path, ports: DevPorts, throttling: bool) -> Result<()> {
         );
     }
     println!("Try: riffle --endpoint http://127.0.0.1:{grpc_port} create-stream demo --shard-count 4");
+    match restart_delay {
+        Some(delay) => println!(
+            "A node that dies is restarted after {} ms while the others keep serving (--restart false turns this off).",
+            delay.as_millis()
+        ),
+        None => println!("A node that dies stays down while the others keep serving (--restart false)."),
+    }
     println!("Ctrl-C stops all three nodes.");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let stopped_by_user = runtime.block_on(async {
-        let mut interval = tokio::time::interval(Duration::from_millis(500));
+    let outcome = runtime.block_on(async {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
+        let mut interval = tokio::time::interval(SUPERVISE_PERIOD);
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => return true,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = terminate.recv() => return Ok(()),
                 _ = interval.tick() => {
-                    for (id, child) in children.iter_mut() {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            eprintln!("node {id} exited ({status}); stopping the cluster");
-                            return false;
-                        }
+                    supervise(&mut nodes, &executable, restart_delay)?;
+                    if nodes.iter().all(|node| node.child.is_none() && node.restart_at.is_none()) {
+                        bail!("every node is down and none will restart; see their node.log");
                     }
                 }
             }
         }
     });
-    for (_, child) in children.iter_mut() {
-        if let Ok(None) = child.try_wait() {
-            // SIGTERM lets the node stop cleanly; a terminal's Ctrl-C already sent SIGINT.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        }
-    }
-    for (id, child) in children.iter_mut() {
-        let mut waited = 0;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if waited < 100 => {
-                    std::thread::sleep(Duration::from_millis(100));
-                    waited += 1;
-                }
-                _ => {
-                    eprintln!("node {id} did not stop in 10 s; killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-            }
-        }
-    }
-    if stopped_by_user {
-        println!("stopped");
-        Ok(())
-    } else {
-        bail!("a node exited; see its node.log")
-    }
+    stop_nodes(&mut nodes);
+    outcome?;
+    println!("stopped");
+    Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use riffle_proto::peer::{meta_command, CreateStream, MetaCommand, RegisterConsumer, StreamTag};
+use riffle_proto::peer::{meta_command, CreateStream, MarkShardReady, MetaCommand, RegisterConsumer, StreamTag};
 use serde::{Deserialize, Serialize};
 
 /// The metadata group's id; shard groups count up from 1.
@@ -51,12 +51,32 @@ pub struct ShardMeta {
     pub ending_hash_key: u128,
     /// Nodes holding replicas, one per zone.
     pub replicas: Vec<u64>,
+    /// The shard's group has elected a leader (reported through [`MarkShardReady`]). Shards in
+    /// snapshots older than this field were serving.
+    #[serde(default = "serving")]
+    pub ready: bool,
+}
+
+fn serving() -> bool {
+    true
+}
+
+/// A stream's lifecycle state, replicated so every node reports the same one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamStatus {
+    /// Created; some shard group has not elected its first leader yet.
+    Creating,
+    /// Every shard serves. Streams in snapshots older than this field were active.
+    #[default]
+    Active,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
     pub name: String,
     pub created_ms: i64,
+    #[serde(default)]
+    pub status: StreamStatus,
     pub retention_period_hours: u32,
     pub shards: Vec<ShardMeta>,
     /// Tags, by key. Absent in snapshots older than tagging.
@@ -192,6 +212,7 @@ impl MetaState {
                 stream.consumers.remove(&deregister.consumer);
                 Ok(())
             }
+            Some(meta_command::Command::MarkShardReady(ready)) => self.mark_shard_ready(ready),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }
@@ -220,6 +241,19 @@ impl MetaState {
                 stream: stream.to_string(),
                 consumer: consumer.to_string(),
             })
+    }
+
+    /// Idempotent: a shard reported twice (two successive first leaders) stays ready.
+    fn mark_shard_ready(&mut self, ready: &MarkShardReady) -> Result<(), MetaRejection> {
+        let stream = self.stream_mut(&ready.stream)?;
+        let shard = stream.shards.iter_mut().find(|shard| shard.group_id == ready.group_id).ok_or_else(|| {
+            MetaRejection::Invalid(format!("stream {} has no shard in group {}", ready.stream, ready.group_id))
+        })?;
+        shard.ready = true;
+        if stream.status == StreamStatus::Creating && stream.shards.iter().all(|shard| shard.ready) {
+            stream.status = StreamStatus::Active;
+        }
+        Ok(())
     }
 
     /// Checked here, not only by the proposer, so concurrent registrations cannot pass the limit.
@@ -272,6 +306,7 @@ impl MetaState {
                 starting_hash_key,
                 ending_hash_key,
                 replicas: spec.replicas.clone(),
+                ready: false,
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)
@@ -291,6 +326,7 @@ impl MetaState {
             StreamMeta {
                 name: create.name.clone(),
                 created_ms: create.created_ms,
+                status: StreamStatus::Creating,
                 retention_period_hours: create.retention_period_hours,
                 shards,
                 tags,
@@ -618,6 +654,25 @@ mod tests {
         assert!(state.streams["s"].shard_level_metrics.is_empty());
         assert_eq!(state.streams["s"].resource_policy, None);
         assert!(state.streams["s"].consumers.is_empty());
+        assert_eq!(state.streams["s"].status, StreamStatus::Active);
+    }
+
+    #[test]
+    fn a_stream_becomes_active_once_every_shard_has_reported_a_leader() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 2)).expect("created");
+        assert_eq!(state.streams["s"].status, StreamStatus::Creating);
+        let ready =
+            |group_id| command(meta_command::Command::MarkShardReady(MarkShardReady { stream: "s".into(), group_id }));
+        state.apply(&ready(1)).expect("shard 0 ready");
+        assert_eq!(state.streams["s"].status, StreamStatus::Creating);
+        state.apply(&ready(1)).expect("a second report changes nothing");
+        assert_eq!(state.streams["s"].status, StreamStatus::Creating);
+        state.apply(&ready(2)).expect("shard 1 ready");
+        assert_eq!(state.streams["s"].status, StreamStatus::Active);
+        assert!(matches!(state.apply(&ready(9)), Err(MetaRejection::Invalid(_))));
+        let other = command(meta_command::Command::MarkShardReady(MarkShardReady { stream: "t".into(), group_id: 1 }));
+        assert_eq!(state.apply(&other), Err(MetaRejection::StreamNotFound("t".into())));
     }
 
     #[test]

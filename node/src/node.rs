@@ -342,7 +342,7 @@ impl Node {
             for stream in current.streams.values() {
                 for shard in &stream.shards {
                     if shard.replicas.contains(&self.id()) && self.group(shard.group_id).is_none() {
-                        if let Err(error) = self.host_shard(shard).await {
+                        if let Err(error) = self.host_shard(&stream.name, shard).await {
                             tracing::error!(group = shard.group_id, %error, "cannot host shard group");
                         }
                     }
@@ -369,7 +369,7 @@ impl Node {
         }
     }
 
-    async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
+    async fn host_shard(self: &Arc<Self>, stream: &str, shard: &ShardMeta) -> Result<(), String> {
         let group_id = shard.group_id;
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -393,10 +393,60 @@ impl Node {
         let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
         let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, self.seams.clock.now_ms()));
+        if !shard.ready {
+            let reporter = self.clone().report_ready(stream.to_string(), group_id, raft.clone());
+            self.seams.executor.spawn("shard-ready", Box::pin(reporter));
+        }
         let group = Group { id: group_id, raft, shard: Some(ShardGroup { segments, appends, throttle }) };
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
         self.hosted.notify_waiters();
         Ok(())
+    }
+
+    /// Reports a new shard's group as serving once this node leads it, so the metadata group
+    /// can turn the stream ACTIVE: the status every node reports is then the replicated one.
+    /// Ends when the metadata records the shard as ready (whoever reported it), when the
+    /// stream is gone, or when the group or the node stops.
+    async fn report_ready(self: Arc<Self>, stream: String, group_id: u64, raft: Raft) {
+        const RETRY_PAUSE_MAX_MS: u64 = 2_000;
+        let Some(mut meta) = self.meta_watch() else { return };
+        let mut metrics = raft.metrics();
+        let mut failures: u64 = 0;
+        loop {
+            let needed = meta
+                .borrow_and_update()
+                .streams
+                .get(&stream)
+                .and_then(|known| known.shards.iter().find(|shard| shard.group_id == group_id))
+                .is_some_and(|shard| !shard.ready);
+            if !needed || self.is_stopped() {
+                return;
+            }
+            let leading = metrics.borrow_and_update().current_leader == Some(self.id());
+            if !leading {
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    changed = meta.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let command = MetaCommand {
+                command: Some(wire::meta_command::Command::MarkShardReady(wire::MarkShardReady {
+                    stream: stream.clone(),
+                    group_id,
+                })),
+            };
+            match self.propose_meta(command).await {
+                // Recorded, or refused because the stream is gone: nothing left to report.
+                Ok(_) => return,
+                Err(error) => {
+                    failures += 1;
+                    let pause = (self.options.raft.heartbeat_interval_ms * failures).min(RETRY_PAUSE_MAX_MS);
+                    tracing::debug!(group = group_id, %error, "cannot report the shard ready yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+        }
     }
 
     /// The group, waiting (bounded) for it if the metadata places it here but this node has
@@ -561,23 +611,38 @@ impl Node {
 
     /// Runs a metadata command through the metadata group. The outer error is a failure to
     /// reach the group; the inner one is the state machine's refusal.
+    ///
+    /// On success the command is committed and applied on this node too, so anything this node
+    /// answers afterwards reflects it (a client reads its own writes through the node it wrote
+    /// through; through other nodes, [`Node::meta_read`] gives the same).
     pub async fn propose_meta(&self, command: MetaCommand) -> Result<Result<(), MetaRejection>, ApiError> {
         let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
-        match self.route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command), false).await {
-            Ok(peer_response::Body::Meta(_)) => Ok(Ok(())),
-            Ok(_) => Err(ApiError::Internal("a node answered a metadata command with another message".into())),
+        let applied_index = match self
+            .route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command), false)
+            .await
+        {
+            Ok(peer_response::Body::Meta(result)) => result.log_index,
+            Ok(_) => return Err(ApiError::Internal("a node answered a metadata command with another message".into())),
             Err(RouteError::Failed(message)) if message.starts_with(REJECTED) => {
-                serde_json::from_str::<MetaRejection>(&message[REJECTED.len()..])
+                return serde_json::from_str::<MetaRejection>(&message[REJECTED.len()..])
                     .map(Err)
-                    .map_err(|_| ApiError::Internal(message.clone()))
+                    .map_err(|_| ApiError::Internal(message.clone()));
             }
-            Err(error) => Err(ApiError::Internal(format!("the metadata group is unavailable: {error:?}"))),
-        }
+            Err(error) => return Err(ApiError::Internal(format!("the metadata group is unavailable: {error:?}"))),
+        };
+        self.wait_meta_applied(applied_index).await.map_err(|error| {
+            ApiError::Internal(format!("the change is committed but this node has not applied it yet: {error}"))
+        })?;
+        Ok(Ok(()))
     }
 
-    /// Waits until this node has applied every metadata change committed before the call, so a
-    /// stream created through another node a moment ago is visible here.
-    pub async fn meta_barrier(&self) -> Result<(), ApiError> {
+    /// The metadata as of now: every change committed before this call (by any node) is in it.
+    ///
+    /// A read index: the metadata leader confirms its leadership with a quorum and names its
+    /// commit index; this node waits until it has applied that far, then reads locally. Reads
+    /// are therefore linearizable, and in particular see every change acknowledged to any client
+    /// before they began.
+    pub async fn meta_read(&self) -> Result<Arc<MetaState>, ApiError> {
         let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
         let body = peer_request::Body::MetaBarrier(wire::Blank {});
         let index = match self.route(META_GROUP, &replicas, body, true).await {
@@ -585,13 +650,21 @@ impl Node {
             Ok(_) => return Err(ApiError::Internal("a node answered a metadata barrier with another message".into())),
             Err(error) => return Err(ApiError::Internal(format!("the metadata group is unavailable: {error:?}"))),
         };
-        let raft = self.meta_raft().ok_or_else(|| ApiError::Internal("the node is starting".into()))?;
+        self.wait_meta_applied(index)
+            .await
+            .map_err(|error| ApiError::Internal(format!("the metadata did not catch up: {error}")))?;
+        Ok(self.meta_state())
+    }
+
+    /// Waits (at most `leader_wait_ms`) until this node has applied the metadata log up to `index`.
+    async fn wait_meta_applied(&self, index: u64) -> Result<(), String> {
+        let raft = self.meta_raft().ok_or_else(|| "the node is starting".to_string())?;
         let wait = Duration::from_millis(self.options.limits.leader_wait_ms);
         raft.wait(Some(wait))
-            .applied_index_at_least(Some(index), "metadata applied up to the barrier")
+            .applied_index_at_least(Some(index), "metadata applied up to an index")
             .await
             .map(|_| ())
-            .map_err(|error| ApiError::Internal(format!("metadata did not catch up: {error}")))
+            .map_err(|error| error.to_string())
     }
 
     /// Whether the shard's throughput budget admits a request (always, with throttling off).
@@ -648,7 +721,9 @@ impl Node {
                 };
                 match outcome {
                     Ok(response) => match response.data {
-                        ApplyResult::Meta(Ok(())) => Ok(peer_response::Body::Meta(wire::MetaResult {})),
+                        ApplyResult::Meta(Ok(())) => {
+                            Ok(peer_response::Body::Meta(wire::MetaResult { log_index: response.log_id.index }))
+                        }
                         ApplyResult::Meta(Err(rejection)) => Err(RouteError::Failed(encode_rejection(&rejection))),
                         other => Err(RouteError::Unknown(format!("unexpected result {other:?}"))),
                     },

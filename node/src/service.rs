@@ -30,8 +30,6 @@ pub const GET_RECORDS_MAX: u32 = 10_000;
 pub const GET_RECORDS_BYTES_MAX: u64 = 10 << 20;
 /// Partition key length in characters.
 pub const PARTITION_KEY_CHARS_MAX: usize = 256;
-/// How long a metadata change waits to be applied on the node that proposed it.
-pub const META_APPLY_WAIT_MS: u64 = 5_000;
 /// Stream name length.
 pub const STREAM_NAME_CHARS_MAX: usize = 128;
 /// Tag key length in characters.
@@ -154,17 +152,6 @@ fn validate_tag_key(key: &str, member: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The tags of a stream or of its consumer registered in the given second; `None` when that
-/// consumer is gone.
-fn resource_tags<'a>(stream: &'a StreamMeta, consumer: Option<(&str, i64)>) -> Option<&'a BTreeMap<String, String>> {
-    match consumer {
-        None => Some(&stream.tags),
-        Some((consumer, seconds)) => {
-            stream.consumers.get(consumer).filter(|found| found.created_seconds() == seconds).map(|found| &found.tags)
-        }
-    }
-}
-
 fn stream_tags(tags: &[(String, String)]) -> Vec<StreamTag> {
     tags.iter().map(|(key, value)| StreamTag { key: key.clone(), value: value.clone() }).collect()
 }
@@ -282,14 +269,21 @@ impl StreamService {
         }
     }
 
-    /// The stream. If this node does not know it, it first catches up with every metadata change
-    /// committed so far (a stream just created through another node), then looks again.
+    /// The stream as of now, linearizably (a read index on the metadata group): what every
+    /// metadata read and every new iterator uses, so a client sees every change acknowledged
+    /// before its request, whichever node answers.
     async fn stream(&self, name: &str) -> Result<StreamMeta, ApiError> {
-        if let Some(stream) = self.node.meta_state().streams.get(name) {
-            return Ok(stream.clone());
+        self.node.meta_read().await?.streams.get(name).cloned().ok_or_else(|| self.stream_not_found(name))
+    }
+
+    /// The stream for routing records: this node's applied metadata, or, when it does not know
+    /// the stream yet (created a moment ago through another node), the linearizable view. A
+    /// stale shard map costs nothing here: the shard's own group answers the request.
+    async fn stream_for_records(&self, name: &str) -> Result<StreamMeta, ApiError> {
+        match self.node.meta_state().streams.get(name) {
+            Some(stream) => Ok(stream.clone()),
+            None => self.stream(name).await,
         }
-        self.node.meta_barrier().await?;
-        self.node.meta_state().streams.get(name).cloned().ok_or_else(|| self.stream_not_found(name))
     }
 
     fn shard<'a>(&self, stream: &'a StreamMeta, shard_id: &str) -> Result<&'a ShardMeta, ApiError> {
@@ -303,16 +297,11 @@ impl StreamService {
         stream.shard(index).ok_or_else(not_found)
     }
 
-    /// A shard group is usable when this node knows its leader (or does not host it).
+    /// The replicated status: every node reports the same one.
     fn stream_status(&self, stream: &StreamMeta) -> v1::StreamStatus {
-        let ready = stream.shards.iter().all(|shard| match self.node.group(shard.group_id) {
-            Some(group) => group.raft.metrics().borrow().current_leader.is_some(),
-            None => !shard.replicas.contains(&self.node.id()),
-        });
-        if ready {
-            v1::StreamStatus::Active
-        } else {
-            v1::StreamStatus::Creating
+        match stream.status {
+            meta::StreamStatus::Creating => v1::StreamStatus::Creating,
+            meta::StreamStatus::Active => v1::StreamStatus::Active,
         }
     }
 
@@ -333,20 +322,6 @@ impl StreamService {
             replica_nodes: shard.replicas.clone(),
             leader_node: leader,
         }
-    }
-
-    /// Waits until this node's applied metadata satisfies `condition`, at most
-    /// [`META_APPLY_WAIT_MS`].
-    async fn await_meta(&self, condition: impl Fn(&crate::meta::MetaState) -> bool) {
-        let Some(mut state) = self.node.meta_watch() else { return };
-        let wait = async {
-            while !condition(&state.borrow_and_update()) {
-                if state.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(META_APPLY_WAIT_MS), wait).await;
     }
 
     pub async fn create_stream(&self, request: v1::CreateStreamRequest) -> Result<v1::CreateStreamResponse, ApiError> {
@@ -382,10 +357,10 @@ impl StreamService {
                 "Minimum allowed retention period is 24 hours and maximum is 8760 hours. Requested retention period ({retention} hours) is out of range."
             )));
         }
-        if self.node.meta_state().streams.contains_key(&request.stream_name) {
+        let state = self.node.meta_read().await?;
+        if state.streams.contains_key(&request.stream_name) {
             return Err(self.rejection(MetaRejection::StreamExists(request.stream_name)));
         }
-        let state = self.node.meta_state();
         let placement = meta::place_replicas(
             &self.node.options.nodes,
             request.shard_count,
@@ -416,9 +391,6 @@ impl StreamService {
             })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
-        // The command is committed; wait (bounded) until this node has applied it, so that a
-        // client describing the stream through this node right away finds it.
-        self.await_meta(|state| state.streams.contains_key(&request.stream_name)).await;
         Ok(v1::CreateStreamResponse {})
     }
 
@@ -442,33 +414,24 @@ impl StreamService {
             })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
-        self.await_meta(|state| !state.streams.contains_key(&request.stream_name)).await;
         Ok(v1::DeleteStreamResponse {})
     }
 
-    /// The stream's metadata as this node has applied it (tags, metrics, policy…).
+    /// The stream's metadata as of now (tags, metrics, policy…).
     pub async fn stream_meta(&self, name: &str) -> Result<StreamMeta, ApiError> {
         validate_stream_name(name, "streamName")?;
         self.stream(name).await
     }
 
-    /// Proposes a change to an existing stream, then waits (bounded) until this node has
-    /// applied something satisfying `applied`.
-    async fn change_stream(
-        &self,
-        command: meta_command::Command,
-        name: &str,
-        applied: impl Fn(&StreamMeta) -> bool,
-    ) -> Result<(), ApiError> {
+    /// Proposes a change to an existing stream. When it returns, the change is applied here and
+    /// visible to every later read through any node. The state machine refuses a change to an
+    /// unknown stream, so there is no separate existence check to race with.
+    async fn change_stream(&self, command: meta_command::Command, name: &str) -> Result<(), ApiError> {
         validate_stream_name(name, "streamName")?;
-        // Known locally or after a barrier, so an unknown stream is refused before proposing.
-        self.stream(name).await?;
         self.node
             .propose_meta(MetaCommand { command: Some(command) })
             .await?
-            .map_err(|rejection| self.rejection(rejection))?;
-        self.await_meta(|state| state.streams.get(name).is_some_and(&applied)).await;
-        Ok(())
+            .map_err(|rejection| self.rejection(rejection))
     }
 
     /// Increase/DecreaseStreamRetentionPeriod; the direction is checked against the applied state.
@@ -482,7 +445,7 @@ impl StreamService {
             ))
         })?;
         let command = meta_command::Command::SetRetention(SetRetention { name: name.to_string(), hours, increase });
-        self.change_stream(command, name, |stream| stream.retention_period_hours == hours).await
+        self.change_stream(command, name).await
     }
 
     /// AddTagsToStream (`per_call_max` 10) and TagResource (50), on the stream or, with
@@ -505,11 +468,7 @@ impl StreamService {
             consumer: consumer.map(|(consumer, _)| consumer.to_string()),
             consumer_created_seconds: consumer.map(|(_, seconds)| seconds),
         });
-        self.change_stream(command, name, |stream| {
-            resource_tags(stream, consumer)
-                .is_some_and(|held| tags.iter().all(|(key, value)| held.get(key) == Some(value)))
-        })
-        .await
+        self.change_stream(command, name).await
     }
 
     /// RemoveTagsFromStream and UntagResource (on a stream or consumer, as [`Self::add_tags`]);
@@ -540,10 +499,7 @@ impl StreamService {
             consumer: consumer.map(|(consumer, _)| consumer.to_string()),
             consumer_created_seconds: consumer.map(|(_, seconds)| seconds),
         });
-        self.change_stream(command, name, |stream| {
-            resource_tags(stream, consumer).is_none_or(|held| keys.iter().all(|key| !held.contains_key(key)))
-        })
-        .await
+        self.change_stream(command, name).await
     }
 
     /// ListTagsForStream (and ListTagsForResource, also on a consumer): tags in key order after
@@ -606,10 +562,7 @@ impl StreamService {
             metrics: expanded.clone(),
             enable,
         });
-        self.change_stream(command, name, |stream| {
-            expanded.iter().all(|metric| stream.shard_level_metrics.contains(metric) == enable)
-        })
-        .await?;
+        self.change_stream(command, name).await?;
         let mut desired = before.clone();
         for metric in expanded {
             if enable {
@@ -621,15 +574,15 @@ impl StreamService {
         Ok(MetricsChange { current: before.into_iter().collect(), desired: desired.into_iter().collect() })
     }
 
-    /// DescribeLimits, from this node's applied metadata.
-    pub fn describe_limits(&self) -> Limits {
-        let state = self.node.meta_state();
-        Limits {
+    /// DescribeLimits, as of now.
+    pub async fn describe_limits(&self) -> Result<Limits, ApiError> {
+        let state = self.node.meta_read().await?;
+        Ok(Limits {
             shard_limit: self.settings.stream_shards_max.saturating_mul(ACCOUNT_SHARD_LIMIT_FACTOR),
             open_shard_count: state.streams.values().map(|stream| stream.shards.len() as u32).sum(),
             on_demand_stream_count: 0,
             on_demand_stream_count_limit: ON_DEMAND_STREAM_COUNT_LIMIT,
-        }
+        })
     }
 
     /// PutResourcePolicy: the policy must be a JSON document of at most 20 KiB. Stored, not
@@ -649,7 +602,7 @@ impl StreamService {
             name: name.to_string(),
             policy: Some(policy.clone()),
         });
-        self.change_stream(command, name, |stream| stream.resource_policy.as_deref() == Some(policy.as_str())).await
+        self.change_stream(command, name).await
     }
 
     /// GetResourcePolicy: "{}" when the stream has none.
@@ -660,7 +613,7 @@ impl StreamService {
     pub async fn delete_resource_policy(&self, name: &str) -> Result<(), ApiError> {
         let command =
             meta_command::Command::SetResourcePolicy(SetResourcePolicy { name: name.to_string(), policy: None });
-        self.change_stream(command, name, |stream| stream.resource_policy.is_none()).await
+        self.change_stream(command, name).await
     }
 
     /// RegisterStreamConsumer: ACTIVE as soon as the command is applied (AWS shows CREATING
@@ -690,10 +643,7 @@ impl StreamService {
             created_ms,
             tags: stream_tags(&tags),
         });
-        self.change_stream(command, stream, |applied| {
-            applied.consumers.get(consumer).is_some_and(|registered| registered.created_ms == created_ms)
-        })
-        .await?;
+        self.change_stream(command, stream).await?;
         let registered = ConsumerMeta { name: consumer.to_string(), created_ms, tags: tags.into_iter().collect() };
         Ok(self.consumer_description(stream, &registered))
     }
@@ -711,10 +661,7 @@ impl StreamService {
             consumer: consumer.to_string(),
             created_seconds,
         });
-        self.change_stream(command, stream, |applied| {
-            applied.consumers.get(consumer).is_none_or(|left| Some(left.created_seconds()) != created_seconds)
-        })
-        .await
+        self.change_stream(command, stream).await
     }
 
     /// DescribeStreamConsumer, by stream and name, and by creation second for a ConsumerARN.
@@ -745,8 +692,7 @@ impl StreamService {
         Ok((page, after.next().is_some()))
     }
 
-    /// A registered consumer, looked up locally and, when missing, after a barrier (it may have
-    /// been registered through another node).
+    /// A registered consumer, as of now.
     async fn consumer(
         &self,
         stream: &str,
@@ -761,10 +707,6 @@ impl StreamService {
                 .filter(|found| created_seconds.is_none_or(|seconds| found.created_seconds() == seconds))
                 .cloned()
         };
-        if let Some(found) = self.node.meta_state().streams.get(stream).and_then(matching) {
-            return Ok(found);
-        }
-        self.node.meta_barrier().await?;
         let known = self.stream(stream).await?;
         matching(&known).ok_or_else(|| self.consumer_not_found(stream, consumer))
     }
@@ -817,10 +759,10 @@ impl StreamService {
         Ok(v1::DescribeStreamSummaryResponse { stream_description_summary: Some(self.summary(&stream)) })
     }
 
-    pub fn list_streams(&self, request: v1::ListStreamsRequest) -> Result<v1::ListStreamsResponse, ApiError> {
+    pub async fn list_streams(&self, request: v1::ListStreamsRequest) -> Result<v1::ListStreamsResponse, ApiError> {
         let limit = request.limit.unwrap_or(100);
         validate_page_size(limit, "limit")?;
-        let state = self.node.meta_state();
+        let state = self.node.meta_read().await?;
         let after = request.exclusive_start_stream_name.unwrap_or_default();
         let mut matching = state.streams.values().filter(|stream| stream.name > after);
         let page: Vec<&StreamMeta> = matching.by_ref().take(limit as usize).collect();
@@ -892,7 +834,7 @@ impl StreamService {
             }
         }
         let hash = hash_key_for(&request.partition_key, request.explicit_hash_key.as_deref())?;
-        let stream = self.stream(&request.stream_name).await?;
+        let stream = self.stream_for_records(&request.stream_name).await?;
         let shard = stream.shard_for_hash(hash).clone();
         let record = RecordInput { partition_key: request.partition_key, data: request.data };
         let result = self
@@ -934,7 +876,7 @@ impl StreamService {
                 "Records size exceeds 5 MB limit: the request holds {total} bytes of data and partition keys."
             )));
         }
-        let stream = self.stream(&request.stream_name).await?;
+        let stream = self.stream_for_records(&request.stream_name).await?;
         // Split by shard, keeping each shard's records in request order.
         let mut by_shard: BTreeMap<u32, (Vec<usize>, Vec<RecordInput>)> = BTreeMap::new();
         for (position, (record, hash)) in request.records.into_iter().zip(hashes).enumerate() {
@@ -1069,7 +1011,11 @@ impl StreamService {
                 aws_time(now)
             )));
         }
-        let stream = self.stream(&iterator.stream).await?;
+        let mut stream = self.stream_for_records(&iterator.stream).await?;
+        if stream.created_ms != iterator.stream_created_ms {
+            // This node may not have applied the stream's re-creation yet.
+            stream = self.stream(&iterator.stream).await?;
+        }
         if stream.created_ms != iterator.stream_created_ms {
             return Err(self.stream_not_found(&iterator.stream));
         }

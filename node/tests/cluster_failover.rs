@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,6 +22,8 @@ use std::time::{Duration, Instant};
 use riffle_client::proto::{GetShardIteratorRequest, PutRecordsRequest, PutRecordsRequestEntry, ShardIteratorType};
 use riffle_client::{Client, ClientConfig};
 use tokio::sync::watch;
+
+mod common;
 
 const RERUN: &str = "cargo test -p riffle-node --test cluster_failover -- --nocapture";
 const NODE_COUNT: usize = 3;
@@ -45,8 +46,6 @@ const READ_PAGES_MAX: u32 = 2_000;
 const READ_LIMIT: u32 = 1_000;
 /// Liveness bound on the write phase; far above what it needs on a slow debug build.
 const WRITE_PHASE_TIMEOUT_S: u64 = 150;
-/// Candidate port bases tried before giving up.
-const PORT_BASE_ATTEMPTS_MAX: u32 = 200;
 
 /// Three node processes and their files; kills every child when dropped, also on panic.
 struct Cluster {
@@ -60,7 +59,8 @@ impl Cluster {
     fn start() -> Cluster {
         let directory =
             tempfile::Builder::new().prefix("riffle-failover-").tempdir().expect("creating a temporary directory");
-        let (grpc_port, peer_port) = free_port_bases();
+        let grpc_port = common::free_port_base(6);
+        let peer_port = grpc_port + 3;
         let configs = riffle_node::dev::write_dev_configs(directory.path(), grpc_port, peer_port)
             .expect("writing the dev configs");
         assert_eq!(configs.len(), NODE_COUNT);
@@ -144,25 +144,6 @@ impl Drop for Cluster {
             }
         }
     }
-}
-
-/// Two bases with three consecutive free ports each: TCP for gRPC and UDP for QUIC peers.
-/// Searched below Linux's ephemeral range, starting at a point derived from the process id.
-fn free_port_bases() -> (u16, u16) {
-    const LOW: u32 = 12_000;
-    const SPAN: u32 = 18_000;
-    let mut candidate = (std::process::id().wrapping_mul(7919)) % SPAN;
-    for _ in 0..PORT_BASE_ATTEMPTS_MAX {
-        let grpc = (LOW + candidate) as u16;
-        let peer = grpc + 3;
-        let tcp_free = (grpc..grpc + 3).all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
-        let udp_free = (peer..peer + 3).all(|port| UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
-        if tcp_free && udp_free {
-            return (grpc, peer);
-        }
-        candidate = (candidate + 6) % SPAN;
-    }
-    panic!("no free loopback ports found after {PORT_BASE_ATTEMPTS_MAX} tries");
 }
 
 fn value_name(value: u32) -> String {

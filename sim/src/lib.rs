@@ -26,13 +26,23 @@ pub struct SimOptions {
     pub clients: u32,
     pub operations_per_client: u32,
     pub shards: u32,
+    /// Clients writing and reading metadata (tags of the stream), through random nodes.
+    pub meta_clients: u32,
+    pub meta_operations_per_client: u32,
     /// Inject partitions and crash-restarts.
     pub faults: bool,
 }
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { clients: 3, operations_per_client: 80, shards: 2, faults: true }
+        SimOptions {
+            clients: 3,
+            operations_per_client: 80,
+            shards: 2,
+            meta_clients: 2,
+            meta_operations_per_client: 24,
+            faults: true,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use riffle_node::seam::{BoxFuture, Clock, Executor, Seams};
 use riffle_node::service::{ServiceSettings, StreamService};
 use riffle_proto::v1;
 
-use crate::check::{self, Operation, Outcome, ShardRead};
+use crate::check::{self, MetaAction, MetaOperation, Operation, Outcome, ShardRead};
 use crate::network::SimNetwork;
 use crate::trace::Trace;
 use crate::SimOptions;
@@ -73,6 +73,9 @@ pub struct SeedReport {
     pub operations: usize,
     pub acknowledged: usize,
     pub records_read: usize,
+    /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
+    pub meta_reads: usize,
+    pub meta_writes_acknowledged: usize,
     pub crashes: u32,
     pub partitions: u32,
     pub virtual_ms: u64,
@@ -270,11 +273,25 @@ impl World {
                 }
             });
         }
+        let meta_history: Rc<RefCell<Vec<MetaOperation>>> = Rc::new(RefCell::new(Vec::new()));
+        for client in 0..self.options.meta_clients {
+            let client_run = meta_client(
+                client,
+                self.options.meta_operations_per_client,
+                ChaCha8Rng::seed_from_u64(self.rng.gen()),
+                services.clone(),
+                meta_history.clone(),
+                self.trace.clone(),
+                start,
+            );
+            local.spawn_local(client_run);
+        }
         // The nemesis runs while the clients do.
         let total_operations = (self.options.clients * self.options.operations_per_client) as usize;
+        let total_meta_operations = (self.options.meta_clients * self.options.meta_operations_per_client) as usize;
         let workload = local.run_until(async {
             let clients_done = async {
-                while history.borrow().len() < total_operations {
+                while history.borrow().len() < total_operations || meta_history.borrow().len() < total_meta_operations {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             };
@@ -313,7 +330,8 @@ impl World {
 
         let reads = self.settle_and_read().await?;
         let history = history.borrow().clone();
-        let violations = check::check(&history, &reads);
+        let mut violations = check::check(&history, &reads);
+        violations.extend(check::check_metadata(&meta_history.borrow()));
         if !violations.is_empty() {
             return Err(format!("{} violation(s):\n  {}", violations.len(), violations.join("\n  ")));
         }
@@ -323,6 +341,17 @@ impl World {
             self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
         }
         let acknowledged = history.iter().filter(|operation| matches!(operation.outcome, Outcome::Ok { .. })).count();
+        let meta_history = meta_history.borrow();
+        let meta_reads = meta_history
+            .iter()
+            .filter(|operation| matches!(operation.action, MetaAction::Read { observed: Some(_) }))
+            .count();
+        let meta_writes_acknowledged = meta_history
+            .iter()
+            .filter(|operation| {
+                matches!(operation.action, MetaAction::Write { .. }) && matches!(operation.outcome, Outcome::Ok { .. })
+            })
+            .count();
         Ok(SeedReport {
             seed: self.seed,
             trace_hash: self.trace.hash(),
@@ -330,6 +359,8 @@ impl World {
             operations: history.len(),
             acknowledged,
             records_read: reads.iter().map(|read| read.records.len()).sum(),
+            meta_reads,
+            meta_writes_acknowledged,
             crashes: self.crashes,
             partitions: self.partitions,
             virtual_ms: start.elapsed().as_millis() as u64,
@@ -500,5 +531,75 @@ impl World {
 
     pub fn trace(&self) -> Arc<Trace> {
         self.trace.clone()
+    }
+}
+
+/// A client of the metadata: versioned writes of its own tag (`m<client>` = 1, 2, 3…) and reads
+/// of every tag with the stream's status, each through a node picked at random.
+async fn meta_client(
+    client: u32,
+    operations: u32,
+    mut rng: ChaCha8Rng,
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
+    history: Rc<RefCell<Vec<MetaOperation>>>,
+    trace: Arc<Trace>,
+    start: tokio::time::Instant,
+) {
+    let key = format!("m{client}");
+    let mut version = 0u64;
+    for _ in 0..operations {
+        tokio::time::sleep(Duration::from_micros(rng.gen_range(0..120_000))).await;
+        let position = rng.gen_range(0..services.borrow().len());
+        let node = position as u64 + 1;
+        let service = services.borrow()[position].clone();
+        let write = rng.gen_bool(0.5);
+        if write {
+            version += 1;
+        }
+        let invoked_us = start.elapsed().as_micros() as u64;
+        trace.record(&format!("invoke meta client {client} {} via node {node}", if write { "write" } else { "read" }));
+        let unknown = |error: &riffle_node::api::ApiError| error.error_type() == "InternalFailure";
+        let (action, outcome) = match (service, write) {
+            (None, true) => (MetaAction::Write { key: key.clone(), version }, Outcome::Fail("node down".into())),
+            (None, false) => (MetaAction::Read { observed: None }, Outcome::Fail("node down".into())),
+            (Some(service), true) => {
+                let tags = vec![(key.clone(), version.to_string())];
+                let change = service.add_tags(STREAM, None, tags, 10);
+                let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, change).await {
+                    Ok(Ok(())) => Outcome::Ok { shard: 0, sequence: String::new() },
+                    Ok(Err(error)) if unknown(&error) => Outcome::Info(error.message()),
+                    Ok(Err(error)) => Outcome::Fail(format!("{}: {}", error.error_type(), error.message())),
+                    Err(_) => Outcome::Info("timed out".into()),
+                };
+                (MetaAction::Write { key: key.clone(), version }, outcome)
+            }
+            (Some(service), false) => {
+                match tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(STREAM)).await {
+                    Ok(Ok(stream)) => {
+                        let tags = stream
+                            .tags
+                            .iter()
+                            .map(|(key, value)| (key.clone(), value.parse::<u64>().unwrap_or(u64::MAX)))
+                            .collect();
+                        let active = stream.status == riffle_node::meta::StreamStatus::Active;
+                        (
+                            MetaAction::Read { observed: Some((tags, active)) },
+                            Outcome::Ok { shard: 0, sequence: String::new() },
+                        )
+                    }
+                    Ok(Err(error)) => (MetaAction::Read { observed: None }, Outcome::Fail(error.message())),
+                    Err(_) => (MetaAction::Read { observed: None }, Outcome::Info("timed out".into())),
+                }
+            }
+        };
+        trace.record(&format!("complete meta client {client} {action:?} {outcome:?}"));
+        history.borrow_mut().push(MetaOperation {
+            client,
+            node,
+            invoked_us,
+            completed_us: start.elapsed().as_micros() as u64,
+            action,
+            outcome,
+        });
     }
 }

@@ -60,7 +60,7 @@ impl Riffle for GrpcApi {
     }
 
     async fn list_streams(&self, request: Request<ListStreamsRequest>) -> Reply<ListStreamsResponse> {
-        self.service.list_streams(request.into_inner()).map(Response::new).map_err(status)
+        self.service.list_streams(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
     async fn list_shards(&self, request: Request<ListShardsRequest>) -> Reply<ListShardsResponse> {

@@ -634,7 +634,7 @@ impl Operations {
                 Ok(encode(&DescribeStreamSummaryOutput::from_proto(summary, metrics, consumer_count)))
             }
             Operation::ListStreams => {
-                let listed = service.list_streams(list_streams_request(members)?)?;
+                let listed = service.list_streams(list_streams_request(members)?).await?;
                 let next_token = match (listed.has_more_streams, listed.stream_names.last()) {
                     (true, Some(last)) => Some(encode_list_streams_token(last)),
                     _ => None,
@@ -748,7 +748,7 @@ impl Operations {
                 }))
             }
             Operation::DescribeLimits => {
-                let limits = service.describe_limits();
+                let limits = service.describe_limits().await?;
                 Ok(encode(&DescribeLimitsOutput {
                     shard_limit: limits.shard_limit,
                     open_shard_count: limits.open_shard_count,
