@@ -191,6 +191,7 @@ impl Riffle for FakeNode {
             records,
             next_shard_iterator: Some(next.to_string()),
             millis_behind_latest: 0,
+            child_shards: Vec::new(),
         }))
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::kinesis::{validate_credentials, KinesisCredential, KinesisSettings};
-use crate::meta::NodePlace;
+use crate::control::placement::NodePlace;
 use crate::node::{DataLimits, NodeOptions, RaftTiming};
 use crate::service::ServiceSettings;
 
@@ -65,7 +65,7 @@ pub struct NodeConfig {
     /// (default false), `shard_write_bytes_per_s` (1048576), `shard_write_records_per_s`
     /// (1000), `shard_get_records_per_s` (5). Each rate at least 1.
     #[serde(default)]
-    pub throttling: crate::throttle::ThrottleSettings,
+    pub throttling: crate::shard::admission::ThrottleSettings,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).

@@ -142,7 +142,7 @@ pub fn write_dev_cluster_configs_with(data_dir: &Path, ports: DevPorts, throttli
             kinesis_credentials: kinesis_credentials.clone(),
             kinesis_tls_cert: None,
             kinesis_tls_key: None,
-            throttling: crate::throttle::ThrottleSettings { enabled: throttling, ..Default::default() },
+            throttling: crate::shard::admission::ThrottleSettings { enabled: throttling, ..Default::default() },
         };
         config.validate().map_err(anyhow::Error::msg)?;
         let path = node_dir.join("riffle.toml");

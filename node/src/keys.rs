@@ -1,16 +1,10 @@
-//! Hash keys and sequence numbers, the two identifiers a Kinesis client sees.
+//! Hash keys and shard ids, as a Kinesis client sees them (sequence numbers are in
+//! [`crate::sequence`]).
 //!
-//! - A record's hash key is the MD5 of its partition key read as a 128-bit big-endian
-//!   integer, or its `ExplicitHashKey`; it picks the shard whose range contains it.
-//! - A sequence number is unique and strictly increasing within a shard. Internally it is
-//!   `(log index << 16) | position in the batch`; on the wire it is a 56-digit decimal string
-//!   `49` followed by `(shard index << 64 | internal)` zero-padded to 54 digits, so that
-//!   numbers of one shard compare the same as strings and as integers.
+//! A record's hash key is the MD5 of its partition key read as a 128-bit big-endian integer, or
+//! its `ExplicitHashKey`; it picks the shard whose range contains it.
 
 use md5::{Digest, Md5};
-
-/// Records in one log entry at most: the position takes the low 16 bits of a sequence.
-pub const BATCH_RECORDS_MAX: usize = 1 << 16;
 
 /// Hash key of a partition key.
 pub fn hash_key_of(partition_key: &str) -> u128 {
@@ -47,47 +41,6 @@ pub fn even_ranges(shard_count: u32) -> Vec<(u128, u128)> {
             (start, end)
         })
         .collect()
-}
-
-/// The internal sequence of record `position` in the batch stored at `log_index`.
-pub fn internal_sequence(log_index: u64, position: usize) -> u64 {
-    assert!(position < BATCH_RECORDS_MAX, "a batch holds fewer than {BATCH_RECORDS_MAX} records");
-    assert!(log_index < 1 << 48, "log index {log_index} fits in 48 bits");
-    (log_index << 16) | position as u64
-}
-
-/// [`internal_sequence`] for values that come from another node: `None` when out of range.
-pub fn checked_internal_sequence(log_index: u64, position: usize) -> Option<u64> {
-    (position < BATCH_RECORDS_MAX && log_index < 1 << 48).then_some((log_index << 16) | position as u64)
-}
-
-/// Renders a sequence number of shard `shard_index` for clients.
-pub fn render_sequence(shard_index: u32, internal: u64) -> String {
-    let value = (u128::from(shard_index) << 64) | u128::from(internal);
-    format!("49{value:054}")
-}
-
-/// Why a sequence number from a client was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SequenceError {
-    #[error("is not a sequence number of this service")]
-    Malformed,
-    #[error("belongs to shard {0}, not to this shard")]
-    OtherShard(u32),
-}
-
-/// Parses a sequence number rendered by [`render_sequence`] for `shard_index`.
-pub fn parse_sequence(text: &str, shard_index: u32) -> Result<u64, SequenceError> {
-    let digits = text.strip_prefix("49").ok_or(SequenceError::Malformed)?;
-    if digits.len() != 54 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-        return Err(SequenceError::Malformed);
-    }
-    let value: u128 = digits.parse().map_err(|_| SequenceError::Malformed)?;
-    let shard = u32::try_from(value >> 64).map_err(|_| SequenceError::Malformed)?;
-    if shard != shard_index {
-        return Err(SequenceError::OtherShard(shard));
-    }
-    Ok(value as u64)
 }
 
 /// `shardId-000000000007`.
@@ -141,19 +94,6 @@ mod tests {
         assert_eq!(parse_hash_key("01"), None);
         assert_eq!(parse_hash_key("-1"), None);
         assert_eq!(parse_hash_key(""), None);
-    }
-
-    #[test]
-    fn sequence_numbers_round_trip_and_sort() {
-        let first = render_sequence(3, internal_sequence(1, 0));
-        let second = render_sequence(3, internal_sequence(1, 1));
-        let third = render_sequence(3, internal_sequence(900_000, 0));
-        assert_eq!(first.len(), 56);
-        assert!(first < second && second < third);
-        assert_eq!(parse_sequence(&third, 3), Ok(internal_sequence(900_000, 0)));
-        assert_eq!(parse_sequence(&third, 2), Err(SequenceError::OtherShard(3)));
-        assert_eq!(parse_sequence("12", 3), Err(SequenceError::Malformed));
-        assert_eq!(parse_sequence(&format!("49{}", "9".repeat(54)), 0), Err(SequenceError::Malformed));
     }
 
     #[test]

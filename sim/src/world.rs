@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use riffle_node::control::placement::NodePlace;
 use riffle_node::fs::memory::MemoryFileSystem;
 use riffle_node::fs::FileSystem;
-use riffle_node::meta::NodePlace;
 use riffle_node::node::{DataLimits, Node, NodeOptions, RaftTiming};
 use riffle_node::seam::{BoxFuture, Clock, Executor, Seams};
 use riffle_node::service::{ServiceSettings, StreamService};
@@ -493,7 +493,7 @@ impl World {
             }
             for record in &outcome.records {
                 records.push((
-                    riffle_node::keys::render_sequence(shard, record.sequence),
+                    riffle_node::sequence::render(shard, record.sequence),
                     String::from_utf8_lossy(&record.data).into_owned(),
                 ));
             }
@@ -581,7 +581,7 @@ async fn meta_client(
                             .iter()
                             .map(|(key, value)| (key.clone(), value.parse::<u64>().unwrap_or(u64::MAX)))
                             .collect();
-                        let active = stream.status == riffle_node::meta::StreamStatus::Active;
+                        let active = stream.status == riffle_node::control::metadata::StreamStatus::Active;
                         (
                             MetaAction::Read { observed: Some((tags, active)) },
                             Outcome::Ok { shard: 0, sequence: String::new() },

@@ -18,12 +18,19 @@ use tokio::sync::watch;
 use super::codec;
 use super::log_store::{DurableFloor, LogEngine};
 use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
-use crate::meta::{MetaRejection, MetaState};
+use crate::control::metadata::{MetaRejection, MetaState};
+use crate::shard::SealState;
 use crate::storage::segment::{BatchLogId, ShardSegments};
 
 const MEMBERSHIP_KEY: &[u8] = b"membership";
 const APPLIED_KEY: &[u8] = b"applied";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
+const SEALED_KEY: &[u8] = b"sealed";
+/// A shard snapshot: this header (magic, format version, flags, seal index; integers
+/// little-endian), then the segments' batches. Bit 0 of the flags: the shard is sealed.
+const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"RFSS";
+const SHARD_SNAPSHOT_VERSION: u16 = 1;
+const SHARD_SNAPSHOT_HEADER_BYTES: usize = 16;
 
 fn to_batch_log_id(log_id: &LogId) -> BatchLogId {
     BatchLogId { term: log_id.leader_id.term, node_id: log_id.leader_id.node_id, index: log_id.index }
@@ -124,6 +131,8 @@ pub struct ShardStateMachine {
     logs: Arc<LogEngine>,
     floor: Arc<DurableFloor>,
     segments: ShardSegments,
+    /// Set when the seal is applied (and persisted), read by the leader and by reads.
+    seal: SealState,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// Set once `Raft::new` has returned. While openraft starts it reads the current snapshot
@@ -137,9 +146,17 @@ impl ShardStateMachine {
         group: u64,
         logs: Arc<LogEngine>,
         segments: ShardSegments,
+        seal: SealState,
         started: Arc<std::sync::atomic::AtomicBool>,
         floor: Arc<DurableFloor>,
     ) -> Result<ShardStateMachine, StorageError> {
+        if let Some(bytes) = logs.get(group, SEALED_KEY) {
+            let index: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| read_error(format!("a seal record of {} bytes", bytes.len())))?;
+            seal.seal(u64::from_le_bytes(index));
+        }
         let membership = match logs.get(group, MEMBERSHIP_KEY) {
             Some(bytes) => {
                 let stored = wire::StoredMembership::decode(bytes.as_slice()).map_err(read_error)?;
@@ -157,12 +174,22 @@ impl ShardStateMachine {
         let durable = segments.last_durable().as_ref().map(from_batch_log_id);
         let last_applied = durable.max(marker);
         floor.start_at(last_applied);
-        Ok(ShardStateMachine { group, logs, floor, segments, last_applied, membership, started })
+        Ok(ShardStateMachine { group, logs, floor, segments, seal, last_applied, membership, started })
     }
 
     async fn persist_membership(&self) -> Result<(), StorageError> {
         let bytes = codec::stored_membership_to_wire(&self.membership).encode_to_vec();
         self.logs.put_durable(self.group, MEMBERSHIP_KEY, bytes).await.map_err(write_error)
+    }
+
+    /// Seals the shard at `index` (durably, before the seal is reported), or reports the
+    /// earlier seal.
+    async fn seal(&self, index: u64) -> Result<u64, StorageError> {
+        if let Some(existing) = self.seal.sealed_at() {
+            return Ok(existing);
+        }
+        self.logs.put_durable(self.group, SEALED_KEY, index.to_le_bytes().to_vec()).await.map_err(write_error)?;
+        Ok(self.seal.seal(index))
     }
 
     async fn persist_applied_marker(floor: &DurableFloor, applied: &Option<LogId>) -> Result<(), StorageError> {
@@ -252,6 +279,12 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                             ApplyResult::Nothing
                         }
                         EntryPayload::Normal(command) => match command.command {
+                            Some(group_command::Command::Append(_)) if machine.seal.sealed_at().is_some() => {
+                                ApplyResult::Sealed { seal_index: machine.seal.sealed_at().unwrap_or_default() }
+                            }
+                            Some(group_command::Command::Seal(_)) => {
+                                ApplyResult::Sealed { seal_index: machine.seal(entry.log_id.index).await? }
+                            }
                             Some(group_command::Command::Append(batch)) => {
                                 let previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
                                 machine.segments.append(to_batch_log_id(&entry.log_id), &batch).map_err(|error| {
@@ -314,7 +347,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 machine.published.send_replace(Arc::new(machine.state.clone()));
             }
             GroupStateMachine::Shard(machine) => {
-                machine.segments.import(&bytes).map_err(write_error)?;
+                let (sealed_at, batches) = decode_shard_snapshot(&bytes)?;
+                if let Some(index) = sealed_at {
+                    machine.seal(index).await?;
+                }
+                machine.segments.import(batches).map_err(write_error)?;
                 machine.segments.flush().await.map_err(write_error)?;
                 machine.last_applied = meta.last_log_id;
                 machine.membership = meta.last_membership.clone();
@@ -339,7 +376,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 if machine.last_applied.is_none() {
                     return Ok(None);
                 }
-                let bytes = if starting { Vec::new() } else { machine.segments.export().map_err(read_error)? };
+                let bytes = if starting {
+                    Vec::new()
+                } else {
+                    encode_shard_snapshot(machine.seal.sealed_at(), machine.segments.export().map_err(read_error)?)
+                };
                 let meta = SnapshotMeta {
                     last_log_id: machine.last_applied,
                     last_membership: machine.membership.clone(),
@@ -348,5 +389,58 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
             }
         }
+    }
+}
+
+fn encode_shard_snapshot(sealed_at: Option<u64>, batches: Vec<u8>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(SHARD_SNAPSHOT_HEADER_BYTES + batches.len());
+    bytes.extend_from_slice(&SHARD_SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SHARD_SNAPSHOT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&u16::from(sealed_at.is_some()).to_le_bytes());
+    bytes.extend_from_slice(&sealed_at.unwrap_or(0).to_le_bytes());
+    bytes.extend_from_slice(&batches);
+    bytes
+}
+
+/// The seal and the batches of a shard snapshot. Snapshots made before seals existed are the
+/// batches alone (they start with the batch magic, not [`SHARD_SNAPSHOT_MAGIC`]).
+fn decode_shard_snapshot(bytes: &[u8]) -> Result<(Option<u64>, &[u8]), StorageError> {
+    if !bytes.starts_with(&SHARD_SNAPSHOT_MAGIC) {
+        return Ok((None, bytes));
+    }
+    if bytes.len() < SHARD_SNAPSHOT_HEADER_BYTES {
+        return Err(read_error(format!("a shard snapshot of {} bytes has no complete header", bytes.len())));
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != SHARD_SNAPSHOT_VERSION {
+        return Err(read_error(format!("shard snapshot format version {version} is not {SHARD_SNAPSHOT_VERSION}")));
+    }
+    let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&bytes[8..16]);
+    let sealed_at = (flags & 1 == 1).then_some(u64::from_le_bytes(index));
+    if sealed_at == Some(0) {
+        return Err(read_error("a shard snapshot sealed at log index 0"));
+    }
+    Ok((sealed_at, &bytes[SHARD_SNAPSHOT_HEADER_BYTES..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_snapshots_carry_the_seal_and_read_older_ones() {
+        let batches = b"RFSB and the rest".to_vec();
+        let sealed = encode_shard_snapshot(Some(42), batches.clone());
+        assert_eq!(decode_shard_snapshot(&sealed).expect("decodes"), (Some(42), batches.as_slice()));
+        let open = encode_shard_snapshot(None, batches.clone());
+        assert_eq!(decode_shard_snapshot(&open).expect("decodes"), (None, batches.as_slice()));
+        assert_eq!(decode_shard_snapshot(&batches).expect("an older snapshot"), (None, batches.as_slice()));
+        assert_eq!(decode_shard_snapshot(&[]).expect("an empty one"), (None, &[][..]));
+        assert!(decode_shard_snapshot(&sealed[..10]).is_err());
+        let mut bad_version = sealed.clone();
+        bad_version[4] = 9;
+        assert!(decode_shard_snapshot(&bad_version).is_err());
     }
 }

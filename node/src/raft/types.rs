@@ -9,10 +9,13 @@ use super::runtime::RiffleRuntime;
 /// What applying one entry produced, returned to the proposer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyResult {
-    /// A shard batch was stored: record `i` got sequence `(log_index << 16) | i`.
+    /// A shard batch was stored: record `i` got sequence `sequence::of_record(log_index, i)`.
     Appended { log_index: u64, timestamp_ms: i64 },
     /// A metadata command was applied; `Err` carries a client-facing rejection.
-    Meta(Result<(), crate::meta::MetaRejection>),
+    Meta(Result<(), crate::control::metadata::MetaRejection>),
+    /// The shard is sealed at this log index (by this entry or an earlier seal); an append
+    /// ordered after the seal was refused and stored nothing.
+    Sealed { seal_index: u64 },
     /// Nothing to report (blank and membership entries).
     Nothing,
 }

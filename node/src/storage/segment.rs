@@ -17,7 +17,7 @@
 //!
 //! Invariants:
 //! - batches are stored in strictly increasing log index; a record's sequence is
-//!   `(index << 16) | position`, so sequences strictly increase;
+//!   `crate::sequence::of_record(index, position)`, so sequences strictly increase;
 //! - stored arrival timestamps never decrease within a shard;
 //! - the durable batches are a prefix of the appended ones, and within one shard a file is
 //!   synced before the next file is written, so a crash can only tear the end of the newest
@@ -53,8 +53,6 @@ const GENERATION_DIR_PREFIX: &str = "gen-";
 const CURRENT_MAGIC: [u8; 4] = *b"RFSG";
 const CURRENT_FORMAT_VERSION: u16 = 1;
 const CURRENT_BYTES: usize = 20;
-/// Bits of a sequence number that hold the record's position within its batch.
-pub const SEQUENCE_POSITION_BITS: u32 = 16;
 
 /// The Raft log entry that carried a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,11 +141,6 @@ fn parse_segment_file_name(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
-}
-
-/// The first sequence number of the batch at log `index`.
-fn first_sequence_of(index: u64) -> u64 {
-    index << SEQUENCE_POSITION_BITS
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -310,7 +303,7 @@ struct BatchEntry {
 
 impl BatchEntry {
     fn first_sequence(&self) -> u64 {
-        first_sequence_of(self.log_id.index)
+        crate::sequence::first_of_batch(self.log_id.index)
     }
 
     fn end_sequence(&self) -> u64 {
@@ -870,7 +863,7 @@ impl ShardSegments {
     /// position; the leader's batching limit keeps far below) or if the index is 2^48 or more.
     pub fn append(&self, log_id: BatchLogId, batch: &AppendBatch) -> Result<bool, StorageError> {
         assert!(
-            log_id.index < 1 << (64 - SEQUENCE_POSITION_BITS),
+            log_id.index < 1 << crate::sequence::LOG_INDEX_BITS,
             "log index {} leaves no room for the record position in a sequence",
             log_id.index
         );
@@ -920,7 +913,7 @@ impl ShardSegments {
             let (bytes, path, offset) = self.load(source)?;
             let corrupt = |reason: String| StorageError::Corruption { file: path.clone(), offset, reason };
             let header = decode_header(&bytes).map_err(|error| corrupt(error.to_string()))?;
-            if first_sequence_of(header.log_id.index) != first_sequence {
+            if crate::sequence::first_of_batch(header.log_id.index) != first_sequence {
                 return Err(corrupt(format!(
                     "batch at log index {} where the index expects sequence {first_sequence}",
                     header.log_id.index

@@ -8,7 +8,7 @@
 //!      8      4  CRC32C of bytes 12..end of payload (rest of the header and the payload)
 //!     12      8  Raft log term of the entry that carried the batch
 //!     20      8  Raft log leader node id
-//!     28      8  Raft log index (the batch's records have sequences (index << 16) | i)
+//!     28      8  Raft log index (record i of the batch has sequence (index << 16) | i, see crate::sequence)
 //!     36      8  arrival timestamp, ms since the Unix epoch (i64)
 //!     44      4  record count
 //!     48      4  payload length in bytes
@@ -25,8 +25,8 @@ pub const BATCH_FORMAT_VERSION: u16 = 1;
 pub const BATCH_HEADER_BYTES: usize = 52;
 /// Per record: key length and data length.
 pub const RECORD_HEADER_BYTES: usize = 8;
-/// Records in one batch: the low 16 bits of a sequence number count them.
-pub const BATCH_RECORDS_MAX: usize = 1 << 16;
+/// Records in one batch: the position bits of a sequence number count them.
+pub use crate::sequence::BATCH_RECORDS_MAX;
 /// The payload length field is a `u32`.
 pub const BATCH_PAYLOAD_BYTES_MAX: usize = u32::MAX as usize;
 const CRC_RANGE_START: usize = 12;

@@ -60,7 +60,7 @@ fn read_all(shard: &ShardSegments) -> Vec<StoredRecord> {
 }
 
 fn sequence(index: u64, position: u64) -> u64 {
-    (index << 16) | position
+    crate::sequence::of_record(index, position as usize)
 }
 
 #[tokio::test]

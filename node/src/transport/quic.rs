@@ -553,6 +553,7 @@ mod tests {
                         records,
                         next_sequence: 0,
                         millis_behind_latest: 0,
+                        sealed_at_index: None,
                     })),
                 }
             })

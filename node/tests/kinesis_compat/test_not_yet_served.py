@@ -1,5 +1,6 @@
-"""Operations whose capability another part of Riffle builds (resharding, enhanced fan-out):
-until then they must be refused with a typed error and change nothing — never a fake success."""
+"""Operations whose capability another part of Riffle builds (uniform scaling and on-demand
+mode, enhanced fan-out): until then they must be refused with a typed error and change nothing —
+never a fake success."""
 
 import pytest
 from botocore.exceptions import ClientError
@@ -13,12 +14,8 @@ def refused(call, **arguments):
     assert "not supported" in error["Message"], error
 
 
-def test_resharding_and_mode_changes_are_refused_and_change_nothing(kinesis, stream):
+def test_scaling_and_mode_changes_are_refused_and_change_nothing(kinesis, stream):
     before = kinesis.describe_stream(StreamName=stream)["StreamDescription"]
-    first, second = before["Shards"][0], before["Shards"][1]
-    middle = str(int(first["HashKeyRange"]["StartingHashKey"]) + 1000)
-    refused(kinesis.split_shard, StreamName=stream, ShardToSplit=first["ShardId"], NewStartingHashKey=middle)
-    refused(kinesis.merge_shards, StreamName=stream, ShardToMerge=first["ShardId"], AdjacentShardToMerge=second["ShardId"])
     refused(kinesis.update_shard_count, StreamName=stream, TargetShardCount=8, ScalingType="UNIFORM_SCALING")
     refused(kinesis.update_stream_mode, StreamARN=before["StreamARN"], StreamModeDetails={"StreamMode": "ON_DEMAND"})
     after = kinesis.describe_stream(StreamName=stream)["StreamDescription"]

@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use super::arn::parse_stream_arn;
 use super::error::KinesisError;
 use super::operations::Target;
-use crate::iterator::IteratorCodec;
 use crate::seam::Clock;
+use crate::shard::iterator::IteratorCodec;
 
 /// The only signing algorithm accepted.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -569,7 +569,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::iterator::{Position, ShardIterator};
+    use crate::shard::iterator::{Position, ShardIterator};
 
     #[derive(Debug)]
     struct FixedClock(i64);

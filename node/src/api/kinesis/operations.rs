@@ -70,6 +70,8 @@ pub enum Operation {
     /// Answered with an honest refusal: records are not encrypted at rest.
     StartStreamEncryption,
     StopStreamEncryption,
+    SplitShard,
+    MergeShards,
 }
 
 /// What a target names.
@@ -83,8 +85,7 @@ pub enum Target {
 }
 
 /// The classic operations not offered in this version.
-pub const NOT_YET_SUPPORTED: [&str; 5] =
-    ["UpdateStreamMode", "SplitShard", "MergeShards", "UpdateShardCount", "SubscribeToShard"];
+pub const NOT_YET_SUPPORTED: [&str; 3] = ["UpdateStreamMode", "UpdateShardCount", "SubscribeToShard"];
 
 /// Operations of the current AWS model outside Riffle's plan.
 pub const NOT_SUPPORTED: [&str; 22] = [
@@ -150,6 +151,8 @@ impl Target {
             "ListStreamConsumers" => Operation::ListStreamConsumers,
             "StartStreamEncryption" => Operation::StartStreamEncryption,
             "StopStreamEncryption" => Operation::StopStreamEncryption,
+            "SplitShard" => Operation::SplitShard,
+            "MergeShards" => Operation::MergeShards,
             other => {
                 if let Some(name) = NOT_YET_SUPPORTED.iter().find(|name| **name == other) {
                     return Some(Target::NotYetSupported(name));
@@ -830,6 +833,24 @@ impl Operations {
                 // Records are not encrypted at rest; recording the setting would be a fake success.
                 Err(not_supported_yet("Server-side encryption"))
             }
+            Operation::SplitShard => {
+                let reference = StreamReference::read(&members)?;
+                let shard = members.string("ShardToSplit")?;
+                let new_start = members.string("NewStartingHashKey")?;
+                let shard = required(shard, "shardToSplit")?;
+                let new_start = required(new_start, "newStartingHashKey")?;
+                service.split_shard(&stream_name(reference, scope)?, &shard, &new_start).await?;
+                Ok(Vec::new())
+            }
+            Operation::MergeShards => {
+                let reference = StreamReference::read(&members)?;
+                let shard = members.string("ShardToMerge")?;
+                let adjacent = members.string("AdjacentShardToMerge")?;
+                let shard = required(shard, "shardToMerge")?;
+                let adjacent = required(adjacent, "adjacentShardToMerge")?;
+                service.merge_shards(&stream_name(reference, scope)?, &shard, &adjacent).await?;
+                Ok(Vec::new())
+            }
         }
     }
 }
@@ -952,7 +973,11 @@ mod tests {
     #[test]
     fn targets_name_supported_planned_and_foreign_operations() {
         assert_eq!(Target::parse("Kinesis_20131202.PutRecord"), Some(Target::Supported(Operation::PutRecord)));
-        assert_eq!(Target::parse("Kinesis_20131202.SplitShard"), Some(Target::NotYetSupported("SplitShard")));
+        assert_eq!(Target::parse("Kinesis_20131202.SplitShard"), Some(Target::Supported(Operation::SplitShard)));
+        assert_eq!(
+            Target::parse("Kinesis_20131202.UpdateShardCount"),
+            Some(Target::NotYetSupported("UpdateShardCount"))
+        );
         assert_eq!(Target::parse("Kinesis_20131202.TagResource"), Some(Target::Supported(Operation::TagResource)));
         assert_eq!(
             Target::parse("Kinesis_20131202.StartStreamEncryption"),
@@ -969,7 +994,7 @@ mod tests {
     #[test]
     fn the_classic_operations_and_resource_tagging_are_all_known() {
         // 32 classic operations plus TagResource, UntagResource and ListTagsForResource.
-        assert_eq!(30 + NOT_YET_SUPPORTED.len(), 35);
+        assert_eq!(32 + NOT_YET_SUPPORTED.len(), 35);
         for name in NOT_YET_SUPPORTED.iter().chain(NOT_SUPPORTED.iter()) {
             assert!(Target::parse(&format!("Kinesis_20131202.{name}")).is_some(), "{name}");
         }

@@ -437,16 +437,39 @@ pub struct Record {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+    pub hash_key_range: HashKeyRange,
+}
+
+impl ChildShard {
+    pub fn from_proto(child: v1::ChildShard) -> ChildShard {
+        let range = child.hash_key_range.unwrap_or_default();
+        ChildShard {
+            shard_id: child.shard_id,
+            parent_shards: child.parent_shards,
+            hash_key_range: HashKeyRange {
+                starting_hash_key: range.starting_hash_key,
+                ending_hash_key: range.ending_hash_key,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct GetRecordsOutput {
     pub records: Vec<Record>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_shard_iterator: Option<String>,
     pub millis_behind_latest: i64,
+    /// Only at the end of a closed shard, as AWS sends it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub child_shards: Vec<ChildShard>,
 }
 
 impl GetRecordsOutput {
-    /// `ChildShards` is left out: it appears only at the end of a closed shard, and shards do
-    /// not close until resharding lands.
     pub fn from_proto(get: v1::GetRecordsResponse) -> GetRecordsOutput {
         GetRecordsOutput {
             records: get
@@ -461,6 +484,7 @@ impl GetRecordsOutput {
                 .collect(),
             next_shard_iterator: get.next_shard_iterator,
             millis_behind_latest: get.millis_behind_latest.max(0),
+            child_shards: get.child_shards.into_iter().map(ChildShard::from_proto).collect(),
         }
     }
 }
@@ -652,6 +676,7 @@ mod tests {
             }],
             next_shard_iterator: Some("AAAA".into()),
             millis_behind_latest: 0,
+            child_shards: Vec::new(),
         });
         let text = serde_json::to_string(&get).expect("serializes");
         assert!(text.contains(r#""ApproximateArrivalTimestamp":1795360321.597"#), "{text}");
@@ -668,8 +693,14 @@ mod tests {
             records: Vec::new(),
             next_shard_iterator: None,
             millis_behind_latest: 0,
+            child_shards: vec![v1::ChildShard {
+                shard_id: "shardId-000000000002".into(),
+                parent_shards: vec!["shardId-000000000000".into()],
+                hash_key_range: Some(v1::HashKeyRange { starting_hash_key: "0".into(), ending_hash_key: "9".into() }),
+            }],
         });
         let json = serde_json::to_value(at_end).expect("serializes");
-        assert_eq!(keys(&json), ["MillisBehindLatest", "Records"]);
+        assert_eq!(keys(&json), ["ChildShards", "MillisBehindLatest", "Records"]);
+        assert_eq!(keys(&json["ChildShards"][0]), ["HashKeyRange", "ParentShards", "ShardId"]);
     }
 }

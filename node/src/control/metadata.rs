@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use riffle_proto::peer::{meta_command, CreateStream, MarkShardReady, MetaCommand, RegisterConsumer, StreamTag};
+use riffle_proto::peer::{
+    meta_command, CreateStream, MarkShardReady, MetaCommand, RegisterConsumer, Reshard, ShardSealed, StreamTag,
+};
 use serde::{Deserialize, Serialize};
 
 /// The metadata group's id; shard groups count up from 1.
@@ -33,6 +35,9 @@ pub enum MetaRejection {
     /// DeleteStream without EnforceConsumerDeletion on a stream that has consumers.
     #[error("Stream {0} has registered consumers")]
     StreamHasConsumers(String),
+    /// A change that needs an ACTIVE stream (a reshard while one runs).
+    #[error("Stream {name} is {status:?}, not ACTIVE")]
+    StreamNotActive { name: String, status: StreamStatus },
 }
 
 /// Tags one stream holds at most.
@@ -55,10 +60,38 @@ pub struct ShardMeta {
     /// snapshots older than this field were serving.
     #[serde(default = "serving")]
     pub ready: bool,
+    /// The shards this one was split or merged from (none, one, or two in hash order), as
+    /// Kinesis' `ParentShardId` and `AdjacentParentShardId`.
+    #[serde(default)]
+    pub parents: Vec<u32>,
+    #[serde(default)]
+    pub state: ShardState,
 }
 
 fn serving() -> bool {
     true
+}
+
+/// Where a shard is in its life. Only `Open` and `Sealing` shards take writes, and together
+/// they partition the hash-key space exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardState {
+    #[default]
+    Open,
+    /// A reshard closes it: it takes writes until its group applies the seal.
+    Sealing,
+    /// Sealed at this log index of its group: every record it holds has a sequence below
+    /// `sequence::first_of_batch(seal_index)`. Readable until retention expires.
+    Closed { seal_index: u64 },
+    /// A reshard's child whose parents are not all closed yet: it takes no writes, so that for
+    /// every partition key the parents' records come before the child's.
+    Waiting,
+}
+
+impl ShardState {
+    pub fn takes_writes(&self) -> bool {
+        matches!(self, ShardState::Open | ShardState::Sealing)
+    }
 }
 
 /// A stream's lifecycle state, replicated so every node reports the same one.
@@ -69,6 +102,8 @@ pub enum StreamStatus {
     /// Every shard serves. Streams in snapshots older than this field were active.
     #[default]
     Active,
+    /// A reshard runs: some shards are sealing or some children are not serving yet.
+    Updating,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,10 +145,37 @@ impl ConsumerMeta {
 }
 
 impl StreamMeta {
-    /// The shard whose hash range holds `hash_key`.
-    pub fn shard_for_hash(&self, hash_key: u128) -> &ShardMeta {
-        let position = self.shards.partition_point(|shard| shard.ending_hash_key < hash_key);
-        self.shards.get(position).expect("a stream's shards cover the whole hash key space")
+    /// The shard taking writes whose hash range holds `hash_key`. `None` only for a moment of
+    /// a merge: one parent is closed, the other still sealing, so their child waits.
+    pub fn shard_for_hash(&self, hash_key: u128) -> Option<&ShardMeta> {
+        self.shards.iter().find(|shard| {
+            shard.state.takes_writes() && shard.starting_hash_key <= hash_key && hash_key <= shard.ending_hash_key
+        })
+    }
+
+    /// Shards that are not closed (children waiting for their parents included): what
+    /// Kinesis counts as open.
+    pub fn open_shard_count(&self) -> usize {
+        self.shards.iter().filter(|shard| !matches!(shard.state, ShardState::Closed { .. })).count()
+    }
+
+    /// The shards split or merged from `parent`.
+    pub fn children_of(&self, parent: u32) -> impl Iterator<Item = &ShardMeta> {
+        self.shards.iter().filter(move |shard| shard.parents.contains(&parent))
+    }
+
+    /// ACTIVE once nothing is sealing or waiting and every shard taking writes has a leader;
+    /// a stream that has never been ACTIVE is CREATING until then, otherwise UPDATING.
+    fn refresh_status(&mut self) {
+        let settled = self.shards.iter().all(|shard| {
+            matches!(shard.state, ShardState::Open | ShardState::Closed { .. })
+                && (shard.ready || !shard.state.takes_writes())
+        });
+        self.status = match (settled, self.status) {
+            (true, _) => StreamStatus::Active,
+            (false, StreamStatus::Creating) => StreamStatus::Creating,
+            (false, _) => StreamStatus::Updating,
+        };
     }
 
     pub fn shard(&self, index: u32) -> Option<&ShardMeta> {
@@ -213,6 +275,8 @@ impl MetaState {
                 Ok(())
             }
             Some(meta_command::Command::MarkShardReady(ready)) => self.mark_shard_ready(ready),
+            Some(meta_command::Command::Reshard(reshard)) => self.reshard(reshard),
+            Some(meta_command::Command::ShardSealed(sealed)) => self.shard_sealed(sealed),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }
@@ -250,9 +314,122 @@ impl MetaState {
             MetaRejection::Invalid(format!("stream {} has no shard in group {}", ready.stream, ready.group_id))
         })?;
         shard.ready = true;
-        if stream.status == StreamStatus::Creating && stream.shards.iter().all(|shard| shard.ready) {
-            stream.status = StreamStatus::Active;
+        stream.refresh_status();
+        Ok(())
+    }
+
+    /// Starts a reshard; everything is checked here, so concurrent proposals cannot both pass.
+    fn reshard(&mut self, reshard: &Reshard) -> Result<(), MetaRejection> {
+        let first_group = self.next_group_id.max(META_GROUP + 1);
+        let stream = self.stream_mut(&reshard.stream)?;
+        if stream.status != StreamStatus::Active {
+            return Err(MetaRejection::StreamNotActive { name: reshard.stream.clone(), status: stream.status });
         }
+        let invalid = |reason: String| MetaRejection::Invalid(format!("reshard of {}: {reason}", reshard.stream));
+        if reshard.closing.is_empty() || reshard.children.is_empty() {
+            return Err(invalid("nothing to close or no children".into()));
+        }
+        let mut closing: Vec<&ShardMeta> = Vec::with_capacity(reshard.closing.len());
+        for index in &reshard.closing {
+            let shard = stream.shard(*index).ok_or_else(|| invalid(format!("no shard {index}")))?;
+            if shard.state != ShardState::Open {
+                return Err(invalid(format!("shard {index} is not open")));
+            }
+            if closing.iter().any(|seen| seen.index == *index) {
+                return Err(invalid(format!("shard {index} is named twice")));
+            }
+            closing.push(shard);
+        }
+        closing.sort_by_key(|shard| shard.starting_hash_key);
+        if !closing.windows(2).all(|pair| pair[0].ending_hash_key.checked_add(1) == Some(pair[1].starting_hash_key)) {
+            return Err(invalid("the closing shards are not adjacent".into()));
+        }
+        let (start, end) = (closing[0].starting_hash_key, closing[closing.len() - 1].ending_hash_key);
+        let mut children = Vec::with_capacity(reshard.children.len());
+        let mut next_start = Some(start);
+        for (position, spec) in reshard.children.iter().enumerate() {
+            let starting_hash_key = hash_from_bytes(&spec.starting_hash_key)?;
+            let ending_hash_key = hash_from_bytes(&spec.ending_hash_key)?;
+            if next_start != Some(starting_hash_key) || ending_hash_key < starting_hash_key || ending_hash_key > end {
+                return Err(invalid(format!("child {position} does not continue the parents' hash range")));
+            }
+            next_start = ending_hash_key.checked_add(1);
+            let overlapping: Vec<u32> = closing
+                .iter()
+                .filter(|parent| {
+                    parent.starting_hash_key <= ending_hash_key && starting_hash_key <= parent.ending_hash_key
+                })
+                .map(|parent| parent.index)
+                .collect();
+            let mut named = spec.parents.clone();
+            named.sort_unstable();
+            let mut expected = overlapping.clone();
+            expected.sort_unstable();
+            if overlapping.len() > 2 || named != expected {
+                return Err(invalid(format!(
+                    "child {position} overlaps shards {overlapping:?} but names {:?} (at most two)",
+                    spec.parents
+                )));
+            }
+            if spec.replicas.is_empty() {
+                return Err(invalid(format!("child {position} has no replicas")));
+            }
+            children.push((starting_hash_key, ending_hash_key, spec));
+        }
+        if next_start != end.checked_add(1) {
+            return Err(invalid("the children do not cover the parents' hash range".into()));
+        }
+        let closing: Vec<u32> = closing.iter().map(|shard| shard.index).collect();
+        for index in &closing {
+            stream.shards[*index as usize].state = ShardState::Sealing;
+        }
+        let first_index = stream.shards.len() as u32;
+        for (offset, (starting_hash_key, ending_hash_key, spec)) in children.into_iter().enumerate() {
+            stream.shards.push(ShardMeta {
+                index: first_index + offset as u32,
+                group_id: first_group + offset as u64,
+                starting_hash_key,
+                ending_hash_key,
+                replicas: spec.replicas.clone(),
+                ready: false,
+                parents: spec.parents.clone(),
+                state: ShardState::Waiting,
+            });
+        }
+        stream.status = StreamStatus::Updating;
+        self.next_group_id = first_group + reshard.children.len() as u64;
+        Ok(())
+    }
+
+    /// A closing shard's group applied its seal: the shard is closed, and children whose
+    /// parents are all closed take writes. Idempotent.
+    fn shard_sealed(&mut self, sealed: &ShardSealed) -> Result<(), MetaRejection> {
+        let stream = self.stream_mut(&sealed.stream)?;
+        let shard = stream.shards.iter_mut().find(|shard| shard.group_id == sealed.group_id).ok_or_else(|| {
+            MetaRejection::Invalid(format!("stream {} has no shard in group {}", sealed.stream, sealed.group_id))
+        })?;
+        match shard.state {
+            ShardState::Sealing => shard.state = ShardState::Closed { seal_index: sealed.seal_index },
+            ShardState::Closed { seal_index } if seal_index == sealed.seal_index => return Ok(()),
+            other => {
+                return Err(MetaRejection::Invalid(format!(
+                    "shard {} of {} is {other:?}, not sealing at {}",
+                    shard.index, sealed.stream, sealed.seal_index
+                )))
+            }
+        }
+        let closed: BTreeSet<u32> = stream
+            .shards
+            .iter()
+            .filter(|shard| matches!(shard.state, ShardState::Closed { .. }))
+            .map(|shard| shard.index)
+            .collect();
+        for child in stream.shards.iter_mut().filter(|shard| shard.state == ShardState::Waiting) {
+            if child.parents.iter().all(|parent| closed.contains(parent)) {
+                child.state = ShardState::Open;
+            }
+        }
+        stream.refresh_status();
         Ok(())
     }
 
@@ -307,6 +484,8 @@ impl MetaState {
                 ending_hash_key,
                 replicas: spec.replicas.clone(),
                 ready: false,
+                parents: Vec::new(),
+                state: ShardState::Open,
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)
@@ -363,50 +542,11 @@ fn hash_from_bytes(bytes: &[u8]) -> Result<u128, MetaRejection> {
     Ok(u128::from_be_bytes(array))
 }
 
-/// A node and its zone, as placement sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePlace {
-    pub id: u64,
-    pub zone: String,
-}
-
-/// Chooses `replication_factor` nodes in distinct zones for each of `shard_count` shards,
-/// rotating the first choice (the preferred leader) so leaders spread over the nodes.
-pub fn place_replicas(
-    nodes: &[NodePlace],
-    shard_count: u32,
-    replication_factor: usize,
-    offset: u64,
-) -> Result<Vec<Vec<u64>>, String> {
-    let mut by_zone: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for node in nodes {
-        by_zone.entry(node.zone.as_str()).or_default().push(node.id);
-    }
-    if by_zone.len() < replication_factor {
-        return Err(format!(
-            "{replication_factor} replicas need {replication_factor} zones; the cluster has {}",
-            by_zone.len()
-        ));
-    }
-    let zones: Vec<&Vec<u64>> = by_zone.values().collect();
-    Ok((0..u64::from(shard_count))
-        .map(|shard| {
-            let turn = shard + offset;
-            (0..replication_factor)
-                .map(|step| {
-                    let zone = zones[((turn + step as u64) % zones.len() as u64) as usize];
-                    zone[((turn / zones.len() as u64) % zone.len() as u64) as usize]
-                })
-                .collect()
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use riffle_proto::peer::{
-        AddTags, DeleteStream, DeregisterConsumer, RemoveTags, SetResourcePolicy, SetRetention, SetShardLevelMetrics,
-        ShardSpec,
+        AddTags, ChildShardSpec, DeleteStream, DeregisterConsumer, RemoveTags, SetResourcePolicy, SetRetention,
+        SetShardLevelMetrics, ShardSpec,
     };
 
     use super::*;
@@ -675,31 +815,124 @@ mod tests {
         assert_eq!(state.apply(&other), Err(MetaRejection::StreamNotFound("t".into())));
     }
 
+    /// A stream of `count` shards, every shard ready (ACTIVE).
+    fn active(name: &str, count: u32) -> MetaState {
+        let mut state = MetaState::default();
+        state.apply(&create(name, count)).expect("created");
+        for group_id in 1..=u64::from(count) {
+            let ready = MarkShardReady { stream: name.into(), group_id };
+            state.apply(&command(meta_command::Command::MarkShardReady(ready))).expect("ready");
+        }
+        assert_eq!(state.streams[name].status, StreamStatus::Active);
+        state
+    }
+
+    fn child(start: u128, end: u128, parents: &[u32]) -> ChildShardSpec {
+        ChildShardSpec {
+            starting_hash_key: start.to_be_bytes().to_vec().into(),
+            ending_hash_key: end.to_be_bytes().to_vec().into(),
+            parents: parents.to_vec(),
+            replicas: vec![1, 2, 3],
+        }
+    }
+
+    fn reshard(closing: &[u32], children: Vec<ChildShardSpec>) -> MetaCommand {
+        command(meta_command::Command::Reshard(Reshard { stream: "s".into(), closing: closing.to_vec(), children }))
+    }
+
+    fn sealed(group_id: u64, seal_index: u64) -> MetaCommand {
+        command(meta_command::Command::ShardSealed(ShardSealed { stream: "s".into(), group_id, seal_index }))
+    }
+
+    fn ready(group_id: u64) -> MetaCommand {
+        command(meta_command::Command::MarkShardReady(MarkShardReady { stream: "s".into(), group_id }))
+    }
+
+    #[test]
+    fn a_split_closes_the_parent_once_sealed_and_opens_both_children() {
+        let mut state = active("s", 2);
+        let parent = state.streams["s"].shards[0].clone();
+        let middle = parent.ending_hash_key / 2;
+        let split = reshard(&[0], vec![child(0, middle, &[0]), child(middle + 1, parent.ending_hash_key, &[0])]);
+        state.apply(&split).expect("split");
+        let stream = &state.streams["s"];
+        assert_eq!(stream.status, StreamStatus::Updating);
+        assert_eq!(stream.shards[0].state, ShardState::Sealing);
+        assert_eq!(stream.shards[2].state, ShardState::Waiting);
+        assert_eq!((stream.shards[2].group_id, stream.shards[3].group_id), (3, 4));
+        assert_eq!(stream.shards[3].parents, vec![0]);
+        // Until the parent is sealed it takes every write for its range.
+        assert_eq!(stream.shard_for_hash(middle + 1).map(|shard| shard.index), Some(0));
+        assert_eq!(stream.open_shard_count(), 4);
+        assert!(matches!(state.apply(&split), Err(MetaRejection::StreamNotActive { .. })));
+
+        state.apply(&sealed(1, 77)).expect("sealed");
+        state.apply(&sealed(1, 77)).expect("a repeated report changes nothing");
+        assert!(matches!(state.apply(&sealed(1, 78)), Err(MetaRejection::Invalid(_))));
+        let stream = &state.streams["s"];
+        assert_eq!(stream.shards[0].state, ShardState::Closed { seal_index: 77 });
+        assert_eq!(stream.shard_for_hash(middle + 1).map(|shard| shard.index), Some(3));
+        assert_eq!(stream.shard_for_hash(0).map(|shard| shard.index), Some(2));
+        assert_eq!(stream.children_of(0).map(|shard| shard.index).collect::<Vec<_>>(), vec![2, 3]);
+        // The children take writes now, but the stream is ACTIVE only once they have leaders.
+        assert_eq!(stream.status, StreamStatus::Updating);
+        state.apply(&ready(3)).expect("ready");
+        state.apply(&ready(4)).expect("ready");
+        assert_eq!(state.streams["s"].status, StreamStatus::Active);
+        assert_eq!(state.streams["s"].open_shard_count(), 3);
+    }
+
+    #[test]
+    fn a_merge_waits_for_both_parents() {
+        let mut state = active("s", 3);
+        let shards = state.streams["s"].shards.clone();
+        let merge = reshard(&[2, 1], vec![child(shards[1].starting_hash_key, u128::MAX, &[1, 2])]);
+        state.apply(&merge).expect("merge");
+        state.apply(&sealed(2, 10)).expect("one parent sealed");
+        assert_eq!(state.streams["s"].shards[3].state, ShardState::Waiting);
+        // The sealed parent's keys wait for the child; the other parent still takes its own.
+        assert_eq!(state.streams["s"].shard_for_hash(shards[1].starting_hash_key), None);
+        assert_eq!(state.streams["s"].shard_for_hash(u128::MAX).map(|shard| shard.index), Some(2));
+        state.apply(&sealed(3, 12)).expect("both sealed");
+        assert_eq!(state.streams["s"].shards[3].state, ShardState::Open);
+        assert_eq!(state.streams["s"].shard_for_hash(u128::MAX).map(|shard| shard.index), Some(3));
+    }
+
+    #[test]
+    fn malformed_reshards_change_nothing() {
+        let state = active("s", 3);
+        let shards = state.streams["s"].shards.clone();
+        let (s0, s2) = (&shards[0], &shards[2]);
+        let cases = vec![
+            ("not adjacent", reshard(&[0, 2], vec![child(0, u128::MAX, &[0, 2])])),
+            ("a gap", reshard(&[0], vec![child(0, 5, &[0]), child(7, s0.ending_hash_key, &[0])])),
+            ("past the parent", reshard(&[0], vec![child(0, s0.ending_hash_key + 1, &[0])])),
+            ("short of the parent", reshard(&[0], vec![child(0, s0.ending_hash_key - 1, &[0])])),
+            ("wrong parents", reshard(&[0], vec![child(0, s0.ending_hash_key, &[1])])),
+            ("no shard", reshard(&[9], vec![child(0, 1, &[9])])),
+            ("twice", reshard(&[2, 2], vec![child(s2.starting_hash_key, u128::MAX, &[2])])),
+            ("nothing", reshard(&[], vec![])),
+            ("three parents", reshard(&[0, 1, 2], vec![child(0, u128::MAX, &[0, 1, 2])])),
+        ];
+        for (what, command) in cases {
+            let mut changed = state.clone();
+            assert!(matches!(changed.apply(&command), Err(MetaRejection::Invalid(_))), "{what}");
+            assert_eq!(changed, state, "{what} changed the state");
+        }
+        let mut other = state.clone();
+        let unknown =
+            command(meta_command::Command::Reshard(Reshard { stream: "t".into(), closing: vec![0], children: vec![] }));
+        assert_eq!(other.apply(&unknown), Err(MetaRejection::StreamNotFound("t".into())));
+    }
+
     #[test]
     fn hash_routing_covers_every_key() {
         let mut state = MetaState::default();
         state.apply(&create("s", 4)).expect("created");
         let stream = &state.streams["s"];
-        assert_eq!(stream.shard_for_hash(0).index, 0);
-        assert_eq!(stream.shard_for_hash(u128::MAX).index, 3);
-        assert_eq!(stream.shard_for_hash(1u128 << 126).index, 1);
-        assert_eq!(stream.shard_for_hash((1u128 << 126) - 1).index, 0);
-    }
-
-    #[test]
-    fn placement_spreads_zones_and_leaders() {
-        let nodes: Vec<NodePlace> = [(1, "a"), (2, "b"), (3, "c")]
-            .iter()
-            .map(|(id, zone)| NodePlace { id: *id, zone: zone.to_string() })
-            .collect();
-        let placement = place_replicas(&nodes, 6, 3, 0).expect("placed");
-        for replicas in &placement {
-            let mut sorted = replicas.clone();
-            sorted.sort();
-            assert_eq!(sorted, vec![1, 2, 3]);
-        }
-        let leaders: Vec<u64> = placement.iter().map(|r| r[0]).collect();
-        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
-        assert!(place_replicas(&nodes[..2], 1, 3, 0).is_err());
+        assert_eq!(stream.shard_for_hash(0).map(|shard| shard.index), Some(0));
+        assert_eq!(stream.shard_for_hash(u128::MAX).map(|shard| shard.index), Some(3));
+        assert_eq!(stream.shard_for_hash(1u128 << 126).map(|shard| shard.index), Some(1));
+        assert_eq!(stream.shard_for_hash((1u128 << 126) - 1).map(|shard| shard.index), Some(0));
     }
 }

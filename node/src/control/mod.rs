@@ -1,0 +1,13 @@
+//! The control plane: the metadata group (streams, shards, placement, consumers) and what each
+//! node does to follow it.
+//!
+//! - [`metadata`]: the metadata state machine — every change is a command in the metadata
+//!   group's log, applied in the same order on every node;
+//! - [`placement`]: where a shard's replicas go;
+//! - `requests`: how a node proposes changes and reads the metadata linearizably;
+//! - `reconcile`: starting and removing the shard groups placed on this node.
+
+pub mod metadata;
+pub mod placement;
+mod reconcile;
+mod requests;

@@ -1,0 +1,202 @@
+//! Reconciliation: the groups a node hosts follow the metadata. A stream's shards placed here
+//! are started as soon as their creation is applied; deleted streams' groups (tombstones) are
+//! stopped and their data removed; a new shard's first leader reports it ready.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use riffle_proto::peer::{self as wire, group_command, GroupCommand, MetaCommand};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::ApiError;
+use crate::control::metadata::{MetaState, ShardMeta, ShardState};
+use crate::node::{initialize_group, Group, Node};
+use crate::raft::log_store::DurableFloor;
+use crate::raft::network::GroupNetworkFactory;
+use crate::raft::state_machine::{GroupStateMachine, ShardStateMachine};
+use crate::raft::types::{ApplyResult, Raft};
+use crate::shard::admission::ShardThrottle;
+use crate::shard::batcher::Batcher;
+use crate::shard::{SealState, ShardGroup};
+
+impl Node {
+    pub(crate) async fn reconcile(self: Arc<Self>, mut state: watch::Receiver<Arc<MetaState>>) {
+        loop {
+            let current = state.borrow_and_update().clone();
+            let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
+            for stream in current.streams.values() {
+                for shard in &stream.shards {
+                    if shard.replicas.contains(&self.id()) && self.group(shard.group_id).is_none() {
+                        if let Err(error) = self.host_shard(shard).await {
+                            tracing::error!(group = shard.group_id, %error, "cannot host shard group");
+                        }
+                    }
+                    self.ensure_duties(&stream.name, shard);
+                }
+            }
+            let stored: BTreeSet<u64> = self.logs.groups().into_iter().collect();
+            for group_id in deleted {
+                let hosted = self.groups.lock().expect("groups lock is not poisoned").remove(&group_id);
+                if let Some(group) = &hosted {
+                    let _ = group.raft.shutdown().await;
+                }
+                if hosted.is_some() || stored.contains(&group_id) {
+                    if let Err(error) = self.logs.remove_group(group_id).await {
+                        tracing::error!(group = group_id, %error, "cannot remove the raft log of a deleted group");
+                    }
+                    if let Err(error) = self.segments.remove_shard(group_id) {
+                        tracing::error!(group = group_id, %error, "cannot remove the segments of a deleted group");
+                    }
+                }
+            }
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
+        let group_id = shard.group_id;
+        let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
+        let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
+        let seal = SealState::default();
+        let machine = ShardStateMachine::open(
+            group_id,
+            self.logs.clone(),
+            segments.clone(),
+            seal.clone(),
+            started.clone(),
+            floor.clone(),
+        )
+        .map_err(|error| error.to_string())?;
+        let log = self.logs.group_log(group_id, floor).map_err(|error| error.to_string())?;
+        let network = GroupNetworkFactory { group: group_id, transport: self.transport.clone() };
+        let raft = Raft::new(self.id(), self.raft_config.clone(), network, log, GroupStateMachine::Shard(machine))
+            .await
+            .map_err(|error| format!("starting group {group_id}: {error}"))?;
+        started.store(true, std::sync::atomic::Ordering::SeqCst);
+        let members: BTreeSet<u64> = shard.replicas.iter().copied().collect();
+        let fresh = initialize_group(&raft, members).await;
+        if fresh && shard.replicas.first() == Some(&self.id()) {
+            // The preferred replica campaigns at once, so leaders spread as placement chose.
+            let _ = raft.trigger().elect().await;
+        }
+        let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
+        let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
+        self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
+        let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, self.seams.clock.now_ms()));
+        let group = Group {
+            id: group_id,
+            raft,
+            shard: Some(ShardGroup { seal, segments, appends, throttle, duties_running: AtomicBool::new(false) }),
+        };
+        self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
+        self.hosted.notify_waiters();
+        Ok(())
+    }
+
+    /// Starts the duties task of a hosted shard group if the metadata gives it something to do
+    /// and none runs yet.
+    fn ensure_duties(self: &Arc<Self>, stream: &str, shard: &ShardMeta) {
+        let Some(group) = self.group(shard.group_id) else { return };
+        let Some(shard_group) = &group.shard else { return };
+        if !duties_due(shard) || shard_group.duties_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let duties = self.clone().shard_duties(stream.to_string(), group.clone());
+        self.seams.executor.spawn("shard-duties", Box::pin(duties));
+    }
+
+    /// What a shard's leader owes the metadata group: reporting the group's first leader (so a
+    /// new stream or child turns ACTIVE, and every node reports the replicated status), and
+    /// sealing a shard a reshard closes, then reporting where it was sealed. Runs while this
+    /// node leads the group and something is due; ends when nothing is (whoever did it), when
+    /// the stream is gone, or when the group or the node stops.
+    async fn shard_duties(self: Arc<Self>, stream: String, group: Arc<Group>) {
+        const RETRY_PAUSE_MAX_MS: u64 = 2_000;
+        let Some(shard_group) = &group.shard else { return };
+        let Some(mut meta) = self.meta_watch() else { return };
+        let mut metrics = group.raft.metrics();
+        let mut failures: u64 = 0;
+        let current = |meta: &watch::Receiver<Arc<MetaState>>| {
+            meta.borrow()
+                .streams
+                .get(&stream)
+                .and_then(|known| known.shards.iter().find(|shard| shard.group_id == group.id))
+                .cloned()
+        };
+        loop {
+            meta.borrow_and_update();
+            let shard = current(&meta).filter(|shard| duties_due(shard) && !self.is_stopped());
+            let Some(shard) = shard else {
+                shard_group.duties_running.store(false, Ordering::SeqCst);
+                // A duty that arrived after the check is this task's again, unless reconcile
+                // has started another task for it meanwhile.
+                let again = current(&meta).is_some_and(|shard| duties_due(&shard)) && !self.is_stopped();
+                if !again || shard_group.duties_running.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            };
+            let leading = metrics.borrow_and_update().current_leader == Some(self.id());
+            if !leading {
+                tokio::select! {
+                    changed = metrics.changed() => if changed.is_err() { shard_group.duties_running.store(false, Ordering::SeqCst); return },
+                    changed = meta.changed() => if changed.is_err() { shard_group.duties_running.store(false, Ordering::SeqCst); return },
+                }
+                continue;
+            }
+            let outcome = if !shard.ready && !matches!(shard.state, ShardState::Closed { .. }) {
+                let ready = wire::MarkShardReady { stream: stream.clone(), group_id: group.id };
+                self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::MarkShardReady(ready)) })
+                    .await
+                    .map(|_| ())
+            } else {
+                self.seal_and_report(&stream, &group, shard_group).await
+            };
+            match outcome {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    let pause = (self.options.raft.heartbeat_interval_ms * failures).min(RETRY_PAUSE_MAX_MS);
+                    tracing::debug!(group = group.id, %error, "a shard duty failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            }
+        }
+    }
+
+    /// Seals the shard in its own log (once: a seal applied earlier is reused), then records in
+    /// the metadata where it was sealed.
+    async fn seal_and_report(&self, stream: &str, group: &Group, shard_group: &ShardGroup) -> Result<(), ApiError> {
+        let seal_index = match shard_group.seal.sealed_at() {
+            Some(index) => index,
+            None => {
+                let seal = GroupCommand { command: Some(group_command::Command::Seal(wire::Seal {})) };
+                let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
+                match tokio::time::timeout(timeout, group.raft.client_write(seal)).await {
+                    Ok(Ok(response)) => match response.data {
+                        ApplyResult::Sealed { seal_index } => seal_index,
+                        other => return Err(ApiError::Internal(format!("a seal applied as {other:?}"))),
+                    },
+                    Ok(Err(error)) => return Err(ApiError::Internal(format!("sealing group {}: {error}", group.id))),
+                    Err(_) => return Err(ApiError::Internal(format!("sealing group {} timed out", group.id))),
+                }
+            }
+        };
+        let sealed = wire::ShardSealed { stream: stream.to_string(), group_id: group.id, seal_index };
+        // A refusal means the stream is gone or the shard already closed: nothing left to do.
+        self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::ShardSealed(sealed)) })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Whether a shard's leader owes the metadata group something.
+fn duties_due(shard: &ShardMeta) -> bool {
+    let closed = matches!(shard.state, ShardState::Closed { .. });
+    (!shard.ready && !closed) || shard.state == ShardState::Sealing
+}

@@ -1,0 +1,165 @@
+"""SplitShard and MergeShards through boto3: lineage, closed shards, ChildShards at a closed
+shard's end, records kept in order per partition key across the lineage, and AWS's errors for
+bad requests (each of which changes nothing)."""
+
+import pytest
+from botocore.exceptions import ClientError
+
+WAIT = {"Delay": 0.2, "MaxAttempts": 150}
+ACCOUNT = "000000000000"
+
+
+def shards_of(kinesis, stream):
+    return {shard["ShardId"]: shard for shard in kinesis.list_shards(StreamName=stream)["Shards"]}
+
+
+def read_shard(kinesis, stream, shard_id):
+    """Every record of a shard from TRIM_HORIZON, and the ChildShards its end names (if closed)."""
+    iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")[
+        "ShardIterator"
+    ]
+    records = []
+    for _ in range(1000):
+        page = kinesis.get_records(ShardIterator=iterator)
+        records.extend(page["Records"])
+        if "NextShardIterator" not in page:
+            return records, page.get("ChildShards", [])
+        if not page["Records"] and page["MillisBehindLatest"] == 0:
+            return records, None
+        iterator = page["NextShardIterator"]
+    raise AssertionError(f"{shard_id} did not end within 1000 pages")
+
+
+def read_lineage(kinesis, stream):
+    """Every record of the stream, each shard read after its parents, as a KCL-style reader does."""
+    shards = shards_of(kinesis, stream)
+    done, order, records = set(), [], []
+    while len(done) < len(shards):
+        ready = [
+            shard_id
+            for shard_id, shard in shards.items()
+            if shard_id not in done
+            and all(parent in done for parent in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if parent)
+        ]
+        assert ready, f"a lineage cycle among {shards}"
+        for shard_id in sorted(ready):
+            shard_records, children = read_shard(kinesis, stream, shard_id)
+            if "EndingSequenceNumber" in shards[shard_id]["SequenceNumberRange"]:
+                listed = sorted(child["ShardId"] for child in children)
+                expected = sorted(
+                    child_id
+                    for child_id, child in shards.items()
+                    if shard_id in (child.get("ParentShardId"), child.get("AdjacentParentShardId"))
+                )
+                assert listed == expected, f"{shard_id} ends naming {listed}, its children are {expected}"
+            records.extend(shard_records)
+            order.append(shard_id)
+            done.add(shard_id)
+    return records, order
+
+
+def put(kinesis, stream, prefix, count, keys=8):
+    for index in range(count):
+        kinesis.put_record(StreamName=stream, Data=f"{prefix}-{index}".encode(), PartitionKey=f"key-{index % keys}")
+
+
+def test_a_split_and_a_merge_keep_every_record_in_order_per_key(kinesis, stream):
+    shards = shards_of(kinesis, stream)
+    first = shards["shardId-000000000000"]
+    start, end = int(first["HashKeyRange"]["StartingHashKey"]), int(first["HashKeyRange"]["EndingHashKey"])
+    middle = (start + end) // 2
+    put(kinesis, stream, "before", 40)
+
+    kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(middle))
+    put(kinesis, stream, "during", 40)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig=WAIT)
+    shards = shards_of(kinesis, stream)
+    assert "EndingSequenceNumber" in shards["shardId-000000000000"]["SequenceNumberRange"]
+    low, high = shards["shardId-000000000004"], shards["shardId-000000000005"]
+    assert low["ParentShardId"] == high["ParentShardId"] == "shardId-000000000000"
+    assert low["HashKeyRange"] == {"StartingHashKey": str(start), "EndingHashKey": str(middle - 1)}
+    assert high["HashKeyRange"] == {"StartingHashKey": str(middle), "EndingHashKey": str(end)}
+    summary = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]
+    assert summary["OpenShardCount"] == 5
+
+    kinesis.merge_shards(StreamName=stream, ShardToMerge="shardId-000000000005", AdjacentShardToMerge="shardId-000000000004")
+    put(kinesis, stream, "after", 40)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig=WAIT)
+    merged = shards_of(kinesis, stream)["shardId-000000000006"]
+    assert (merged["ParentShardId"], merged["AdjacentParentShardId"]) == ("shardId-000000000005", "shardId-000000000004")
+    assert merged["HashKeyRange"] == first["HashKeyRange"]
+    assert "EndingSequenceNumber" not in merged["SequenceNumberRange"]
+
+    records, order = read_lineage(kinesis, stream)
+    values = [record["Data"].decode() for record in records]
+    expected = [f"{prefix}-{index}" for prefix in ("before", "during", "after") for index in range(40)]
+    assert sorted(values) == sorted(expected), "records lost or duplicated across the lineage"
+    assert order.index("shardId-000000000000") < order.index("shardId-000000000004") < order.index("shardId-000000000006")
+    for key in range(8):
+        seen = [value for record, value in zip(records, values) if record["PartitionKey"] == f"key-{key}"]
+        phases = [value.split("-")[0] for value in seen]
+        rank = {"before": 0, "during": 1, "after": 2}
+        assert [rank[phase] for phase in phases] == sorted(rank[phase] for phase in phases), (key, seen)
+        numbers = [int(value.split("-")[1]) for value in seen]
+        for phase in rank:
+            within = [number for number, name in zip(numbers, phases) if name == phase]
+            assert within == sorted(within), (key, seen)
+
+
+def error_of(call, **arguments):
+    with pytest.raises(ClientError) as excinfo:
+        call(**arguments)
+    return excinfo.value.response["Error"]
+
+
+def test_bad_reshards_get_aws_errors_and_change_nothing(kinesis, stream):
+    before = shards_of(kinesis, stream)
+    first = before["shardId-000000000000"]
+    start = int(first["HashKeyRange"]["StartingHashKey"])
+    end = int(first["HashKeyRange"]["EndingHashKey"])
+
+    error = error_of(kinesis.split_shard, StreamName=stream, ShardToSplit="shardId-000000000009", NewStartingHashKey="5")
+    assert error == {
+        "Code": "ResourceNotFoundException",
+        "Message": f"Could not find shard shardId-000000000009 in stream {stream} under account {ACCOUNT}.",
+    }
+    error = error_of(kinesis.split_shard, StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(end + 5))
+    assert error["Code"] == "InvalidArgumentException"
+    assert error["Message"] == (
+        f"NewStartingHashKey {end + 5} used in SplitShard() on shard shardId-000000000000 in stream {stream} "
+        f"under account {ACCOUNT} is not both greater than one plus the shard's StartingHashKey {start} and less "
+        f"than the shard's EndingHashKey {end}."
+    )
+    error = error_of(kinesis.split_shard, StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(start + 1))
+    assert error["Code"] == "InvalidArgumentException"
+    error = error_of(
+        kinesis.merge_shards, StreamName=stream, ShardToMerge="shardId-000000000000", AdjacentShardToMerge="shardId-000000000002"
+    )
+    assert error == {
+        "Code": "InvalidArgumentException",
+        "Message": f"Shards shardId-000000000000 and shardId-000000000002 in stream {stream} under account {ACCOUNT} "
+        "are not an adjacent pair of shards eligible for merging",
+    }
+    error = error_of(kinesis.split_shard, StreamName="no-such-stream", ShardToSplit="shardId-000000000000", NewStartingHashKey="5")
+    assert error["Code"] == "ResourceNotFoundException"
+    assert shards_of(kinesis, stream) == before
+    assert kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
+
+    # While one reshard runs, a second is refused; a closed shard cannot be resharded again.
+    kinesis.split_shard(StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(start + end // 2))
+    status = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamStatus"]
+    if status == "UPDATING":
+        error = error_of(
+            kinesis.merge_shards, StreamName=stream, ShardToMerge="shardId-000000000001", AdjacentShardToMerge="shardId-000000000002"
+        )
+        assert error == {
+            "Code": "ResourceInUseException",
+            "Message": f"Stream {stream} under account {ACCOUNT} not ACTIVE, instead in state UPDATING",
+        }
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig=WAIT)
+    error = error_of(kinesis.split_shard, StreamName=stream, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(start + 10))
+    assert error == {
+        "Code": "ResourceInUseException",
+        "Message": f"Shard shardId-000000000000 in stream {stream} under account {ACCOUNT} has already been merged or "
+        "split, and thus is not eligible for merging or splitting.",
+    }
