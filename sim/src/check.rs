@@ -8,7 +8,10 @@
 //! - appends are linearizable per shard: if one acknowledged put completed before another
 //!   began, its sequence number is smaller;
 //! - metadata reads see every change acknowledged before they began ([`check_metadata`]), and
-//!   nothing that was never written or not yet invoked when they completed.
+//!   nothing that was never written or not yet invoked when they completed;
+//! - across resharding ([`check_lineage`]): a closed shard holds nothing past its ending
+//!   sequence number, and for every partition key, a put acknowledged before another began is
+//!   in the same shard or in an ancestor of the other's shard (parents before children).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +31,7 @@ pub enum Outcome {
 pub struct Operation {
     pub client: u32,
     pub value: String,
+    pub key: String,
     pub invoked_us: u64,
     pub completed_us: u64,
     pub outcome: Outcome,
@@ -132,6 +136,69 @@ pub fn check(history: &[Operation], reads: &[ShardRead]) -> Vec<String> {
     violations
 }
 
+/// The shards' lineage after the run: each shard's parents, and each closed shard's ending
+/// sequence number (rendered).
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    pub parents: BTreeMap<u32, Vec<u32>>,
+    pub ending: BTreeMap<u32, String>,
+}
+
+impl Lineage {
+    fn is_ancestor(&self, ancestor: u32, shard: u32) -> bool {
+        let mut frontier = vec![shard];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(current) = frontier.pop() {
+            for parent in self.parents.get(&current).into_iter().flatten() {
+                if *parent == ancestor {
+                    return true;
+                }
+                if seen.insert(*parent) {
+                    frontier.push(*parent);
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Checks what resharding must keep: closed shards end where their metadata says, and per
+/// partition key, acknowledged puts follow the lineage in real time.
+pub fn check_lineage(history: &[Operation], reads: &[ShardRead], lineage: &Lineage) -> Vec<String> {
+    let mut violations = Vec::new();
+    for read in reads {
+        let Some(ending) = lineage.ending.get(&read.shard) else { continue };
+        for (sequence, value) in &read.records {
+            if sequence_less(ending, sequence) {
+                violations.push(format!(
+                    "shard {} closed at {ending} yet holds {value} at {sequence}: a parent took a write after its seal",
+                    read.shard
+                ));
+            }
+        }
+    }
+    let mut by_key: BTreeMap<&str, Vec<(&Operation, u32)>> = BTreeMap::new();
+    for operation in history {
+        if let Outcome::Ok { shard, .. } = &operation.outcome {
+            by_key.entry(operation.key.as_str()).or_default().push((operation, *shard));
+        }
+    }
+    for (key, operations) in by_key {
+        for (earlier, earlier_shard) in &operations {
+            for (later, later_shard) in &operations {
+                let before = earlier.completed_us < later.invoked_us;
+                if before && earlier_shard != later_shard && !lineage.is_ancestor(*earlier_shard, *later_shard) {
+                    violations.push(format!(
+                        "key {key}: {} was acknowledged in shard {earlier_shard} before {} began, which went to shard {later_shard}, not a descendant",
+                        earlier.value, later.value
+                    ));
+                }
+            }
+        }
+    }
+    violations
+}
+
 /// One metadata operation: a versioned write of one tag, or a read of every tag.
 ///
 /// Each tag key has a single writer that writes versions 1, 2, 3… in order, so "the newest
@@ -143,7 +210,8 @@ pub enum MetaAction {
         key: String,
         version: u64,
     },
-    /// The tags read (key → version) and whether the stream was ACTIVE, when the read succeeded.
+    /// The tags read (key → version) and whether the stream had been ACTIVE (ACTIVE or
+    /// UPDATING, not CREATING), when the read succeeded.
     Read {
         observed: Option<(BTreeMap<String, u64>, bool)>,
     },
@@ -163,7 +231,8 @@ pub struct MetaOperation {
 
 /// Checks that every successful metadata read reflects every write acknowledged before it began
 /// (read-your-writes and monotonic reads, across nodes), shows only versions that were written
-/// and already invoked, and reports the stream ACTIVE (the workload starts after it is).
+/// and already invoked, and never reports the stream CREATING again (the workload starts after
+/// it is ACTIVE).
 pub fn check_metadata(history: &[MetaOperation]) -> Vec<String> {
     let mut violations = Vec::new();
     let writes: Vec<(&MetaOperation, &str, u64)> = history
@@ -177,7 +246,7 @@ pub fn check_metadata(history: &[MetaOperation]) -> Vec<String> {
         let MetaAction::Read { observed: Some((tags, active)) } = &read.action else { continue };
         if !active {
             violations.push(format!(
-                "a read through node {} at {} us saw the stream not ACTIVE after it was",
+                "a read through node {} at {} us saw the stream CREATING after it was ACTIVE",
                 read.node, read.invoked_us
             ));
         }
@@ -230,7 +299,7 @@ mod tests {
     use super::*;
 
     fn put(value: &str, invoked_us: u64, completed_us: u64, outcome: Outcome) -> Operation {
-        Operation { client: 0, value: value.into(), invoked_us, completed_us, outcome }
+        Operation { client: 0, value: value.into(), key: "k".into(), invoked_us, completed_us, outcome }
     }
 
     fn ok(shard: u32, sequence: &str) -> Outcome {
@@ -270,6 +339,33 @@ mod tests {
         assert!(text.contains("was refused"), "{text}");
         assert!(text.contains("lost acknowledged write: lost"), "{text}");
         assert!(text.contains("completed before"), "{text}");
+    }
+
+    #[test]
+    fn puts_follow_the_lineage_per_key_and_closed_shards_end_where_sealed() {
+        // Shard 0 split into 1 and 2; shard 1 later merged with shard 3 into 4.
+        let lineage = Lineage {
+            parents: BTreeMap::from([(1, vec![0]), (2, vec![0]), (4, vec![1, 3])]),
+            ending: BTreeMap::from([(0, "4905".to_string())]),
+        };
+        let history =
+            vec![put("a", 0, 10, ok(0, "4901")), put("b", 20, 30, ok(1, "4911")), put("c", 40, 50, ok(4, "4941"))];
+        let reads = vec![read(0, &[("4901", "a")]), read(1, &[("4911", "b")]), read(4, &[("4941", "c")])];
+        assert_eq!(check_lineage(&history, &reads, &lineage), Vec::<String>::new());
+
+        let backwards = vec![put("a", 0, 10, ok(1, "4911")), put("b", 20, 30, ok(0, "4904"))];
+        let sideways = vec![put("a", 0, 10, ok(1, "4911")), put("b", 20, 30, ok(2, "4921"))];
+        let late = vec![read(0, &[("4906", "x")])];
+        let text = [
+            check_lineage(&backwards, &[], &lineage),
+            check_lineage(&sideways, &[], &lineage),
+            check_lineage(&[], &late, &lineage),
+        ]
+        .concat()
+        .join("\n");
+        assert!(text.contains("went to shard 0, not a descendant"), "{text}");
+        assert!(text.contains("went to shard 2, not a descendant"), "{text}");
+        assert!(text.contains("closed at 4905 yet holds x"), "{text}");
     }
 
     fn meta(invoked_us: u64, completed_us: u64, action: MetaAction, outcome: Outcome) -> MetaOperation {
@@ -325,7 +421,7 @@ mod tests {
         assert!(text.contains("saw b=1"), "{text}");
         assert!(text.contains("saw a=3"), "{text}");
         assert!(text.contains("saw a=4"), "{text}");
-        assert!(text.contains("not ACTIVE"), "{text}");
+        assert!(text.contains("CREATING after it was ACTIVE"), "{text}");
         assert_eq!(violations.len(), 6, "{text}");
     }
 }

@@ -29,6 +29,8 @@ pub struct SimOptions {
     /// Clients writing and reading metadata (tags of the stream), through random nodes.
     pub meta_clients: u32,
     pub meta_operations_per_client: u32,
+    /// Split or merge attempts during the workload.
+    pub reshards: u32,
     /// Inject partitions and crash-restarts.
     pub faults: bool,
 }
@@ -41,6 +43,7 @@ impl Default for SimOptions {
             shards: 2,
             meta_clients: 2,
             meta_operations_per_client: 24,
+            reshards: 3,
             faults: true,
         }
     }

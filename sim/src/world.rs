@@ -25,6 +25,10 @@ use crate::trace::Trace;
 use crate::SimOptions;
 
 const STREAM: &str = "sim";
+/// Partition keys the put clients draw from.
+const PARTITION_KEYS: u32 = 24;
+/// Open shards a seed's reshards keep the stream within.
+const OPEN_SHARDS_MAX: usize = 6;
 /// Wall-clock time at the start of every run (virtual), 2026-01-01T00:00:00Z.
 const EPOCH_MS: i64 = 1_767_225_600_000;
 /// Bounds on waiting, in virtual time.
@@ -73,6 +77,8 @@ pub struct SeedReport {
     pub operations: usize,
     pub acknowledged: usize,
     pub records_read: usize,
+    /// Shards at the end, closed ones included (more than created when reshards landed).
+    pub shards: usize,
     /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
@@ -235,7 +241,8 @@ impl World {
                     tokio::time::sleep(Duration::from_micros(rng.gen_range(0..60_000))).await;
                     let value = format!("c{client}-{number}");
                     let position = rng.gen_range(0..services.borrow().len());
-                    let key = format!("k{}", rng.gen_range(0..1000));
+                    // Few keys, so that per-key order across resharding is checked often.
+                    let key = format!("k{}", rng.gen_range(0..PARTITION_KEYS));
                     let service = services.borrow()[position].clone();
                     let invoked_us = start.elapsed().as_micros() as u64;
                     trace.record(&format!("invoke client {client} {value} via node {}", position + 1));
@@ -245,7 +252,7 @@ impl World {
                             let request = v1::PutRecordRequest {
                                 stream_name: STREAM.into(),
                                 data: Bytes::from(value.clone()),
-                                partition_key: key,
+                                partition_key: key.clone(),
                                 explicit_hash_key: None,
                                 sequence_number_for_ordering: None,
                             };
@@ -266,6 +273,7 @@ impl World {
                     history.borrow_mut().push(Operation {
                         client,
                         value,
+                        key,
                         invoked_us,
                         completed_us: start.elapsed().as_micros() as u64,
                         outcome,
@@ -286,12 +294,24 @@ impl World {
             );
             local.spawn_local(client_run);
         }
+        let reshards_done = Rc::new(RefCell::new(0u32));
+        local.spawn_local(resharder(
+            self.options.reshards,
+            ChaCha8Rng::seed_from_u64(self.rng.gen()),
+            services.clone(),
+            reshards_done.clone(),
+            self.trace.clone(),
+        ));
         // The nemesis runs while the clients do.
         let total_operations = (self.options.clients * self.options.operations_per_client) as usize;
         let total_meta_operations = (self.options.meta_clients * self.options.meta_operations_per_client) as usize;
+        let total_reshards = self.options.reshards;
         let workload = local.run_until(async {
             let clients_done = async {
-                while history.borrow().len() < total_operations || meta_history.borrow().len() < total_meta_operations {
+                while history.borrow().len() < total_operations
+                    || meta_history.borrow().len() < total_meta_operations
+                    || *reshards_done.borrow() < total_reshards
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             };
@@ -328,9 +348,10 @@ impl World {
         self.network.heal();
         self.trace.record("final heal");
 
-        let reads = self.settle_and_read().await?;
+        let (reads, lineage) = self.settle_and_read().await?;
         let history = history.borrow().clone();
         let mut violations = check::check(&history, &reads);
+        violations.extend(check::check_lineage(&history, &reads, &lineage));
         violations.extend(check::check_metadata(&meta_history.borrow()));
         if !violations.is_empty() {
             return Err(format!("{} violation(s):\n  {}", violations.len(), violations.join("\n  ")));
@@ -359,6 +380,7 @@ impl World {
             operations: history.len(),
             acknowledged,
             records_read: reads.iter().map(|read| read.records.len()).sum(),
+            shards: reads.len(),
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,
@@ -418,7 +440,7 @@ impl World {
 
     /// Restarts every node, waits until all replicas hold the same records, then reads every
     /// shard from the start.
-    async fn settle_and_read(&mut self) -> Result<Vec<ShardRead>, String> {
+    async fn settle_and_read(&mut self) -> Result<(Vec<ShardRead>, check::Lineage), String> {
         for position in 0..self.nodes.len() {
             if self.nodes[position].running.is_none() {
                 self.start_node(position).await?;
@@ -426,13 +448,25 @@ impl World {
         }
         self.wait_until_active().await?;
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
-        let state = self.service(0).ok_or("node 1 is down")?.node().meta_state();
-        let stream = state.streams.get(STREAM).ok_or("the stream vanished")?.clone();
+        let stream = self
+            .service(0)
+            .ok_or("node 1 is down")?
+            .stream_meta(STREAM)
+            .await
+            .map_err(|error| format!("the stream cannot be described after healing: {error}"))?;
+        let mut lineage = check::Lineage::default();
+        for shard in &stream.shards {
+            lineage.parents.insert(shard.index, shard.parents.clone());
+            if let riffle_node::control::metadata::ShardState::Closed { seal_index } = shard.state {
+                let last = riffle_node::sequence::first_of_batch(seal_index).saturating_sub(1);
+                lineage.ending.insert(shard.index, riffle_node::sequence::render(shard.index, last));
+            }
+        }
         let mut reads = Vec::new();
         // A put whose outcome was unknown may still commit after the heal (its entry waited in a
         // leader's log), so a read can legitimately miss it and a later one find it. Read until
         // one read equals every replica; a real divergence never settles.
-        for shard in 0..self.options.shards {
+        for shard in 0..stream.shards.len() as u32 {
             let group_id = stream.shards[shard as usize].group_id;
             let mut attempts = 0u32;
             let records = loop {
@@ -474,7 +508,7 @@ impl World {
             };
             reads.push(ShardRead { shard, records });
         }
-        Ok(reads)
+        Ok((reads, lineage))
     }
 
     fn replica_records(&self, position: usize, group_id: u64, shard: u32) -> Result<Vec<(String, String)>, String> {
@@ -521,10 +555,12 @@ impl World {
             for record in response.records {
                 records.push((record.sequence_number, String::from_utf8_lossy(&record.data).into_owned()));
             }
-            if empty && response.millis_behind_latest == 0 {
-                return Ok(records);
+            match response.next_shard_iterator {
+                // A closed shard's end.
+                None => return Ok(records),
+                Some(_) if empty && response.millis_behind_latest == 0 => return Ok(records),
+                Some(next) => iterator = next,
             }
-            iterator = response.next_shard_iterator.ok_or("the shard ended")?;
         }
         Err("the read did not reach the end of the shard".into())
     }
@@ -581,7 +617,8 @@ async fn meta_client(
                             .iter()
                             .map(|(key, value)| (key.clone(), value.parse::<u64>().unwrap_or(u64::MAX)))
                             .collect();
-                        let active = stream.status == riffle_node::control::metadata::StreamStatus::Active;
+                        // Once ACTIVE a stream never goes back to CREATING (a reshard makes it UPDATING).
+                        let active = stream.status != riffle_node::control::metadata::StreamStatus::Creating;
                         (
                             MetaAction::Read { observed: Some((tags, active)) },
                             Outcome::Ok { shard: 0, sequence: String::new() },
@@ -601,5 +638,66 @@ async fn meta_client(
             action,
             outcome,
         });
+    }
+}
+
+/// Reshards the stream `count` times during the workload, through a node picked at random: a
+/// split of an open shard at its middle while fewer than [`OPEN_SHARDS_MAX`] are open, else a
+/// merge of two adjacent open shards. A refused or failed attempt (the stream is UPDATING, a
+/// node is down) counts too: the point is to reshard under faults, not to reach a shape.
+async fn resharder(
+    count: u32,
+    mut rng: ChaCha8Rng,
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
+    done: Rc<RefCell<u32>>,
+    trace: Arc<Trace>,
+) {
+    use riffle_node::control::metadata::ShardState;
+    for _ in 0..count {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..2_500))).await;
+        let position = rng.gen_range(0..services.borrow().len());
+        let service = services.borrow()[position].clone();
+        let outcome = match service {
+            None => "node down".to_string(),
+            Some(service) => match tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(STREAM)).await {
+                Ok(Ok(stream)) => {
+                    let mut open: Vec<_> =
+                        stream.shards.iter().filter(|shard| shard.state == ShardState::Open).collect();
+                    open.sort_by_key(|shard| shard.starting_hash_key);
+                    let adjacent: Vec<(u32, u32)> = open
+                        .windows(2)
+                        .filter(|pair| pair[0].ending_hash_key.checked_add(1) == Some(pair[1].starting_hash_key))
+                        .map(|pair| (pair[0].index, pair[1].index))
+                        .collect();
+                    let split = open.len() < OPEN_SHARDS_MAX && (adjacent.is_empty() || rng.gen_bool(0.6));
+                    let call = if split && !open.is_empty() {
+                        let shard = open[rng.gen_range(0..open.len())];
+                        let middle = shard.starting_hash_key + (shard.ending_hash_key - shard.starting_hash_key) / 2;
+                        trace.record(&format!("reshard: split shard {} via node {}", shard.index, position + 1));
+                        let shard_id = riffle_node::keys::shard_id(shard.index);
+                        tokio::time::timeout(
+                            OPERATION_TIMEOUT,
+                            service.split_shard(STREAM, &shard_id, &middle.to_string()),
+                        )
+                        .await
+                    } else if let Some((low, high)) = adjacent.get(rng.gen_range(0..adjacent.len().max(1))) {
+                        trace.record(&format!("reshard: merge shards {low} and {high} via node {}", position + 1));
+                        let (low, high) = (riffle_node::keys::shard_id(*low), riffle_node::keys::shard_id(*high));
+                        tokio::time::timeout(OPERATION_TIMEOUT, service.merge_shards(STREAM, &low, &high)).await
+                    } else {
+                        Ok(Ok(()))
+                    };
+                    match call {
+                        Ok(Ok(())) => "started".to_string(),
+                        Ok(Err(error)) => format!("{}: {}", error.error_type(), error.message()),
+                        Err(_) => "timed out".to_string(),
+                    }
+                }
+                Ok(Err(error)) => format!("cannot describe: {error}"),
+                Err(_) => "describe timed out".to_string(),
+            },
+        };
+        trace.record(&format!("reshard outcome: {outcome}"));
+        *done.borrow_mut() += 1;
     }
 }
