@@ -144,6 +144,8 @@ pub struct Node {
     pub(crate) stopped: std::sync::atomic::AtomicBool,
     /// Notified whenever this node starts hosting a group.
     pub(crate) hosted: tokio::sync::Notify,
+    /// Streams whose next scaling step this node (as metadata leader) is proposing.
+    pub(crate) scaling_in_flight: Mutex<BTreeSet<String>>,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -193,6 +195,7 @@ impl Node {
             meta_raft_config,
             stopped: std::sync::atomic::AtomicBool::new(false),
             hosted: tokio::sync::Notify::new(),
+            scaling_in_flight: Mutex::new(BTreeSet::new()),
         }))
     }
 

@@ -641,9 +641,10 @@ async fn meta_client(
     }
 }
 
-/// Reshards the stream `count` times during the workload, through a node picked at random: a
-/// split of an open shard at its middle while fewer than [`OPEN_SHARDS_MAX`] are open, else a
-/// merge of two adjacent open shards. A refused or failed attempt (the stream is UPDATING, a
+/// Reshards the stream `count` times during the workload, through a node picked at random:
+/// UpdateShardCount to a count it allows (at most [`OPEN_SHARDS_MAX`]), or a split of an open
+/// shard at its middle while fewer than [`OPEN_SHARDS_MAX`] are open, else a merge of two
+/// adjacent open shards. A refused or failed attempt (the stream is UPDATING, a
 /// node is down) counts too: the point is to reshard under faults, not to reach a shape.
 async fn resharder(
     count: u32,
@@ -670,7 +671,20 @@ async fn resharder(
                         .map(|pair| (pair[0].index, pair[1].index))
                         .collect();
                     let split = open.len() < OPEN_SHARDS_MAX && (adjacent.is_empty() || rng.gen_bool(0.6));
-                    let call = if split && !open.is_empty() {
+                    let call = if rng.gen_bool(0.3) && !open.is_empty() {
+                        let low = open.len().div_ceil(2).max(1);
+                        let high = (open.len() * 2).min(OPEN_SHARDS_MAX).max(low);
+                        let target = rng.gen_range(low..=high) as i64;
+                        trace.record(&format!(
+                            "reshard: update shard count {} -> {target} via node {}",
+                            open.len(),
+                            position + 1
+                        ));
+                        tokio::time::timeout(OPERATION_TIMEOUT, async {
+                            service.update_shard_count(STREAM, target).await.map(|_| ())
+                        })
+                        .await
+                    } else if split && !open.is_empty() {
                         let shard = open[rng.gen_range(0..open.len())];
                         let middle = shard.starting_hash_key + (shard.ending_hash_key - shard.starting_hash_key) / 2;
                         trace.record(&format!("reshard: split shard {} via node {}", shard.index, position + 1));

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use riffle_proto::peer::{
     meta_command, CreateStream, MarkShardReady, MetaCommand, RegisterConsumer, Reshard, ShardSealed, StreamTag,
+    UpdateShardCount,
 };
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,9 @@ pub enum MetaRejection {
 pub const STREAM_TAGS_MAX: usize = 50;
 /// Enhanced fan-out consumers one stream holds at most.
 pub const STREAM_CONSUMERS_MAX: usize = 20;
+/// UpdateShardCount calls per stream within [`SCALING_WINDOW_MS`] at most.
+pub const SCALINGS_PER_DAY_MAX: usize = 10;
+pub const SCALING_WINDOW_MS: i64 = 24 * 3_600_000;
 /// Retention bounds, in hours.
 pub const RETENTION_HOURS_MIN: u32 = 24;
 pub const RETENTION_HOURS_MAX: u32 = 8760;
@@ -126,6 +130,12 @@ pub struct StreamMeta {
     /// Enhanced fan-out consumers, by name (registry only: no push delivery yet).
     #[serde(default)]
     pub consumers: BTreeMap<String, ConsumerMeta>,
+    /// The shard count an UpdateShardCount in progress scales to.
+    #[serde(default)]
+    pub scaling_target: Option<u32>,
+    /// When the UpdateShardCount calls of the last day were made (the per-day limit).
+    #[serde(default)]
+    pub scalings_ms: Vec<i64>,
 }
 
 /// A registered enhanced fan-out consumer. It is ACTIVE once applied.
@@ -164,13 +174,41 @@ impl StreamMeta {
         self.shards.iter().filter(move |shard| shard.parents.contains(&parent))
     }
 
-    /// ACTIVE once nothing is sealing or waiting and every shard taking writes has a leader;
-    /// a stream that has never been ACTIVE is CREATING until then, otherwise UPDATING.
+    /// No reshard step is running: nothing is sealing or waiting, and every shard taking writes
+    /// has a leader.
+    pub fn settled(&self) -> bool {
+        self.shards.iter().all(|shard| match shard.state {
+            ShardState::Open => shard.ready,
+            ShardState::Closed { .. } => true,
+            ShardState::Sealing | ShardState::Waiting => false,
+        })
+    }
+
+    /// The open shards' hash ranges, in hash order.
+    pub fn open_ranges(&self) -> Vec<(u128, u128)> {
+        let mut ranges: Vec<(u128, u128)> = self
+            .shards
+            .iter()
+            .filter(|shard| shard.state == ShardState::Open)
+            .map(|shard| (shard.starting_hash_key, shard.ending_hash_key))
+            .collect();
+        ranges.sort_unstable();
+        ranges
+    }
+
+    /// ACTIVE once settled with no scaling left to do; a stream that has never been ACTIVE is
+    /// CREATING until then, otherwise UPDATING.
     fn refresh_status(&mut self) {
-        let settled = self.shards.iter().all(|shard| {
-            matches!(shard.state, ShardState::Open | ShardState::Closed { .. })
-                && (shard.ready || !shard.state.takes_writes())
-        });
+        let mut settled = self.settled();
+        if settled {
+            if let Some(target) = self.scaling_target {
+                if self.open_ranges() == crate::keys::even_ranges(target) {
+                    self.scaling_target = None;
+                } else {
+                    settled = false;
+                }
+            }
+        }
         self.status = match (settled, self.status) {
             (true, _) => StreamStatus::Active,
             (false, StreamStatus::Creating) => StreamStatus::Creating,
@@ -277,6 +315,7 @@ impl MetaState {
             Some(meta_command::Command::MarkShardReady(ready)) => self.mark_shard_ready(ready),
             Some(meta_command::Command::Reshard(reshard)) => self.reshard(reshard),
             Some(meta_command::Command::ShardSealed(sealed)) => self.shard_sealed(sealed),
+            Some(meta_command::Command::UpdateShardCount(update)) => self.update_shard_count(update),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }
@@ -322,7 +361,11 @@ impl MetaState {
     fn reshard(&mut self, reshard: &Reshard) -> Result<(), MetaRejection> {
         let first_group = self.next_group_id.max(META_GROUP + 1);
         let stream = self.stream_mut(&reshard.stream)?;
-        if stream.status != StreamStatus::Active {
+        let allowed = match reshard.scaling_step {
+            false => stream.status == StreamStatus::Active,
+            true => stream.scaling_target.is_some() && stream.settled(),
+        };
+        if !allowed {
             return Err(MetaRejection::StreamNotActive { name: reshard.stream.clone(), status: stream.status });
         }
         let invalid = |reason: String| MetaRejection::Invalid(format!("reshard of {}: {reason}", reshard.stream));
@@ -341,19 +384,24 @@ impl MetaState {
             closing.push(shard);
         }
         closing.sort_by_key(|shard| shard.starting_hash_key);
-        if !closing.windows(2).all(|pair| pair[0].ending_hash_key.checked_add(1) == Some(pair[1].starting_hash_key)) {
+        // Runs of adjacent closing shards; the children must tile each run exactly.
+        let mut runs: Vec<(u128, u128)> = Vec::new();
+        for shard in &closing {
+            match runs.last_mut() {
+                Some(run) if run.1.checked_add(1) == Some(shard.starting_hash_key) => run.1 = shard.ending_hash_key,
+                _ => runs.push((shard.starting_hash_key, shard.ending_hash_key)),
+            }
+        }
+        if runs.len() > 1 && !reshard.scaling_step {
             return Err(invalid("the closing shards are not adjacent".into()));
         }
-        let (start, end) = (closing[0].starting_hash_key, closing[closing.len() - 1].ending_hash_key);
         let mut children = Vec::with_capacity(reshard.children.len());
-        let mut next_start = Some(start);
         for (position, spec) in reshard.children.iter().enumerate() {
             let starting_hash_key = hash_from_bytes(&spec.starting_hash_key)?;
             let ending_hash_key = hash_from_bytes(&spec.ending_hash_key)?;
-            if next_start != Some(starting_hash_key) || ending_hash_key < starting_hash_key || ending_hash_key > end {
-                return Err(invalid(format!("child {position} does not continue the parents' hash range")));
+            if ending_hash_key < starting_hash_key {
+                return Err(invalid(format!("child {position} ends before it starts")));
             }
-            next_start = ending_hash_key.checked_add(1);
             let overlapping: Vec<u32> = closing
                 .iter()
                 .filter(|parent| {
@@ -376,7 +424,25 @@ impl MetaState {
             }
             children.push((starting_hash_key, ending_hash_key, spec));
         }
-        if next_start != end.checked_add(1) {
+        let mut tiling: Vec<(u128, u128)> = children.iter().map(|(start, end, _)| (*start, *end)).collect();
+        tiling.sort_unstable();
+        let mut run = 0usize;
+        let mut expected_start = runs[0].0;
+        for (start, end) in tiling {
+            let Some(&(_, run_end)) = runs.get(run) else {
+                return Err(invalid("a child lies outside the parents' hash ranges".into()));
+            };
+            if start != expected_start || end > run_end {
+                return Err(invalid("the children do not continue the parents' hash range".into()));
+            }
+            if end == run_end {
+                run += 1;
+                expected_start = runs.get(run).map_or(0, |next| next.0);
+            } else {
+                expected_start = end + 1;
+            }
+        }
+        if run != runs.len() {
             return Err(invalid("the children do not cover the parents' hash range".into()));
         }
         let closing: Vec<u32> = closing.iter().map(|shard| shard.index).collect();
@@ -398,6 +464,34 @@ impl MetaState {
         }
         stream.status = StreamStatus::Updating;
         self.next_group_id = first_group + reshard.children.len() as u64;
+        Ok(())
+    }
+
+    /// Starts scaling a stream to `target` uniform shards (checked here against the state it
+    /// applies to: ACTIVE, at most double and at least half the open shards, the per-day limit).
+    fn update_shard_count(&mut self, update: &UpdateShardCount) -> Result<(), MetaRejection> {
+        let stream = self.stream_mut(&update.stream)?;
+        if stream.status != StreamStatus::Active {
+            return Err(MetaRejection::StreamNotActive { name: update.stream.clone(), status: stream.status });
+        }
+        let open = stream.open_ranges().len() as u32;
+        let target = update.target;
+        if let Some(problem) = scaling_step_problem(open, target) {
+            return Err(MetaRejection::LimitExceeded(problem));
+        }
+        let day_start = update.requested_ms - SCALING_WINDOW_MS;
+        stream.scalings_ms.retain(|at| *at > day_start);
+        if stream.scalings_ms.len() >= SCALINGS_PER_DAY_MAX {
+            return Err(MetaRejection::LimitExceeded(format!(
+                "Stream {} has been scaled {SCALINGS_PER_DAY_MAX} times in the last 24 hours, the most allowed.",
+                update.stream
+            )));
+        }
+        stream.scalings_ms.push(update.requested_ms);
+        if stream.open_ranges() != crate::keys::even_ranges(target) {
+            stream.scaling_target = Some(target);
+            stream.status = StreamStatus::Updating;
+        }
         Ok(())
     }
 
@@ -512,10 +606,28 @@ impl MetaState {
                 shard_level_metrics: BTreeSet::new(),
                 resource_policy: None,
                 consumers: BTreeMap::new(),
+                scaling_target: None,
+                scalings_ms: Vec::new(),
             },
         );
         Ok(())
     }
+}
+
+/// Why UpdateShardCount may not go from `open` shards to `target` in one call (at most double,
+/// at least half), in Kinesis' words; `None` when it may.
+pub fn scaling_step_problem(open: u32, target: u32) -> Option<String> {
+    if target > open.saturating_mul(2) {
+        return Some(format!(
+            "UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: {open}, Target shard count: {target}"
+        ));
+    }
+    if target == 0 || target.saturating_mul(2) < open {
+        return Some(format!(
+            "UpdateShardCount cannot scale down below half your current open shard count. Current open shard count: {open}, Target shard count: {target}"
+        ));
+    }
+    None
 }
 
 /// Adds (or overwrites) `added`, refusing the whole change if the stream (or consumer) would hold
@@ -837,7 +949,12 @@ mod tests {
     }
 
     fn reshard(closing: &[u32], children: Vec<ChildShardSpec>) -> MetaCommand {
-        command(meta_command::Command::Reshard(Reshard { stream: "s".into(), closing: closing.to_vec(), children }))
+        command(meta_command::Command::Reshard(Reshard {
+            stream: "s".into(),
+            closing: closing.to_vec(),
+            children,
+            scaling_step: false,
+        }))
     }
 
     fn sealed(group_id: u64, seal_index: u64) -> MetaCommand {
@@ -920,8 +1037,12 @@ mod tests {
             assert_eq!(changed, state, "{what} changed the state");
         }
         let mut other = state.clone();
-        let unknown =
-            command(meta_command::Command::Reshard(Reshard { stream: "t".into(), closing: vec![0], children: vec![] }));
+        let unknown = command(meta_command::Command::Reshard(Reshard {
+            stream: "t".into(),
+            closing: vec![0],
+            children: vec![],
+            scaling_step: false,
+        }));
         assert_eq!(other.apply(&unknown), Err(MetaRejection::StreamNotFound("t".into())));
     }
 

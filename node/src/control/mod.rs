@@ -4,6 +4,7 @@
 //! - [`metadata`]: the metadata state machine — every change is a command in the metadata
 //!   group's log, applied in the same order on every node;
 //! - [`placement`]: where a shard's replicas go;
+//! - [`scaling`]: UpdateShardCount's plan of reshard steps;
 //! - `requests`: how a node proposes changes and reads the metadata linearizably;
 //! - `reconcile`: starting and removing the shard groups placed on this node.
 
@@ -11,3 +12,4 @@ pub mod metadata;
 pub mod placement;
 mod reconcile;
 mod requests;
+pub mod scaling;

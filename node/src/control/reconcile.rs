@@ -12,6 +12,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::ApiError;
 use crate::control::metadata::{MetaState, ShardMeta, ShardState};
+use crate::control::placement::place_replicas;
+use crate::control::scaling::{next_step, OpenShard, ScalingStep};
 use crate::node::{initialize_group, Group, Node};
 use crate::raft::log_store::DurableFloor;
 use crate::raft::network::GroupNetworkFactory;
@@ -20,6 +22,9 @@ use crate::raft::types::{ApplyResult, Raft};
 use crate::shard::admission::ShardThrottle;
 use crate::shard::batcher::Batcher;
 use crate::shard::{SealState, ShardGroup};
+
+/// How often reconciliation looks again without a metadata change (scaling steps that failed).
+const SCALING_RECHECK_MS: u64 = 1_000;
 
 impl Node {
     pub(crate) async fn reconcile(self: Arc<Self>, mut state: watch::Receiver<Arc<MetaState>>) {
@@ -51,9 +56,84 @@ impl Node {
                     }
                 }
             }
-            if state.changed().await.is_err() {
+            self.drive_scaling(&current);
+            // Woken by every applied change, and now and then regardless, so a scaling step
+            // that failed is proposed again even when nothing else changes.
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(Duration::from_millis(SCALING_RECHECK_MS)) => {}
+            }
+            if self.is_stopped() {
                 return;
             }
+        }
+    }
+
+    /// On the metadata leader: proposes the next step of every UpdateShardCount in progress
+    /// whose previous step has settled.
+    fn drive_scaling(self: &Arc<Self>, state: &MetaState) {
+        let leading = self.meta_raft().is_some_and(|raft| raft.metrics().borrow().current_leader == Some(self.id()));
+        if !leading {
+            return;
+        }
+        for stream in state.streams.values() {
+            let Some(target) = stream.scaling_target else { continue };
+            if !stream.settled() {
+                continue;
+            }
+            let open: Vec<OpenShard> = stream
+                .shards
+                .iter()
+                .filter(|shard| shard.state == ShardState::Open)
+                .map(|shard| OpenShard {
+                    index: shard.index,
+                    start: shard.starting_hash_key,
+                    end: shard.ending_hash_key,
+                })
+                .collect();
+            let Some(step) = next_step(&open, target) else { continue };
+            if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(stream.name.clone()) {
+                continue;
+            }
+            let node = self.clone();
+            let name = stream.name.clone();
+            let next_group_id = state.next_group_id;
+            self.seams.executor.spawn(
+                "scaling-step",
+                Box::pin(async move {
+                    if let Err(error) = node.propose_scaling_step(&name, step, next_group_id).await {
+                        tracing::debug!(stream = %name, %error, "a scaling step was not taken; retrying later");
+                    }
+                    node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&name);
+                }),
+            );
+        }
+    }
+
+    async fn propose_scaling_step(&self, stream: &str, step: ScalingStep, next_group_id: u64) -> Result<(), String> {
+        let placement = place_replicas(
+            &self.options.nodes,
+            step.children.len() as u32,
+            3.min(self.options.nodes.len()),
+            next_group_id,
+        )?;
+        let children = step
+            .children
+            .into_iter()
+            .zip(placement)
+            .map(|(((start, end), parents), replicas)| wire::ChildShardSpec {
+                starting_hash_key: start.to_be_bytes().to_vec().into(),
+                ending_hash_key: end.to_be_bytes().to_vec().into(),
+                parents,
+                replicas,
+            })
+            .collect();
+        let reshard = wire::Reshard { stream: stream.to_string(), closing: step.closing, children, scaling_step: true };
+        match self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::Reshard(reshard)) }).await {
+            Ok(Ok(())) => Ok(()),
+            // Another proposer took this step first, or the stream changed: the next pass decides.
+            Ok(Err(rejection)) => Err(rejection.to_string()),
+            Err(error) => Err(error.to_string()),
         }
     }
 

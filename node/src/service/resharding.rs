@@ -1,9 +1,9 @@
-//! SplitShard and MergeShards: the request is checked here (with Kinesis' errors and
+//! SplitShard, MergeShards and UpdateShardCount: the request is checked here (with Kinesis' errors and
 //! wording), then one `Reshard` command starts it in the metadata group, which checks it again
 //! against the state it applies to. The call returns with the stream UPDATING; the parents'
 //! leaders seal them and the children take over (see `control::reconcile`).
 
-use riffle_proto::peer::{meta_command, ChildShardSpec, Reshard};
+use riffle_proto::peer::{meta_command, ChildShardSpec, Reshard, UpdateShardCount};
 
 use super::validation::*;
 use super::*;
@@ -66,6 +66,44 @@ impl StreamService {
         let range = (low.starting_hash_key, high.ending_hash_key);
         self.propose_reshard(&stream, vec![first.index, second.index], vec![(range, vec![first.index, second.index])])
             .await
+    }
+
+    /// UpdateShardCount with UNIFORM_SCALING: returns (open shards now, target). The stream is
+    /// UPDATING until the metadata leader's reshard steps reach the even ranges of `target`.
+    pub async fn update_shard_count(&self, name: &str, target: i64) -> Result<(u32, u32), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        if target < 1 {
+            return Err(ApiError::validation(
+                &target.to_string(),
+                "targetShardCount",
+                "Member must have value greater than or equal to 1",
+            ));
+        }
+        let stream = self.stream(name).await?;
+        if stream.status != meta::StreamStatus::Active {
+            return Err(
+                self.rejection(MetaRejection::StreamNotActive { name: stream.name.clone(), status: stream.status })
+            );
+        }
+        let open = stream.open_ranges().len() as u32;
+        let target = u32::try_from(target).unwrap_or(u32::MAX);
+        if target > self.settings.stream_shards_max {
+            return Err(ApiError::LimitExceeded(format!(
+                "Target shard count or number of open shards cannot be greater than {}. Current open shard count: {open}, Target shard count: {target}",
+                self.settings.stream_shards_max
+            )));
+        }
+        if let Some(problem) = meta::scaling_step_problem(open, target) {
+            return Err(ApiError::LimitExceeded(problem));
+        }
+        self.check_shard_limit(target.saturating_sub(open)).await?;
+        let update =
+            UpdateShardCount { stream: name.to_string(), target, requested_ms: self.node.seams.clock.now_ms() };
+        self.node
+            .propose_meta(MetaCommand { command: Some(meta_command::Command::UpdateShardCount(update)) })
+            .await?
+            .map_err(|rejection| self.rejection(rejection))?;
+        Ok((open, target))
     }
 
     /// A shard named in a reshard request, or Kinesis' ResourceNotFoundException.
@@ -134,7 +172,12 @@ impl StreamService {
                 replicas,
             })
             .collect();
-        let command = meta_command::Command::Reshard(Reshard { stream: stream.name.clone(), closing, children });
+        let command = meta_command::Command::Reshard(Reshard {
+            stream: stream.name.clone(),
+            closing,
+            children,
+            scaling_step: false,
+        });
         self.node
             .propose_meta(MetaCommand { command: Some(command) })
             .await?

@@ -1,5 +1,4 @@
-"""Operations whose capability another part of Riffle builds (uniform scaling and on-demand
-mode, enhanced fan-out): until then they must be refused with a typed error and change nothing —
+"""Operations whose capability another part of Riffle builds (on-demand mode, enhanced fan-out): until then they must be refused with a typed error and change nothing —
 never a fake success."""
 
 import pytest
@@ -14,9 +13,8 @@ def refused(call, **arguments):
     assert "not supported" in error["Message"], error
 
 
-def test_scaling_and_mode_changes_are_refused_and_change_nothing(kinesis, stream):
+def test_mode_changes_are_refused_and_change_nothing(kinesis, stream):
     before = kinesis.describe_stream(StreamName=stream)["StreamDescription"]
-    refused(kinesis.update_shard_count, StreamName=stream, TargetShardCount=8, ScalingType="UNIFORM_SCALING")
     refused(kinesis.update_stream_mode, StreamARN=before["StreamARN"], StreamModeDetails={"StreamMode": "ON_DEMAND"})
     after = kinesis.describe_stream(StreamName=stream)["StreamDescription"]
     assert [shard["ShardId"] for shard in after["Shards"]] == [shard["ShardId"] for shard in before["Shards"]]

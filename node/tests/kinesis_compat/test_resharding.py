@@ -163,3 +163,52 @@ def test_bad_reshards_get_aws_errors_and_change_nothing(kinesis, stream):
         "Message": f"Shard shardId-000000000000 in stream {stream} under account {ACCOUNT} has already been merged or "
         "split, and thus is not eligible for merging or splitting.",
     }
+
+
+def test_update_shard_count_scales_2_to_8_and_back_under_writes_keeping_every_record(kinesis):
+    import threading
+    import uuid
+
+    stream = f"scale-{uuid.uuid4().hex[:10]}"
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig=WAIT)
+    acknowledged, stop = [], threading.Event()
+
+    def write():
+        index = 0
+        while not stop.is_set() or index < 20:
+            kinesis.put_record(StreamName=stream, Data=f"v-{index}".encode(), PartitionKey=f"key-{index % 16}")
+            acknowledged.append(f"v-{index}")
+            index += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for current, target in [(2, 4), (4, 8), (8, 4), (4, 2)]:
+            answer = kinesis.update_shard_count(StreamName=stream, TargetShardCount=target, ScalingType="UNIFORM_SCALING")
+            assert (answer["StreamName"], answer["CurrentShardCount"], answer["TargetShardCount"]) == (stream, current, target)
+            kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig=WAIT)
+            open_shards = [
+                shard for shard in shards_of(kinesis, stream).values() if "EndingSequenceNumber" not in shard["SequenceNumberRange"]
+            ]
+            assert len(open_shards) == target
+            widths = {int(shard["HashKeyRange"]["EndingHashKey"]) - int(shard["HashKeyRange"]["StartingHashKey"]) for shard in open_shards}
+            assert max(widths) - min(widths) <= 1, "uniform scaling gives even ranges"
+    finally:
+        stop.set()
+        writer.join()
+    records, _ = read_lineage(kinesis, stream)
+    values = [record["Data"].decode() for record in records]
+    assert sorted(values) == sorted(acknowledged), "records lost or duplicated across scaling"
+    for key in range(16):
+        numbers = [int(value.split("-")[1]) for record, value in zip(records, values) if record["PartitionKey"] == f"key-{key}"]
+        assert numbers == sorted(numbers), f"key-{key} out of order across the lineage: {numbers}"
+
+    error = error_of(kinesis.update_shard_count, StreamName=stream, TargetShardCount=5, ScalingType="UNIFORM_SCALING")
+    assert error == {
+        "Code": "LimitExceededException",
+        "Message": "UpdateShardCount cannot scale up over double your current open shard count. Current open shard count: 2, Target shard count: 5",
+    }
+    error = error_of(kinesis.update_shard_count, StreamName="no-such-stream", TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+    assert error["Code"] == "ResourceNotFoundException"
+    kinesis.delete_stream(StreamName=stream)

@@ -16,7 +16,7 @@ use super::response::{
     DescribeStreamSummaryOutput, EnhancedMonitoringOutput, EpochSeconds, GetRecordsOutput, GetResourcePolicyOutput,
     GetShardIteratorOutput, ListShardsOutput, ListStreamConsumersOutput, ListStreamsOutput, ListTagsForResourceOutput,
     ListTagsForStreamOutput, PutRecordOutput, PutRecordsOutput, RegisterStreamConsumerOutput, Tag,
-    CONSUMER_STATUS_ACTIVE, MAX_RECORD_SIZE_KIB,
+    UpdateShardCountOutput, CONSUMER_STATUS_ACTIVE, MAX_RECORD_SIZE_KIB,
 };
 use crate::api::ApiError;
 use crate::service::{StreamService, ADD_TAGS_PER_CALL_MAX, TAG_RESOURCE_PER_CALL_MAX};
@@ -72,6 +72,7 @@ pub enum Operation {
     StopStreamEncryption,
     SplitShard,
     MergeShards,
+    UpdateShardCount,
 }
 
 /// What a target names.
@@ -85,7 +86,7 @@ pub enum Target {
 }
 
 /// The classic operations not offered in this version.
-pub const NOT_YET_SUPPORTED: [&str; 3] = ["UpdateStreamMode", "UpdateShardCount", "SubscribeToShard"];
+pub const NOT_YET_SUPPORTED: [&str; 2] = ["UpdateStreamMode", "SubscribeToShard"];
 
 /// Operations of the current AWS model outside Riffle's plan.
 pub const NOT_SUPPORTED: [&str; 22] = [
@@ -153,6 +154,7 @@ impl Target {
             "StopStreamEncryption" => Operation::StopStreamEncryption,
             "SplitShard" => Operation::SplitShard,
             "MergeShards" => Operation::MergeShards,
+            "UpdateShardCount" => Operation::UpdateShardCount,
             other => {
                 if let Some(name) = NOT_YET_SUPPORTED.iter().find(|name| **name == other) {
                     return Some(Target::NotYetSupported(name));
@@ -851,6 +853,28 @@ impl Operations {
                 service.merge_shards(&stream_name(reference, scope)?, &shard, &adjacent).await?;
                 Ok(Vec::new())
             }
+            Operation::UpdateShardCount => {
+                let reference = StreamReference::read(&members)?;
+                let target = members.integer("TargetShardCount")?;
+                let scaling = members.string("ScalingType")?;
+                let target = required(target, "targetShardCount")?;
+                let scaling = required(scaling, "scalingType")?;
+                if scaling != "UNIFORM_SCALING" {
+                    return Err(validation(
+                        &scaling,
+                        "scalingType",
+                        "Member must satisfy enum value set: [UNIFORM_SCALING]",
+                    ));
+                }
+                let name = stream_name(reference, scope)?;
+                let (current, target) = service.update_shard_count(&name, target).await?;
+                Ok(encode(&UpdateShardCountOutput {
+                    stream_arn: format!("arn:aws:kinesis:{}:{}:stream/{name}", scope.region, scope.account),
+                    stream_name: name,
+                    current_shard_count: current,
+                    target_shard_count: target,
+                }))
+            }
         }
     }
 }
@@ -975,8 +999,8 @@ mod tests {
         assert_eq!(Target::parse("Kinesis_20131202.PutRecord"), Some(Target::Supported(Operation::PutRecord)));
         assert_eq!(Target::parse("Kinesis_20131202.SplitShard"), Some(Target::Supported(Operation::SplitShard)));
         assert_eq!(
-            Target::parse("Kinesis_20131202.UpdateShardCount"),
-            Some(Target::NotYetSupported("UpdateShardCount"))
+            Target::parse("Kinesis_20131202.UpdateStreamMode"),
+            Some(Target::NotYetSupported("UpdateStreamMode"))
         );
         assert_eq!(Target::parse("Kinesis_20131202.TagResource"), Some(Target::Supported(Operation::TagResource)));
         assert_eq!(
@@ -994,7 +1018,7 @@ mod tests {
     #[test]
     fn the_classic_operations_and_resource_tagging_are_all_known() {
         // 32 classic operations plus TagResource, UntagResource and ListTagsForResource.
-        assert_eq!(32 + NOT_YET_SUPPORTED.len(), 35);
+        assert_eq!(33 + NOT_YET_SUPPORTED.len(), 35);
         for name in NOT_YET_SUPPORTED.iter().chain(NOT_SUPPORTED.iter()) {
             assert!(Target::parse(&format!("Kinesis_20131202.{name}")).is_some(), "{name}");
         }

@@ -437,6 +437,16 @@ pub struct Record {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct UpdateShardCountOutput {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub current_shard_count: u32,
+    pub target_shard_count: u32,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ChildShard {
     pub shard_id: String,
     pub parent_shards: Vec<String>,
