@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,8 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 
+mod common;
+
 const RERUN: &str = "cargo test -p riffle-node --test aws_sdk_kinesis -- --nocapture";
 const NODE_COUNT: usize = 3;
 const STREAM: &str = "aws-sdk";
@@ -39,7 +40,6 @@ const PUT_RECORDS_COUNT: u32 = 40;
 /// CreateStream, ACTIVE, and reads catching up.
 const POLLS_MAX: u32 = 300;
 const POLL_PAUSE_MS: u64 = 200;
-const PORT_BASE_ATTEMPTS_MAX: u32 = 200;
 
 /// Three node processes and their files; kills every child when dropped, also on panic.
 struct Cluster {
@@ -52,7 +52,8 @@ impl Cluster {
     fn start() -> Cluster {
         let directory =
             tempfile::Builder::new().prefix("riffle-aws-sdk-").tempdir().expect("creating a temporary directory");
-        let (grpc, peer, kinesis) = free_port_bases();
+        let grpc = common::free_port_base(9);
+        let (peer, kinesis) = (grpc + 3, grpc + 6);
         let ports = riffle_node::dev::DevPorts { grpc, peer, kinesis: Some(kinesis), kinesis_anonymous: true };
         let configs =
             riffle_node::dev::write_dev_cluster_configs(directory.path(), ports).expect("writing the dev configs");
@@ -126,29 +127,6 @@ impl Drop for Cluster {
     }
 }
 
-/// Three bases with three consecutive free ports each: TCP for gRPC, UDP for QUIC peers and TCP
-/// for the Kinesis API. Searched below Linux's ephemeral range, from a point derived from the
-/// process id.
-fn free_port_bases() -> (u16, u16, u16) {
-    const LOW: u32 = 12_000;
-    const SPAN: u32 = 18_000;
-    let mut candidate = (std::process::id().wrapping_mul(104_729)) % SPAN;
-    for _ in 0..PORT_BASE_ATTEMPTS_MAX {
-        let grpc = (LOW + candidate) as u16;
-        let peer = grpc + 3;
-        let kinesis = grpc + 6;
-        let tcp_free = (grpc..grpc + 3)
-            .chain(kinesis..kinesis + 3)
-            .all(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
-        let udp_free = (peer..peer + 3).all(|port| UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok());
-        if tcp_free && udp_free {
-            return (grpc, peer, kinesis);
-        }
-        candidate = (candidate + 9) % SPAN;
-    }
-    panic!("no free loopback ports found after {PORT_BASE_ATTEMPTS_MAX} tries");
-}
-
 /// Records the protocol headers of every request the SDK sends.
 #[derive(Debug, Default, Clone)]
 struct WireLog {
@@ -180,11 +158,7 @@ impl Intercept for WireLog {
 
 /// A client of one node, signing with the `riffle-dev` key, over a rustls (ring) HTTP client.
 fn client(endpoint: String, secret: &str, wire_log: &WireLog) -> Client {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
+    let http_client = common::sdk_http_client();
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))

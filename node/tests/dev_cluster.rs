@@ -9,10 +9,6 @@
 //! Rerun with `cargo test -p riffle-node --test dev_cluster -- --nocapture`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use riffle_client::proto::{GetShardIteratorRequest, PutRecordRequest, ShardIteratorType};
@@ -20,107 +16,19 @@ use riffle_client::{Client, ClientConfig};
 
 mod common;
 
+use common::{alive, node_pid, Dev};
+
 const RERUN: &str = "cargo test -p riffle-node --test dev_cluster -- --nocapture";
 const STREAM: &str = "survivor";
 const SHARD_COUNT: u32 = 2;
 const RECORDS_PER_PHASE: u32 = 20;
 const RESTART_DELAY_MS: u64 = 300;
-/// Longest wait for one line of `dev`'s output; far above what a slow debug build needs.
-const LINE_WAIT: Duration = Duration::from_secs(90);
 /// Attempts at one record before the test fails (a leader may be in election meanwhile).
 const PUT_ATTEMPTS_MAX: u32 = 60;
 /// Polls of a condition, `POLL_PAUSE` apart.
 const POLLS_MAX: u32 = 300;
 const POLL_PAUSE: Duration = Duration::from_millis(200);
 const READ_PAGES_MAX: u32 = 1_000;
-
-/// The `dev` process, its output lines, and everything it printed so far (for failure reports).
-struct Dev {
-    child: Option<Child>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    _directory: tempfile::TempDir,
-}
-
-impl Dev {
-    fn start(grpc_port: u16) -> Dev {
-        let directory = tempfile::Builder::new().prefix("riffle-dev-test-").tempdir().expect("a temporary directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_riffle-node"))
-            .arg("dev")
-            .arg("--data-dir")
-            .arg(directory.path())
-            .args(["--grpc-port", &grpc_port.to_string()])
-            .args(["--peer-port", &(grpc_port + 3).to_string()])
-            .args(["--kinesis-port", &(grpc_port + 6).to_string()])
-            .args(["--restart-delay-ms", &RESTART_DELAY_MS.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            // Its own process group, so a failing test can stop dev and every node at once.
-            .process_group(0)
-            .spawn()
-            .expect("starting riffle-node dev");
-        let stdout = child.stdout.take().expect("dev's stdout is piped");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Dev { child: Some(child), lines, seen: Vec::new(), _directory: directory }
-    }
-
-    /// The next line of output that contains `needle`.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + LINE_WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "dev never printed {needle:?} (within {} s); it printed:\n{}\nrerun: {RERUN}",
-                    LINE_WAIT.as_secs(),
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("dev is running").id() as i32
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signals a process group this test created.
-            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The process id in a line `  node N (zone x): pid P  gRPC …`.
-fn node_pid(line: &str) -> i32 {
-    line.split_whitespace()
-        .skip_while(|word| *word != "pid")
-        .nth(1)
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
-fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid, 0) == 0 }
-}
 
 async fn connect(grpc_port: u16, nodes: &[u16]) -> Client {
     let endpoints = nodes.iter().map(|node| format!("http://127.0.0.1:{}", grpc_port + node - 1)).collect();
@@ -186,7 +94,7 @@ async fn read_values(client: &Client) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dev_cluster_keeps_serving_through_a_node_kill_and_restarts_it() {
     let grpc_port = common::free_port_base(9);
-    let mut dev = Dev::start(grpc_port);
+    let mut dev = Dev::start(grpc_port, RESTART_DELAY_MS, RERUN);
 
     // Phase 1: three nodes, a stream, some records.
     let pids: Vec<i32> = (1..=3).map(|node| node_pid(&dev.wait_for_line(&format!("node {node} (zone")))).collect();

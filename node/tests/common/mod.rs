@@ -1,6 +1,17 @@
-//! What the process-level tests share: finding free loopback ports.
+//! What the process-level tests share: free loopback ports, and `riffle-node dev` as a child
+//! process whose output the test follows.
 
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Longest wait for one line of `dev`'s output; far above what a slow debug build needs.
+const LINE_WAIT: Duration = Duration::from_secs(90);
 
 /// Candidate port bases tried before giving up.
 const PORT_BASE_ATTEMPTS_MAX: u32 = 200;
@@ -25,4 +36,106 @@ pub fn free_port_base(span: u16) -> u16 {
         candidate = (candidate + u32::from(span)) % RANGE;
     }
     panic!("no free loopback ports found after {PORT_BASE_ATTEMPTS_MAX} tries");
+}
+
+/// The `dev` process, its output lines, and everything it printed so far (for failure reports).
+pub struct Dev {
+    pub child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    rerun: &'static str,
+    pub seen: Vec<String>,
+    _directory: tempfile::TempDir,
+}
+
+impl Dev {
+    /// Starts `riffle-node dev` with its ports from `grpc_port` (gRPC, then QUIC peers at +3,
+    /// the Kinesis API at +6), restarting dead nodes after `restart_delay_ms`.
+    pub fn start(grpc_port: u16, restart_delay_ms: u64, rerun: &'static str) -> Dev {
+        let directory = tempfile::Builder::new().prefix("riffle-dev-test-").tempdir().expect("a temporary directory");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_riffle-node"))
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(directory.path())
+            .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--peer-port", &(grpc_port + 3).to_string()])
+            .args(["--kinesis-port", &(grpc_port + 6).to_string()])
+            .args(["--restart-delay-ms", &restart_delay_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            // Its own process group, so a failing test can stop dev and every node at once.
+            .process_group(0)
+            .spawn()
+            .expect("starting riffle-node dev");
+        let stdout = child.stdout.take().expect("dev's stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Dev { child: Some(child), lines, seen: Vec::new(), rerun, _directory: directory }
+    }
+
+    /// The next line of output that contains `needle`.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + LINE_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "dev never printed {needle:?} (within {} s); it printed:\n{}\nrerun: {}",
+                    LINE_WAIT.as_secs(),
+                    self.seen.join("\n"),
+                    self.rerun
+                ),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("dev is running").id() as i32
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signals a process group this test created.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The process id in a line `  node N (zone x): pid P  gRPC …`.
+pub fn node_pid(line: &str) -> i32 {
+    line.split_whitespace()
+        .skip_while(|word| *word != "pid")
+        .nth(1)
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// The HTTP client the AWS SDK tests use: rustls on ring (already built for QUIC) instead of
+/// the SDK's default aws-lc.
+pub fn sdk_http_client() -> aws_sdk_kinesis::config::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
