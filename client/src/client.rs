@@ -261,6 +261,8 @@ impl Client {
         for _ in 0..PAGES_MAX {
             // Kinesis takes either the stream name (first page) or the token (later pages).
             let request = ListShardsRequest {
+                filter_type: None,
+                filter_timestamp_ms: None,
                 stream_name: if next_token.is_some() { String::new() } else { stream_name.to_owned() },
                 max_results: None,
                 exclusive_start_shard_id: None,

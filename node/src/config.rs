@@ -37,6 +37,10 @@ pub struct NodeConfig {
     /// Shards one stream may have at most. Default 256, at most 10,000.
     #[serde(default = "default_stream_shards_max")]
     pub stream_shards_max: u32,
+    /// Open shards all streams of the account may have together (DescribeLimits' ShardLimit).
+    /// Default 500 (AWS's default in us-east-1), at most 1,000,000.
+    #[serde(default = "default_account_shards_max")]
+    pub account_shards_max: u32,
     pub tls: TlsConfig,
     /// Every node of the cluster, this one included.
     pub peers: Vec<PeerConfig>,
@@ -120,6 +124,9 @@ fn default_account() -> String {
 fn default_stream_shards_max() -> u32 {
     256
 }
+fn default_account_shards_max() -> u32 {
+    500
+}
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +170,9 @@ impl NodeConfig {
         }
         if !(1..=10_000).contains(&self.stream_shards_max) {
             return Err(format!("stream_shards_max: {} is outside 1..=10000", self.stream_shards_max));
+        }
+        if !(1..=1_000_000).contains(&self.account_shards_max) {
+            return Err(format!("account_shards_max: {} is outside 1..=1000000", self.account_shards_max));
         }
         if self.region.is_empty() {
             return Err("region: must not be empty".to_string());
@@ -246,6 +256,7 @@ impl NodeConfig {
             region: self.region.clone(),
             account: self.account.clone(),
             stream_shards_max: self.stream_shards_max,
+            account_shards_max: self.account_shards_max,
             iterator_secret: self.secret_bytes(),
         }
     }

@@ -128,6 +128,7 @@ pub fn write_dev_cluster_configs_with(data_dir: &Path, ports: DevPorts, throttli
             account: "000000000000".to_string(),
             cluster_secret: secret.clone(),
             stream_shards_max: 256,
+            account_shards_max: 500,
             tls: TlsConfig {
                 ca_cert: tls_paths.ca_certificate,
                 node_cert: tls_paths.node_certificate,

@@ -175,6 +175,7 @@ impl World {
             region: "us-east-1".into(),
             account: "000000000000".into(),
             stream_shards_max: 16,
+            account_shards_max: 500,
             iterator_secret: b"simulated cluster secret".to_vec(),
         };
         let service = StreamService::new(node.clone(), settings);

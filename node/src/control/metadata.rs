@@ -70,6 +70,12 @@ pub struct ShardMeta {
     pub parents: Vec<u32>,
     #[serde(default)]
     pub state: ShardState,
+    /// When the shard was created (its stream's creation for the first shards; 0 in snapshots
+    /// older than this field, read as the stream's) and closed.
+    #[serde(default)]
+    pub created_ms: i64,
+    #[serde(default)]
+    pub closed_ms: Option<i64>,
 }
 
 fn serving() -> bool {
@@ -460,6 +466,8 @@ impl MetaState {
                 ready: false,
                 parents: spec.parents.clone(),
                 state: ShardState::Waiting,
+                created_ms: reshard.requested_ms,
+                closed_ms: None,
             });
         }
         stream.status = StreamStatus::Updating;
@@ -503,7 +511,10 @@ impl MetaState {
             MetaRejection::Invalid(format!("stream {} has no shard in group {}", sealed.stream, sealed.group_id))
         })?;
         match shard.state {
-            ShardState::Sealing => shard.state = ShardState::Closed { seal_index: sealed.seal_index },
+            ShardState::Sealing => {
+                shard.state = ShardState::Closed { seal_index: sealed.seal_index };
+                shard.closed_ms = Some(sealed.sealed_ms);
+            }
             ShardState::Closed { seal_index } if seal_index == sealed.seal_index => return Ok(()),
             other => {
                 return Err(MetaRejection::Invalid(format!(
@@ -580,6 +591,8 @@ impl MetaState {
                 ready: false,
                 parents: Vec::new(),
                 state: ShardState::Open,
+                created_ms: create.created_ms,
+                closed_ms: None,
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)
@@ -954,11 +967,17 @@ mod tests {
             closing: closing.to_vec(),
             children,
             scaling_step: false,
+            requested_ms: 100,
         }))
     }
 
     fn sealed(group_id: u64, seal_index: u64) -> MetaCommand {
-        command(meta_command::Command::ShardSealed(ShardSealed { stream: "s".into(), group_id, seal_index }))
+        command(meta_command::Command::ShardSealed(ShardSealed {
+            stream: "s".into(),
+            group_id,
+            seal_index,
+            sealed_ms: 200,
+        }))
     }
 
     fn ready(group_id: u64) -> MetaCommand {
@@ -1042,6 +1061,7 @@ mod tests {
             closing: vec![0],
             children: vec![],
             scaling_step: false,
+            requested_ms: 0,
         }));
         assert_eq!(other.apply(&unknown), Err(MetaRejection::StreamNotFound("t".into())));
     }

@@ -128,7 +128,13 @@ impl Node {
                 replicas,
             })
             .collect();
-        let reshard = wire::Reshard { stream: stream.to_string(), closing: step.closing, children, scaling_step: true };
+        let reshard = wire::Reshard {
+            stream: stream.to_string(),
+            closing: step.closing,
+            children,
+            scaling_step: true,
+            requested_ms: self.seams.clock.now_ms(),
+        };
         match self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::Reshard(reshard)) }).await {
             Ok(Ok(())) => Ok(()),
             // Another proposer took this step first, or the stream changed: the next pass decides.
@@ -267,7 +273,12 @@ impl Node {
                 }
             }
         };
-        let sealed = wire::ShardSealed { stream: stream.to_string(), group_id: group.id, seal_index };
+        let sealed = wire::ShardSealed {
+            stream: stream.to_string(),
+            group_id: group.id,
+            seal_index,
+            sealed_ms: self.seams.clock.now_ms(),
+        };
         // A refusal means the stream is gone or the shard already closed: nothing left to do.
         self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::ShardSealed(sealed)) })
             .await

@@ -54,9 +54,6 @@ pub const ADD_TAGS_PER_CALL_MAX: usize = 10;
 pub const TAG_RESOURCE_PER_CALL_MAX: usize = meta::STREAM_TAGS_MAX;
 /// A resource policy's size at most, in bytes.
 pub const RESOURCE_POLICY_BYTES_MAX: usize = 20 << 10;
-/// Shards the account may hold over all its streams, as a multiple of the per-stream maximum
-/// (DescribeLimits' `ShardLimit`; Riffle enforces only the per-stream one).
-pub const ACCOUNT_SHARD_LIMIT_FACTOR: u32 = 10;
 /// On-demand streams the account may have (DescribeLimits); Riffle's are all provisioned.
 pub const ON_DEMAND_STREAM_COUNT_LIMIT: u32 = 50;
 /// The shard-level metrics "ALL" stands for, in the order AWS lists them.
@@ -100,6 +97,8 @@ pub struct ServiceSettings {
     pub account: String,
     /// Shards one stream may have at most.
     pub stream_shards_max: u32,
+    /// Open shards the account's streams may have together.
+    pub account_shards_max: u32,
     /// Key that signs shard iterators; the same on every node of a cluster.
     pub iterator_secret: Vec<u8>,
 }

@@ -134,9 +134,10 @@ impl StreamService {
         Ok(())
     }
 
-    /// The account-wide shard limit (DescribeLimits' ShardLimit) with `additional` more open
-    /// shards.
-    async fn check_shard_limit(&self, additional: u32) -> Result<(), ApiError> {
+    /// The account-wide shard limit (DescribeLimits' ShardLimit, `account_shards_max`) with
+    /// `additional` more open shards. Checked when asked, against the linearizable state;
+    /// concurrent requests may together pass it by their sum.
+    pub(super) async fn check_shard_limit(&self, additional: u32) -> Result<(), ApiError> {
         let limits = self.describe_limits().await?;
         if limits.open_shard_count + additional > limits.shard_limit {
             return Err(ApiError::LimitExceeded(format!(
@@ -177,6 +178,7 @@ impl StreamService {
             closing,
             children,
             scaling_step: false,
+            requested_ms: self.node.seams.clock.now_ms(),
         });
         self.node
             .propose_meta(MetaCommand { command: Some(command) })

@@ -44,6 +44,7 @@ impl StreamService {
                 "Minimum allowed retention period is 24 hours and maximum is 8760 hours. Requested retention period ({retention} hours) is out of range."
             )));
         }
+        self.check_shard_limit(request.shard_count).await?;
         let state = self.node.meta_read().await?;
         if state.streams.contains_key(&request.stream_name) {
             return Err(self.rejection(MetaRejection::StreamExists(request.stream_name)));
@@ -265,7 +266,7 @@ impl StreamService {
     pub async fn describe_limits(&self) -> Result<Limits, ApiError> {
         let state = self.node.meta_read().await?;
         Ok(Limits {
-            shard_limit: self.settings.stream_shards_max.saturating_mul(ACCOUNT_SHARD_LIMIT_FACTOR),
+            shard_limit: self.settings.account_shards_max,
             open_shard_count: state.streams.values().map(|stream| stream.open_shard_count() as u32).sum(),
             on_demand_stream_count: 0,
             on_demand_stream_count_limit: ON_DEMAND_STREAM_COUNT_LIMIT,
@@ -366,19 +367,28 @@ impl StreamService {
         })
     }
 
+    /// ListShards: shards in id order after the start, those the filter selects, paged. The
+    /// NextToken carries the stream, where to continue and the filter.
     pub async fn list_shards(&self, request: v1::ListShardsRequest) -> Result<v1::ListShardsResponse, ApiError> {
         let max_results = request.max_results.unwrap_or(1000);
         validate_page_size(max_results, "maxResults")?;
-        let (stream_name, start) = match (&request.next_token, request.stream_name.is_empty()) {
+        let (stream_name, start, filter) = match (&request.next_token, request.stream_name.is_empty()) {
             (Some(_), false) => {
                 return Err(ApiError::InvalidArgument("NextToken and StreamName cannot be provided together.".into()))
             }
             (Some(token), true) => {
-                let (name, index) = token
-                    .rsplit_once('/')
-                    .and_then(|(name, index)| Some((name.to_string(), index.parse::<usize>().ok()?)))
-                    .ok_or_else(|| ApiError::InvalidArgument(format!("Invalid NextToken: {token}")))?;
-                (name, index)
+                let invalid = || ApiError::InvalidArgument(format!("Invalid NextToken: {token}"));
+                let mut parts = token.split('/');
+                let name = parts.next().ok_or_else(invalid)?.to_string();
+                let start = parts.next().and_then(|index| index.parse::<usize>().ok()).ok_or_else(invalid)?;
+                let filter = match (parts.next(), parts.next()) {
+                    (None, _) | (Some(""), _) => None,
+                    (Some(kind), timestamp) => {
+                        let timestamp = timestamp.and_then(|value| value.parse::<i64>().ok());
+                        Some(ShardFilter::parse(kind, timestamp).map_err(|_| invalid())?)
+                    }
+                };
+                (name, start, filter)
             }
             (None, true) => {
                 return Err(ApiError::InvalidArgument("Either NextToken or StreamName should be provided.".into()))
@@ -388,20 +398,96 @@ impl StreamService {
                     Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
                     None => 0,
                 };
-                (request.stream_name.clone(), start)
+                let filter = match &request.filter_type {
+                    Some(kind) => Some(ShardFilter::parse(kind, request.filter_timestamp_ms)?),
+                    None => None,
+                };
+                (request.stream_name.clone(), start, filter)
             }
         };
         validate_stream_name(&stream_name, "streamName")?;
         let stream = self.stream(&stream_name).await?;
-        let shards: Vec<v1::Shard> = stream
+        let mut selected = stream
             .shards
             .iter()
             .skip(start)
-            .take(max_results as usize)
-            .map(|shard| self.shard_description(shard))
-            .collect();
-        let next = start + shards.len();
-        let next_token = (next < stream.shards.len()).then(|| format!("{stream_name}/{next}"));
+            .filter(|shard| filter.as_ref().is_none_or(|filter| filter.selects(&stream, shard)));
+        let page: Vec<&ShardMeta> = selected.by_ref().take(max_results as usize).collect();
+        let more = selected.next().is_some();
+        let next_token = match (more, page.last()) {
+            (true, Some(last)) => Some(match &filter {
+                Some(filter) => format!("{stream_name}/{}/{}", last.index + 1, filter.token()),
+                None => format!("{stream_name}/{}", last.index + 1),
+            }),
+            _ => None,
+        };
+        let shards = page.into_iter().map(|shard| self.shard_description(shard)).collect();
         Ok(v1::ListShardsResponse { shards, next_token })
+    }
+}
+
+/// ListShards' ShardFilter (AFTER_SHARD_ID is the exclusive start shard instead). Nothing
+/// expires yet (retention is not enforced), so the trim horizon is the stream's creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShardFilter {
+    /// The shards open at the trim horizon: the stream's first shards.
+    AtTrimHorizon,
+    /// Every shard from the trim horizon on.
+    FromTrimHorizon,
+    /// The shards open now.
+    AtLatest,
+    /// The shards open at this time.
+    AtTimestamp(i64),
+    /// The shards open at this time and every later one.
+    FromTimestamp(i64),
+}
+
+impl ShardFilter {
+    fn parse(kind: &str, timestamp_ms: Option<i64>) -> Result<ShardFilter, ApiError> {
+        let timestamp = || {
+            timestamp_ms.ok_or_else(|| {
+                ApiError::InvalidArgument(
+                    "Timestamp must be provided for the AT_TIMESTAMP and FROM_TIMESTAMP filters.".into(),
+                )
+            })
+        };
+        Ok(match kind {
+            "AT_TRIM_HORIZON" => ShardFilter::AtTrimHorizon,
+            "FROM_TRIM_HORIZON" => ShardFilter::FromTrimHorizon,
+            "AT_LATEST" => ShardFilter::AtLatest,
+            "AT_TIMESTAMP" => ShardFilter::AtTimestamp(timestamp()?),
+            "FROM_TIMESTAMP" => ShardFilter::FromTimestamp(timestamp()?),
+            other => {
+                return Err(ApiError::validation(
+                    other,
+                    "shardFilter.type",
+                    "Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]",
+                ))
+            }
+        })
+    }
+
+    fn token(&self) -> String {
+        match self {
+            ShardFilter::AtTrimHorizon => "AT_TRIM_HORIZON".into(),
+            ShardFilter::FromTrimHorizon => "FROM_TRIM_HORIZON".into(),
+            ShardFilter::AtLatest => "AT_LATEST".into(),
+            ShardFilter::AtTimestamp(at) => format!("AT_TIMESTAMP/{at}"),
+            ShardFilter::FromTimestamp(at) => format!("FROM_TIMESTAMP/{at}"),
+        }
+    }
+
+    fn selects(&self, stream: &StreamMeta, shard: &ShardMeta) -> bool {
+        let created = if shard.parents.is_empty() { stream.created_ms } else { shard.created_ms };
+        let closed = shard.closed_ms;
+        // Before the stream existed, its first shards are where a reader starts.
+        let open_at = |at: i64| created <= at && closed.is_none_or(|closed| closed > at);
+        match *self {
+            ShardFilter::AtTrimHorizon => shard.parents.is_empty(),
+            ShardFilter::FromTrimHorizon => true,
+            ShardFilter::AtLatest => !matches!(shard.state, meta::ShardState::Closed { .. }),
+            ShardFilter::AtTimestamp(at) => open_at(at.max(stream.created_ms)),
+            ShardFilter::FromTimestamp(at) => closed.is_none_or(|closed| closed > at.max(stream.created_ms)),
+        }
     }
 }

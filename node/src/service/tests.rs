@@ -95,6 +95,7 @@ async fn throttled_requests_get_kinesis_errors_and_change_nothing() {
         region: "us-east-1".into(),
         account: "123456789012".into(),
         stream_shards_max: 4,
+        account_shards_max: 500,
         iterator_secret: b"test secret".to_vec(),
     };
     let service = StreamService::new(node.clone(), settings);

@@ -456,9 +456,9 @@ fn list_shards_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::Lis
         None => stream_name(reference, scope)?,
     };
     let mut start_after = exclusive_start_shard_id;
+    let mut listed_filter = None;
     if filter.is_some() {
-        // Shards are all open and all as old as their stream until resharding lands, so every
-        // filter but AFTER_SHARD_ID selects every shard.
+        // AFTER_SHARD_ID is the exclusive start; the service applies the others.
         match required(filter_type, "shardFilter.type")?.as_str() {
             "AFTER_SHARD_ID" => {
                 let shard_id = filter_shard_id.ok_or_else(|| {
@@ -477,7 +477,9 @@ fn list_shards_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::Lis
                     "Timestamp must be provided for the AT_TIMESTAMP and FROM_TIMESTAMP filters.".into(),
                 )))
             }
-            "AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" | "AT_LATEST" | "AT_TIMESTAMP" | "FROM_TIMESTAMP" => {}
+            kind @ ("AT_TRIM_HORIZON" | "FROM_TRIM_HORIZON" | "AT_LATEST" | "AT_TIMESTAMP" | "FROM_TIMESTAMP") => {
+                listed_filter = Some(kind.to_string());
+            }
             other => {
                 return Err(validation(
                     other,
@@ -487,7 +489,14 @@ fn list_shards_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::Lis
             }
         }
     }
-    Ok(v1::ListShardsRequest { stream_name, max_results, exclusive_start_shard_id: start_after, next_token })
+    Ok(v1::ListShardsRequest {
+        stream_name,
+        max_results,
+        exclusive_start_shard_id: start_after,
+        next_token,
+        filter_type: listed_filter,
+        filter_timestamp_ms: filter_timestamp,
+    })
 }
 
 fn put_record_request(members: Members<'_>, scope: &ArnScope) -> Result<v1::PutRecordRequest, KinesisError> {
