@@ -20,6 +20,7 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::StreamStatus;
 use riffle_client::proto::{GetShardIteratorRequest, PutRecordRequest, ShardIteratorType};
 use riffle_client::{Client, ClientConfig};
+use tokio::sync::watch;
 
 mod common;
 
@@ -35,6 +36,8 @@ const VALUES_AFTER: u32 = 60;
 const POLLS_MAX: u32 = 300;
 const POLL_PAUSE: Duration = Duration::from_millis(200);
 const READ_PAGES_MAX: u32 = 2_000;
+/// Longest wait for the writer's acknowledgements; far above what a slow debug build needs.
+const ACK_WAIT: Duration = Duration::from_secs(120);
 
 fn kinesis(kinesis_port: u16) -> aws_sdk_kinesis::Client {
     let http_client = common::sdk_http_client();
@@ -54,9 +57,9 @@ async fn connect(grpc_port: u16) -> Client {
     Client::connect_with_config(endpoints, config).await.expect("valid endpoints")
 }
 
-/// Writes values in order until `stop` and at least `minimum` were tried; returns the values
-/// acknowledged, in order.
-async fn write(client: Client, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Vec<u32>>>) {
+/// Writes values in order until `stop`, recording those acknowledged (in order) and telling
+/// `count` how many there are.
+async fn write(client: Client, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Vec<u32>>>, count: watch::Sender<usize>) {
     let mut value = 0u32;
     while !stop.load(Ordering::SeqCst) {
         let request = PutRecordRequest {
@@ -68,12 +71,23 @@ async fn write(client: Client, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Ve
         };
         if client.put_record(request).await.is_ok() {
             acknowledged.lock().expect("ack list lock").push(value);
+            count.send_modify(|count| *count += 1);
         } else {
             // Paces attempts while a leader is elected; it synchronises nothing.
             tokio::time::sleep(POLL_PAUSE).await;
         }
         value += 1;
     }
+}
+
+/// Waits (at most [`ACK_WAIT`]) until the writer has `target` acknowledgements.
+async fn await_acks(counted: &mut watch::Receiver<usize>, target: usize) {
+    let reached = tokio::time::timeout(ACK_WAIT, counted.wait_for(|count| *count >= target)).await;
+    assert!(
+        matches!(reached, Ok(Ok(_))),
+        "the writer did not reach {target} acknowledgements within {} s; rerun: {RERUN}",
+        ACK_WAIT.as_secs()
+    );
 }
 
 /// Every record of one shard from TRIM_HORIZON, as (partition key, value).
@@ -125,13 +139,9 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
     // Phase 1: writes flow.
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let writer = tokio::spawn(write(connect(grpc_port).await, stop.clone(), acknowledged.clone()));
-    for _ in 0..POLLS_MAX {
-        if acknowledged.lock().expect("ack list lock").len() >= VALUES_BEFORE as usize {
-            break;
-        }
-        tokio::time::sleep(POLL_PAUSE).await;
-    }
+    let (count, mut counted) = watch::channel(0usize);
+    let writer = tokio::spawn(write(connect(grpc_port).await, stop.clone(), acknowledged.clone(), count));
+    await_acks(&mut counted, VALUES_BEFORE as usize).await;
 
     // Phase 2: split shard 0 and kill its leader at once.
     let description = client.describe_stream(STREAM).await.expect("a description");
@@ -166,13 +176,8 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
         tokio::time::sleep(POLL_PAUSE).await;
     }
     assert!(active, "the stream never became ACTIVE again after the split; rerun: {RERUN}");
-    let written = acknowledged.lock().expect("ack list lock").len();
-    for _ in 0..POLLS_MAX {
-        if acknowledged.lock().expect("ack list lock").len() >= written + VALUES_AFTER as usize {
-            break;
-        }
-        tokio::time::sleep(POLL_PAUSE).await;
-    }
+    let written = *counted.borrow();
+    await_acks(&mut counted, written + VALUES_AFTER as usize).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the writer ends");
 

@@ -150,7 +150,7 @@ impl StreamService {
             MetaRejection::StreamNotActive { name, status } => ApiError::ResourceInUse(format!(
                 "Stream {name} under account {} not ACTIVE, instead in state {}",
                 self.settings.account,
-                status_name(status)
+                crate::api::kinesis::response::stream_status(wire_status(status) as i32)
             )),
         }
     }
@@ -212,11 +212,7 @@ impl StreamService {
 
     /// The replicated status: every node reports the same one.
     pub(super) fn stream_status(&self, stream: &StreamMeta) -> v1::StreamStatus {
-        match stream.status {
-            meta::StreamStatus::Creating => v1::StreamStatus::Creating,
-            meta::StreamStatus::Active => v1::StreamStatus::Active,
-            meta::StreamStatus::Updating => v1::StreamStatus::Updating,
-        }
+        wire_status(stream.status)
     }
 
     pub(super) fn shard_description(&self, shard: &ShardMeta) -> v1::Shard {
@@ -267,12 +263,11 @@ pub struct ConsumerDescription {
     pub stream_arn: String,
 }
 
-/// A stream status as Kinesis spells it.
-pub fn status_name(status: meta::StreamStatus) -> &'static str {
+fn wire_status(status: meta::StreamStatus) -> v1::StreamStatus {
     match status {
-        meta::StreamStatus::Creating => "CREATING",
-        meta::StreamStatus::Active => "ACTIVE",
-        meta::StreamStatus::Updating => "UPDATING",
+        meta::StreamStatus::Creating => v1::StreamStatus::Creating,
+        meta::StreamStatus::Active => v1::StreamStatus::Active,
+        meta::StreamStatus::Updating => v1::StreamStatus::Updating,
     }
 }
 

@@ -22,7 +22,7 @@ mod cbor;
 mod error;
 mod operations;
 mod request;
-mod response;
+pub(crate) mod response;
 mod server;
 mod tls;
 
