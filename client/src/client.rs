@@ -164,7 +164,12 @@ impl Client {
         shard_count: u32,
         retention_period_hours: Option<u32>,
     ) -> Result<CreateStreamResponse, ClientError> {
-        let request = CreateStreamRequest { stream_name: stream_name.to_owned(), shard_count, retention_period_hours };
+        let request = CreateStreamRequest {
+            stream_name: stream_name.to_owned(),
+            shard_count,
+            retention_period_hours,
+            ..Default::default()
+        };
         self.call(Idempotence::NotIdempotent, |mut rpc| {
             let request = request.clone();
             async move { rpc.create_stream(request).await }

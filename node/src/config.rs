@@ -70,6 +70,14 @@ pub struct NodeConfig {
     /// (1000), `shard_get_records_per_s` (5). Each rate at least 1.
     #[serde(default)]
     pub throttling: crate::shard::admission::ThrottleSettings,
+    /// How ON_DEMAND streams scale (`[on_demand]`): `streams_max` (50), `shards_min` (4),
+    /// `shards_max` (200), split when a shard's offered writes average
+    /// `split_write_bytes_per_s` (1048576) or `split_write_records_per_s` (1000) over
+    /// `split_after_ms` (30000); merge two neighbours averaging together under
+    /// `merge_write_bytes_per_s` (262144) and `merge_write_records_per_s` (250) over
+    /// `merge_after_ms` (600000); `report_interval_ms` (1000).
+    #[serde(default)]
+    pub on_demand: crate::control::on_demand::OnDemandSettings,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).
@@ -186,6 +194,7 @@ impl NodeConfig {
         validate_credentials(&self.kinesis_credentials)?;
         self.kinesis_tls()?;
         self.throttling.validate()?;
+        self.on_demand.validate()?;
         let raft = &self.raft;
         if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
             return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
@@ -222,7 +231,15 @@ impl NodeConfig {
                 election_timeout_max_ms: self.raft.election_timeout_max_ms,
                 ..RaftTiming::default()
             },
-            limits: DataLimits { throttling: self.throttling.clone(), ..DataLimits::default() },
+            limits: DataLimits {
+                throttling: self.throttling.clone(),
+                on_demand: crate::control::on_demand::OnDemandSettings {
+                    shards_max: self.on_demand.shards_max.min(self.stream_shards_max),
+                    ..self.on_demand.clone()
+                },
+                account_shards_max: self.account_shards_max,
+                ..DataLimits::default()
+            },
             segments: Default::default(),
             log_engine: Default::default(),
         }

@@ -90,12 +90,19 @@ pub fn write_dev_configs(data_dir: &Path, grpc_port: u16, peer_port: u16) -> Res
 
 /// Writes the three configuration files of a local cluster and returns their paths.
 pub fn write_dev_cluster_configs(data_dir: &Path, ports: DevPorts) -> Result<Vec<PathBuf>> {
-    write_dev_cluster_configs_with(data_dir, ports, false)
+    write_dev_cluster_configs_with(data_dir, ports, false, &[])
 }
 
 /// [`write_dev_cluster_configs`], with Kinesis' per-shard throughput limits enforced when
-/// `throttling` is set (`riffle-node dev --throttling`).
-pub fn write_dev_cluster_configs_with(data_dir: &Path, ports: DevPorts, throttling: bool) -> Result<Vec<PathBuf>> {
+/// `throttling` is set (`riffle-node dev --throttling`), and `overrides` (`KEY=VALUE`, the key a
+/// dotted path of the configuration file, the value TOML or a bare string) applied to every
+/// node's configuration (`riffle-node dev --set on_demand.split_after_ms=5000`).
+pub fn write_dev_cluster_configs_with(
+    data_dir: &Path,
+    ports: DevPorts,
+    throttling: bool,
+    overrides: &[String],
+) -> Result<Vec<PathBuf>> {
     let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
@@ -144,11 +151,42 @@ pub fn write_dev_cluster_configs_with(data_dir: &Path, ports: DevPorts, throttli
             kinesis_tls_cert: None,
             kinesis_tls_key: None,
             throttling: crate::shard::admission::ThrottleSettings { enabled: throttling, ..Default::default() },
+            on_demand: Default::default(),
         };
+        let config = apply_overrides(config, overrides)?;
         config.validate().map_err(anyhow::Error::msg)?;
         let path = node_dir.join("riffle.toml");
         std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
         paths.push(path);
     }
     Ok(paths)
+}
+
+/// Sets each `KEY=VALUE` of `overrides` in `config`: the key is a dotted path into the
+/// configuration file (`on_demand.split_after_ms`), the value a TOML value (`5000`, `true`,
+/// `"text"`) or else a bare string. The result is checked as a whole configuration is, so an
+/// unknown key or a wrong type is an error naming it.
+pub fn apply_overrides(config: NodeConfig, overrides: &[String]) -> Result<NodeConfig> {
+    if overrides.is_empty() {
+        return Ok(config);
+    }
+    let mut document = toml::Table::try_from(&config).context("the configuration as TOML")?;
+    for setting in overrides {
+        let Some((key, text)) = setting.split_once('=') else {
+            anyhow::bail!("--set {setting}: expected KEY=VALUE");
+        };
+        let value = match format!("value = {text}").parse::<toml::Table>() {
+            Ok(mut parsed) => parsed.remove("value").unwrap_or_else(|| toml::Value::String(text.to_string())),
+            Err(_) => toml::Value::String(text.to_string()),
+        };
+        let path: Vec<&str> = key.trim().split('.').collect();
+        let (last, parents) = path.split_last().expect("split yields at least one part");
+        let mut table = &mut document;
+        for part in parents {
+            let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            table = entry.as_table_mut().ok_or_else(|| anyhow::anyhow!("--set {setting}: {part} is not a table"))?;
+        }
+        table.insert(last.to_string(), value);
+    }
+    document.try_into::<NodeConfig>().map_err(|error| anyhow::anyhow!("--set: {}", error.message()))
 }

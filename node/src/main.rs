@@ -70,6 +70,10 @@ enum Commands {
         /// How long a node that exited stays down before it is restarted.
         #[arg(long, default_value_t = 2_000)]
         restart_delay_ms: u64,
+        /// Set a configuration key of every node, as a dotted path into the configuration file
+        /// (repeatable), e.g. `--set on_demand.split_after_ms=5000`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
@@ -97,11 +101,12 @@ fn main() -> Result<()> {
                 throttling,
                 restart,
                 restart_delay_ms,
+                overrides,
             }),
         ) => run_dev(
             &data_dir,
             DevPorts { grpc: grpc_port, peer: peer_port, kinesis: Some(kinesis_port), kinesis_anonymous },
-            throttling,
+            (throttling, &overrides),
             restart.then_some(Duration::from_millis(restart_delay_ms)),
         ),
         (None, Some(Commands::GenCerts { out, nodes })) => {
@@ -346,9 +351,14 @@ fn stop_nodes(nodes: &mut [DevNode]) {
     }
 }
 
-fn run_dev(data_dir: &Path, ports: DevPorts, throttling: bool, restart_delay: Option<Duration>) -> Result<()> {
+fn run_dev(
+    data_dir: &Path,
+    ports: DevPorts,
+    (throttling, overrides): (bool, &[String]),
+    restart_delay: Option<Duration>,
+) -> Result<()> {
     let DevPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port, kinesis_anonymous } = ports;
-    let configs = dev::write_dev_cluster_configs_with(data_dir, ports, throttling)?;
+    let configs = dev::write_dev_cluster_configs_with(data_dir, ports, throttling, overrides)?;
     let executable = std::env::current_exe().context("locating riffle-node")?;
     let mut nodes: Vec<DevNode> = configs
         .iter()

@@ -16,6 +16,7 @@ use riffle_proto::peer::{peer_request, peer_response, PeerRequest, PeerResponse}
 use tokio::sync::watch;
 
 use crate::control::metadata::{MetaState, META_GROUP};
+use crate::control::on_demand::OnDemandSettings;
 use crate::control::placement::NodePlace;
 use crate::raft::codec;
 use crate::raft::log_store::{DurableFloor, LogEngine, LogEngineConfig};
@@ -74,6 +75,10 @@ pub struct DataLimits {
     pub append_timeout_ms: u64,
     /// Per-shard throughput limits, enforced on the shard's leader (off by default).
     pub throttling: ThrottleSettings,
+    /// How ON_DEMAND streams scale, and the account's on-demand stream limit.
+    pub on_demand: OnDemandSettings,
+    /// Open shards the account's streams may have together (on-demand splits stay within it).
+    pub account_shards_max: u32,
 }
 
 impl Default for DataLimits {
@@ -87,6 +92,8 @@ impl Default for DataLimits {
             route_attempts_max: 6,
             append_timeout_ms: 30_000,
             throttling: ThrottleSettings::default(),
+            on_demand: OnDemandSettings::default(),
+            account_shards_max: 500,
         }
     }
 }
@@ -146,6 +153,9 @@ pub struct Node {
     pub(crate) hosted: tokio::sync::Notify,
     /// Streams whose next scaling step this node (as metadata leader) is proposing.
     pub(crate) scaling_in_flight: Mutex<BTreeSet<String>>,
+    /// The latest write load reported for each shard group of an on-demand stream, kept while
+    /// this node leads the metadata group.
+    pub(crate) shard_loads: Mutex<crate::control::ShardLoads>,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -196,6 +206,7 @@ impl Node {
             stopped: std::sync::atomic::AtomicBool::new(false),
             hosted: tokio::sync::Notify::new(),
             scaling_in_flight: Mutex::new(BTreeSet::new()),
+            shard_loads: Mutex::new(Default::default()),
         }))
     }
 
@@ -232,6 +243,8 @@ impl Node {
         }
         let node = self.clone();
         self.seams.executor.spawn("reconcile-groups", Box::pin(async move { node.reconcile(state).await }));
+        let node = self.clone();
+        self.seams.executor.spawn("load-reports", Box::pin(async move { node.report_load().await }));
         Ok(())
     }
 

@@ -249,6 +249,7 @@ impl Node {
             peer_request::Body::ForwardRead(read) => self.serve_read(&group, read).await,
             peer_request::Body::ForwardMeta(command) => self.serve_meta_command(&group, command).await,
             peer_request::Body::MetaBarrier(_) => self.serve_meta_read_index(&group).await,
+            peer_request::Body::LoadReport(report) => self.serve_load_report(&group, report),
             _ => Err(RouteError::Failed("not a forwarded request".into())),
         }
     }

@@ -132,5 +132,6 @@ fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
         Body::ForwardRead(_) => "forward-read",
         Body::ForwardMeta(_) => "forward-meta",
         Body::MetaBarrier(_) => "meta-barrier",
+        Body::LoadReport(_) => "load-report",
     }
 }

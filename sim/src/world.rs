@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use riffle_node::control::on_demand::OnDemandSettings;
 use riffle_node::control::placement::NodePlace;
 use riffle_node::fs::memory::MemoryFileSystem;
 use riffle_node::fs::FileSystem;
@@ -79,6 +80,11 @@ pub struct SeedReport {
     pub records_read: usize,
     /// Shards at the end, closed ones included (more than created when reshards landed).
     pub shards: usize,
+    /// Whether the stream was created ON_DEMAND, and the splits and merges that landed (by
+    /// hand or, on demand, by the stream's own scaling).
+    pub on_demand: bool,
+    pub splits: usize,
+    pub merges: usize,
     /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
@@ -99,6 +105,9 @@ pub struct World {
     _scratch: tempfile::TempDir,
     crashes: u32,
     partitions: u32,
+    /// The stream is created ON_DEMAND (a third of the seeds): it scales with the workload's
+    /// busy and quiet phases, and the resharder also switches its mode.
+    on_demand: bool,
 }
 
 fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf) -> NodeOptions {
@@ -114,7 +123,21 @@ fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf) -> NodeOptions
             log_kept_behind_snapshot_entries: 10,
             ..RaftTiming::default()
         },
-        limits: DataLimits::default(),
+        limits: DataLimits {
+            // Thresholds the workload crosses both ways: its busy phases split shards, its
+            // quiet phases merge them back.
+            on_demand: OnDemandSettings {
+                shards_min: 2,
+                shards_max: OPEN_SHARDS_MAX as u32,
+                split_write_records_per_s: 15,
+                split_after_ms: 1_500,
+                merge_write_records_per_s: 6,
+                merge_after_ms: 1_500,
+                report_interval_ms: 250,
+                ..OnDemandSettings::default()
+            },
+            ..DataLimits::default()
+        },
         segments: Default::default(),
         log_engine: riffle_node::raft::log_store::LogEngineConfig { engine_thread: true, ..Default::default() },
     }
@@ -143,6 +166,7 @@ impl World {
                 running: None,
             })
             .collect();
+        let on_demand = rng.gen_bool(1.0 / 3.0);
         Ok(World {
             options,
             seed,
@@ -155,6 +179,7 @@ impl World {
             _scratch: scratch,
             crashes: 0,
             partitions: 0,
+            on_demand,
         })
     }
 
@@ -236,10 +261,14 @@ impl World {
             let services = services.clone();
             let trace = self.trace.clone();
             let operations = self.options.operations_per_client;
+            let phases = self.on_demand;
             local.spawn_local(async move {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 for number in 0..operations {
-                    tokio::time::sleep(Duration::from_micros(rng.gen_range(0..60_000))).await;
+                    // An on-demand stream's load alternates: 3 s busy, 3 s quiet.
+                    let quiet = phases && (start.elapsed().as_secs() / 3) % 2 == 1;
+                    let pause_us = if quiet { 600_000 } else { 60_000 };
+                    tokio::time::sleep(Duration::from_micros(rng.gen_range(0..pause_us))).await;
                     let value = format!("c{client}-{number}");
                     let position = rng.gen_range(0..services.borrow().len());
                     // Few keys, so that per-key order across resharding is checked often.
@@ -350,6 +379,8 @@ impl World {
         self.trace.record("final heal");
 
         let (reads, lineage) = self.settle_and_read().await?;
+        let merges = lineage.parents.values().filter(|parents| parents.len() == 2).count();
+        let splits = lineage.parents.values().filter(|parents| parents.len() == 1).count() / 2;
         let history = history.borrow().clone();
         let mut violations = check::check(&history, &reads);
         violations.extend(check::check_lineage(&history, &reads, &lineage));
@@ -382,6 +413,9 @@ impl World {
             acknowledged,
             records_read: reads.iter().map(|read| read.records.len()).sum(),
             shards: reads.len(),
+            on_demand: self.on_demand,
+            splits,
+            merges,
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,
@@ -394,10 +428,18 @@ impl World {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
             let service = self.service(0).ok_or("node 1 is down")?;
-            let request = v1::CreateStreamRequest {
-                stream_name: STREAM.into(),
-                shard_count: self.options.shards,
-                retention_period_hours: None,
+            let request = if self.on_demand {
+                v1::CreateStreamRequest {
+                    stream_name: STREAM.into(),
+                    stream_mode: v1::StreamMode::OnDemand as i32,
+                    ..Default::default()
+                }
+            } else {
+                v1::CreateStreamRequest {
+                    stream_name: STREAM.into(),
+                    shard_count: self.options.shards,
+                    ..Default::default()
+                }
             };
             match service.create_stream(request).await {
                 Ok(_) => break,
@@ -672,7 +714,15 @@ async fn resharder(
                         .map(|pair| (pair[0].index, pair[1].index))
                         .collect();
                     let split = open.len() < OPEN_SHARDS_MAX && (adjacent.is_empty() || rng.gen_bool(0.6));
-                    let call = if rng.gen_bool(0.3) && !open.is_empty() {
+                    let call = if rng.gen_bool(0.25) {
+                        let on_demand = rng.gen_bool(0.5);
+                        trace.record(&format!(
+                            "reshard: update stream mode to {} via node {}",
+                            if on_demand { "ON_DEMAND" } else { "PROVISIONED" },
+                            position + 1
+                        ));
+                        tokio::time::timeout(OPERATION_TIMEOUT, service.update_stream_mode(STREAM, on_demand)).await
+                    } else if rng.gen_bool(0.3) && !open.is_empty() {
                         let low = open.len().div_ceil(2).max(1);
                         let high = (open.len() * 2).min(OPEN_SHARDS_MAX).max(low);
                         let target = rng.gen_range(low..=high) as i64;

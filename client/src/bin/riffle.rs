@@ -823,6 +823,7 @@ mod tests {
             has_more_shards: false,
             retention_period_hours: 24,
             stream_creation_timestamp_ms: 1_700_000_000_000,
+            ..Default::default()
         };
 
         let value = stream_description_json(&description);

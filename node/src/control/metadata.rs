@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use riffle_proto::peer::{
     meta_command, CreateStream, MarkShardReady, MetaCommand, RegisterConsumer, Reshard, ShardSealed, StreamTag,
-    UpdateShardCount,
+    UpdateShardCount, UpdateStreamMode,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +48,8 @@ pub const STREAM_CONSUMERS_MAX: usize = 20;
 /// UpdateShardCount calls per stream within [`SCALING_WINDOW_MS`] at most.
 pub const SCALINGS_PER_DAY_MAX: usize = 10;
 pub const SCALING_WINDOW_MS: i64 = 24 * 3_600_000;
+/// UpdateStreamMode switches per stream within [`SCALING_WINDOW_MS`] at most (AWS: twice a day).
+pub const MODE_CHANGES_PER_DAY_MAX: usize = 2;
 /// Retention bounds, in hours.
 pub const RETENTION_HOURS_MIN: u32 = 24;
 pub const RETENTION_HOURS_MAX: u32 = 8760;
@@ -112,8 +114,33 @@ pub enum StreamStatus {
     /// Every shard serves. Streams in snapshots older than this field were active.
     #[default]
     Active,
-    /// A reshard runs: some shards are sealing or some children are not serving yet.
+    /// A reshard or a capacity mode change runs: some shards are sealing, some children are not
+    /// serving yet, or the mode change is not complete.
     Updating,
+    /// DeleteStream was applied; the metadata leader purges the stream next. Records are still
+    /// served meanwhile, as Kinesis allows.
+    Deleting,
+}
+
+/// A stream's capacity mode, as Kinesis' `StreamModeDetails`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamMode {
+    /// Shards change only when asked (SplitShard, MergeShards, UpdateShardCount).
+    #[default]
+    Provisioned,
+    /// The metadata leader splits hot shards and merges cold neighbours from measured write
+    /// load (see `control::on_demand`); shards cannot be changed by hand.
+    OnDemand,
+}
+
+impl StreamMode {
+    /// Kinesis' name of the mode.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +169,14 @@ pub struct StreamMeta {
     /// When the UpdateShardCount calls of the last day were made (the per-day limit).
     #[serde(default)]
     pub scalings_ms: Vec<i64>,
+    #[serde(default)]
+    pub mode: StreamMode,
+    /// When the mode changes of the last day were made (the per-day limit).
+    #[serde(default)]
+    pub mode_changes_ms: Vec<i64>,
+    /// An UpdateStreamMode applied and not yet completed by the metadata leader.
+    #[serde(default)]
+    pub mode_change_pending: bool,
 }
 
 /// A registered enhanced fan-out consumer. It is ACTIVE once applied.
@@ -202,10 +237,13 @@ impl StreamMeta {
         ranges
     }
 
-    /// ACTIVE once settled with no scaling left to do; a stream that has never been ACTIVE is
-    /// CREATING until then, otherwise UPDATING.
+    /// ACTIVE once settled with no scaling or mode change left to do; a stream that has never
+    /// been ACTIVE is CREATING until then, otherwise UPDATING. DELETING stays.
     fn refresh_status(&mut self) {
-        let mut settled = self.settled();
+        if self.status == StreamStatus::Deleting {
+            return;
+        }
+        let mut settled = self.settled() && !self.mode_change_pending;
         if settled {
             if let Some(target) = self.scaling_target {
                 if self.open_ranges() == crate::keys::even_ranges(target) {
@@ -243,14 +281,36 @@ impl MetaState {
             Some(meta_command::Command::CreateStream(create)) => self.create_stream(create),
             Some(meta_command::Command::DeleteStream(delete)) => {
                 let stream = self.stream_mut(&delete.name)?;
+                if stream.status == StreamStatus::Deleting {
+                    return Ok(());
+                }
                 if !stream.consumers.is_empty() && !delete.enforce_consumer_deletion {
                     return Err(MetaRejection::StreamHasConsumers(delete.name.clone()));
                 }
-                let stream = self
-                    .streams
-                    .remove(&delete.name)
-                    .ok_or_else(|| MetaRejection::StreamNotFound(delete.name.clone()))?;
-                self.deleted_groups.extend(stream.shards.iter().map(|shard| shard.group_id));
+                stream.consumers.clear();
+                stream.status = StreamStatus::Deleting;
+                Ok(())
+            }
+            Some(meta_command::Command::PurgeStream(purge)) => {
+                match self.streams.get(&purge.name).map(|stream| stream.status) {
+                    None => return Ok(()),
+                    Some(StreamStatus::Deleting) => {}
+                    Some(status) => {
+                        return Err(MetaRejection::StreamNotActive { name: purge.name.clone(), status });
+                    }
+                }
+                if let Some(stream) = self.streams.remove(&purge.name) {
+                    self.deleted_groups.extend(stream.shards.iter().map(|shard| shard.group_id));
+                }
+                Ok(())
+            }
+            Some(meta_command::Command::UpdateStreamMode(update)) => self.update_stream_mode(update),
+            Some(meta_command::Command::CompleteModeChange(complete)) => {
+                let stream = self.stream_mut(&complete.stream)?;
+                if stream.mode_change_pending {
+                    stream.mode_change_pending = false;
+                    stream.refresh_status();
+                }
                 Ok(())
             }
             Some(meta_command::Command::SetRetention(set)) => {
@@ -324,6 +384,11 @@ impl MetaState {
             Some(meta_command::Command::UpdateShardCount(update)) => self.update_shard_count(update),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
+    }
+
+    /// Streams in ON_DEMAND mode (DescribeLimits' OnDemandStreamCount).
+    pub fn on_demand_stream_count(&self) -> u32 {
+        self.streams.values().filter(|stream| stream.mode == StreamMode::OnDemand).count() as u32
     }
 
     fn stream_mut(&mut self, name: &str) -> Result<&mut StreamMeta, MetaRejection> {
@@ -503,6 +568,37 @@ impl MetaState {
         Ok(())
     }
 
+    /// Switches an ACTIVE stream's capacity mode; the same mode again changes nothing (tools
+    /// such as Terraform send it on every refresh). The stream is UPDATING until the metadata
+    /// leader completes the change.
+    fn update_stream_mode(&mut self, update: &UpdateStreamMode) -> Result<(), MetaRejection> {
+        let on_demand_streams = self.on_demand_stream_count();
+        let stream = self.stream_mut(&update.stream)?;
+        let mode = if update.on_demand { StreamMode::OnDemand } else { StreamMode::Provisioned };
+        if stream.status != StreamStatus::Active {
+            return Err(MetaRejection::StreamNotActive { name: update.stream.clone(), status: stream.status });
+        }
+        if stream.mode == mode {
+            return Ok(());
+        }
+        if mode == StreamMode::OnDemand && on_demand_streams >= update.on_demand_streams_max {
+            return Err(on_demand_limit(update.on_demand_streams_max));
+        }
+        let day_start = update.requested_ms - SCALING_WINDOW_MS;
+        stream.mode_changes_ms.retain(|at| *at > day_start);
+        if stream.mode_changes_ms.len() >= MODE_CHANGES_PER_DAY_MAX {
+            return Err(MetaRejection::LimitExceeded(format!(
+                "Stream {} has changed capacity mode {MODE_CHANGES_PER_DAY_MAX} times in the last 24 hours, the most allowed.",
+                update.stream
+            )));
+        }
+        stream.mode_changes_ms.push(update.requested_ms);
+        stream.mode = mode;
+        stream.mode_change_pending = true;
+        stream.status = StreamStatus::Updating;
+        Ok(())
+    }
+
     /// A closing shard's group applied its seal: the shard is closed, and children whose
     /// parents are all closed take writes. Idempotent.
     fn shard_sealed(&mut self, sealed: &ShardSealed) -> Result<(), MetaRejection> {
@@ -566,6 +662,9 @@ impl MetaState {
         if self.streams.contains_key(&create.name) {
             return Err(MetaRejection::StreamExists(create.name.clone()));
         }
+        if create.on_demand && self.on_demand_stream_count() >= create.on_demand_streams_max {
+            return Err(on_demand_limit(create.on_demand_streams_max));
+        }
         if create.shards.len() != create.shard_count as usize || create.shards.is_empty() {
             return Err(MetaRejection::Invalid(format!(
                 "stream {} lists {} shards for a shard count of {}",
@@ -621,10 +720,19 @@ impl MetaState {
                 consumers: BTreeMap::new(),
                 scaling_target: None,
                 scalings_ms: Vec::new(),
+                mode: if create.on_demand { StreamMode::OnDemand } else { StreamMode::Provisioned },
+                mode_changes_ms: Vec::new(),
+                mode_change_pending: false,
             },
         );
         Ok(())
     }
+}
+
+fn on_demand_limit(max: u32) -> MetaRejection {
+    MetaRejection::LimitExceeded(format!(
+        "This request would exceed the limit of {max} data streams in ON_DEMAND mode for the account."
+    ))
 }
 
 /// Why UpdateShardCount may not go from `open` shards to `target` in one call (at most double,
@@ -670,8 +778,8 @@ fn hash_from_bytes(bytes: &[u8]) -> Result<u128, MetaRejection> {
 #[cfg(test)]
 mod tests {
     use riffle_proto::peer::{
-        AddTags, ChildShardSpec, DeleteStream, DeregisterConsumer, RemoveTags, SetResourcePolicy, SetRetention,
-        SetShardLevelMetrics, ShardSpec,
+        AddTags, ChildShardSpec, DeleteStream, DeregisterConsumer, PurgeStream, RemoveTags, SetResourcePolicy,
+        SetRetention, SetShardLevelMetrics, ShardSpec,
     };
 
     use super::*;
@@ -697,6 +805,8 @@ mod tests {
                 created_ms: 5,
                 shards,
                 tags: vec![],
+                on_demand: false,
+                on_demand_streams_max: 50,
             })),
         }
     }
@@ -716,7 +826,16 @@ mod tests {
             })),
         };
         state.apply(&delete).expect("deleted");
+        // DELETING until purged: the name stays taken, a second delete changes nothing.
+        assert_eq!(state.streams["a"].status, StreamStatus::Deleting);
+        assert_eq!(state.apply(&create("a", 1)), Err(MetaRejection::StreamExists("a".into())));
+        state.apply(&delete).expect("deleting already");
+        assert!(state.deleted_groups.is_empty());
+        let purge = |name: &str| command(meta_command::Command::PurgeStream(PurgeStream { name: name.into() }));
+        assert!(matches!(state.apply(&purge("b")), Err(MetaRejection::StreamNotActive { .. })));
+        state.apply(&purge("a")).expect("purged");
         assert_eq!(state.deleted_groups, vec![1, 2]);
+        state.apply(&purge("a")).expect("purging twice changes nothing");
         assert_eq!(state.apply(&delete), Err(MetaRejection::StreamNotFound("a".into())));
     }
 
@@ -906,6 +1025,8 @@ mod tests {
         };
         assert_eq!(state.apply(&delete(false)), Err(MetaRejection::StreamHasConsumers("s".into())));
         state.apply(&delete(true)).expect("deleted");
+        assert!(state.streams["s"].consumers.is_empty());
+        state.apply(&command(meta_command::Command::PurgeStream(PurgeStream { name: "s".into() }))).expect("purged");
         state.apply(&create("s", 1)).expect("created again");
         assert!(state.streams["s"].consumers.is_empty());
         state.apply(&delete(false)).expect("no consumers, no enforcement needed");

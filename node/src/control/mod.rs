@@ -5,11 +5,17 @@
 //!   group's log, applied in the same order on every node;
 //! - [`placement`]: where a shard's replicas go;
 //! - [`scaling`]: UpdateShardCount's plan of reshard steps;
+//! - [`on_demand`]: ON_DEMAND streams' splits and merges from measured write load;
+//! - `load`: shard leaders' load reports and the metadata leader's table of them;
 //! - `requests`: how a node proposes changes and reads the metadata linearizably;
 //! - `reconcile`: starting and removing the shard groups placed on this node.
 
+mod load;
 pub mod metadata;
+pub mod on_demand;
 pub mod placement;
 mod reconcile;
 mod requests;
 pub mod scaling;
+
+pub(crate) use load::ShardLoads;

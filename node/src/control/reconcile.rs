@@ -11,7 +11,8 @@ use riffle_proto::peer::{self as wire, group_command, GroupCommand, MetaCommand}
 use tokio::sync::{mpsc, watch};
 
 use crate::api::ApiError;
-use crate::control::metadata::{MetaState, ShardMeta, ShardState};
+use crate::control::metadata::{MetaState, ShardMeta, ShardState, StreamMeta, StreamMode, StreamStatus};
+use crate::control::on_demand;
 use crate::control::placement::place_replicas;
 use crate::control::scaling::{next_step, OpenShard, ScalingStep};
 use crate::node::{initialize_group, Group, Node};
@@ -21,6 +22,7 @@ use crate::raft::state_machine::{GroupStateMachine, ShardStateMachine};
 use crate::raft::types::{ApplyResult, Raft};
 use crate::shard::admission::ShardThrottle;
 use crate::shard::batcher::Batcher;
+use crate::shard::load::LoadMeter;
 use crate::shard::{SealState, ShardGroup};
 
 /// How often reconciliation looks again without a metadata change (scaling steps that failed).
@@ -69,40 +71,61 @@ impl Node {
         }
     }
 
-    /// On the metadata leader: proposes the next step of every UpdateShardCount in progress
-    /// whose previous step has settled.
+    /// On the metadata leader: moves every stream's control work along — the next step of an
+    /// UpdateShardCount in progress whose previous step has settled, an on-demand stream's
+    /// split or merge, the completion of a mode change, the purge of a deleted stream.
     fn drive_scaling(self: &Arc<Self>, state: &MetaState) {
         let leading = self.meta_raft().is_some_and(|raft| raft.metrics().borrow().current_leader == Some(self.id()));
         if !leading {
             return;
         }
+        self.prune_loads(state);
+        let settings = &self.options.limits.on_demand;
+        let account_open: u32 = state.streams.values().map(|stream| stream.open_shard_count() as u32).sum();
         for stream in state.streams.values() {
-            let Some(target) = stream.scaling_target else { continue };
-            if !stream.settled() {
+            let command = if stream.status == StreamStatus::Deleting {
+                wire::meta_command::Command::PurgeStream(wire::PurgeStream { name: stream.name.clone() })
+            } else if !stream.settled() {
                 continue;
-            }
-            let open: Vec<OpenShard> = stream
-                .shards
-                .iter()
-                .filter(|shard| shard.state == ShardState::Open)
-                .map(|shard| OpenShard {
-                    index: shard.index,
-                    start: shard.starting_hash_key,
-                    end: shard.ending_hash_key,
+            } else if let Some(target) = stream.scaling_target {
+                let open: Vec<OpenShard> = stream
+                    .shards
+                    .iter()
+                    .filter(|shard| shard.state == ShardState::Open)
+                    .map(|shard| OpenShard {
+                        index: shard.index,
+                        start: shard.starting_hash_key,
+                        end: shard.ending_hash_key,
+                    })
+                    .collect();
+                let Some(step) = next_step(&open, target) else { continue };
+                wire::meta_command::Command::Reshard(self.reshard_command(stream, step, state.next_group_id, true))
+            } else if stream.mode_change_pending {
+                wire::meta_command::Command::CompleteModeChange(wire::CompleteModeChange {
+                    stream: stream.name.clone(),
                 })
-                .collect();
-            let Some(step) = next_step(&open, target) else { continue };
+            } else if stream.mode == StreamMode::OnDemand && stream.status == StreamStatus::Active {
+                let room = self.options.limits.account_shards_max.saturating_sub(account_open);
+                let Some(step) = on_demand::next_step(&self.shard_views(stream), settings, room) else { continue };
+                tracing::info!(stream = %stream.name, closing = ?step.closing, "on-demand scaling");
+                wire::meta_command::Command::Reshard(self.reshard_command(stream, step, state.next_group_id, false))
+            } else {
+                continue;
+            };
             if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(stream.name.clone()) {
                 continue;
             }
             let node = self.clone();
             let name = stream.name.clone();
-            let next_group_id = state.next_group_id;
             self.seams.executor.spawn(
-                "scaling-step",
+                "control-step",
                 Box::pin(async move {
-                    if let Err(error) = node.propose_scaling_step(&name, step, next_group_id).await {
-                        tracing::debug!(stream = %name, %error, "a scaling step was not taken; retrying later");
+                    match node.propose_meta(MetaCommand { command: Some(command) }).await {
+                        // Another proposer took this step first, or the stream changed: the
+                        // next pass decides again.
+                        Ok(Err(rejection)) => tracing::debug!(stream = %name, %rejection, "a control step was refused"),
+                        Err(error) => tracing::debug!(stream = %name, %error, "a control step failed; retrying later"),
+                        Ok(Ok(())) => {}
                     }
                     node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&name);
                 }),
@@ -110,13 +133,17 @@ impl Node {
         }
     }
 
-    async fn propose_scaling_step(&self, stream: &str, step: ScalingStep, next_group_id: u64) -> Result<(), String> {
+    /// A reshard of `stream` taking `step`, its children placed from `next_group_id` on (a
+    /// placement that cannot be made proposes nothing: the state machine refuses childless
+    /// reshards).
+    fn reshard_command(&self, stream: &StreamMeta, step: ScalingStep, next_group_id: u64, scaling_step: bool) -> wire::Reshard {
         let placement = place_replicas(
             &self.options.nodes,
             step.children.len() as u32,
             3.min(self.options.nodes.len()),
             next_group_id,
-        )?;
+        )
+        .unwrap_or_default();
         let children = step
             .children
             .into_iter()
@@ -128,18 +155,12 @@ impl Node {
                 replicas,
             })
             .collect();
-        let reshard = wire::Reshard {
-            stream: stream.to_string(),
+        wire::Reshard {
+            stream: stream.name.clone(),
             closing: step.closing,
             children,
-            scaling_step: true,
+            scaling_step,
             requested_ms: self.seams.clock.now_ms(),
-        };
-        match self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::Reshard(reshard)) }).await {
-            Ok(Ok(())) => Ok(()),
-            // Another proposer took this step first, or the stream changed: the next pass decides.
-            Ok(Err(rejection)) => Err(rejection.to_string()),
-            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -173,11 +194,20 @@ impl Node {
         let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
         let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
-        let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, self.seams.clock.now_ms()));
+        let now = self.seams.clock.now_ms();
+        let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, now));
+        let load = Mutex::new(LoadMeter::new(self.options.limits.on_demand.horizon_ms(), now));
         let group = Group {
             id: group_id,
             raft,
-            shard: Some(ShardGroup { seal, segments, appends, throttle, duties_running: AtomicBool::new(false) }),
+            shard: Some(ShardGroup {
+                seal,
+                segments,
+                appends,
+                throttle,
+                load,
+                duties_running: AtomicBool::new(false),
+            }),
         };
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
         self.hosted.notify_waiters();

@@ -54,8 +54,6 @@ pub const ADD_TAGS_PER_CALL_MAX: usize = 10;
 pub const TAG_RESOURCE_PER_CALL_MAX: usize = meta::STREAM_TAGS_MAX;
 /// A resource policy's size at most, in bytes.
 pub const RESOURCE_POLICY_BYTES_MAX: usize = 20 << 10;
-/// On-demand streams the account may have (DescribeLimits); Riffle's are all provisioned.
-pub const ON_DEMAND_STREAM_COUNT_LIMIT: u32 = 50;
 /// The shard-level metrics "ALL" stands for, in the order AWS lists them.
 pub const SHARD_LEVEL_METRICS: [&str; 7] = [
     "IncomingBytes",
@@ -268,6 +266,14 @@ fn wire_status(status: meta::StreamStatus) -> v1::StreamStatus {
         meta::StreamStatus::Creating => v1::StreamStatus::Creating,
         meta::StreamStatus::Active => v1::StreamStatus::Active,
         meta::StreamStatus::Updating => v1::StreamStatus::Updating,
+        meta::StreamStatus::Deleting => v1::StreamStatus::Deleting,
+    }
+}
+
+pub(crate) fn wire_mode(mode: meta::StreamMode) -> v1::StreamMode {
+    match mode {
+        meta::StreamMode::Provisioned => v1::StreamMode::Provisioned,
+        meta::StreamMode::OnDemand => v1::StreamMode::OnDemand,
     }
 }
 

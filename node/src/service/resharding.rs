@@ -3,7 +3,7 @@
 //! against the state it applies to. The call returns with the stream UPDATING; the parents'
 //! leaders seal them and the children take over (see `control::reconcile`).
 
-use riffle_proto::peer::{meta_command, ChildShardSpec, Reshard, UpdateShardCount};
+use riffle_proto::peer::{meta_command, ChildShardSpec, Reshard, UpdateShardCount, UpdateStreamMode};
 
 use super::validation::*;
 use super::*;
@@ -22,6 +22,7 @@ impl StreamService {
             )
         })?;
         let stream = self.stream(name).await?;
+        self.check_provisioned(&stream, "SplitShard")?;
         let parent = self.reshard_shard(&stream, shard_id)?;
         self.check_shard_limit(1).await?;
         if hash_key <= parent.starting_hash_key.saturating_add(1) || hash_key >= parent.ending_hash_key {
@@ -50,6 +51,7 @@ impl StreamService {
         validate_shard_id(shard_id, "shardToMerge")?;
         validate_shard_id(adjacent_shard_id, "adjacentShardToMerge")?;
         let stream = self.stream(name).await?;
+        self.check_provisioned(&stream, "MergeShards")?;
         let first = self.reshard_shard(&stream, shard_id)?;
         let second = self.reshard_shard(&stream, adjacent_shard_id)?;
         let (low, high) =
@@ -80,6 +82,7 @@ impl StreamService {
             ));
         }
         let stream = self.stream(name).await?;
+        self.check_provisioned(&stream, "UpdateShardCount")?;
         if stream.status != meta::StreamStatus::Active {
             return Err(
                 self.rejection(MetaRejection::StreamNotActive { name: stream.name.clone(), status: stream.status })
@@ -104,6 +107,35 @@ impl StreamService {
             .await?
             .map_err(|rejection| self.rejection(rejection))?;
         Ok((open, target))
+    }
+
+    /// UpdateStreamMode: switches the capacity mode of an ACTIVE stream. The stream is UPDATING
+    /// until the metadata leader completes the change; asking for the mode it has changes
+    /// nothing. Switching to PROVISIONED keeps the shards the stream has; switching to
+    /// ON_DEMAND keeps them too, and from then on the stream scales with its load.
+    pub async fn update_stream_mode(&self, name: &str, on_demand: bool) -> Result<(), ApiError> {
+        validate_stream_name(name, "streamName")?;
+        let update = UpdateStreamMode {
+            stream: name.to_string(),
+            on_demand,
+            requested_ms: self.node.seams.clock.now_ms(),
+            on_demand_streams_max: self.node.options.limits.on_demand.streams_max,
+        };
+        self.node
+            .propose_meta(MetaCommand { command: Some(meta_command::Command::UpdateStreamMode(update)) })
+            .await?
+            .map_err(|rejection| self.rejection(rejection))
+    }
+
+    /// Shards of an ON_DEMAND stream change only by its own scaling.
+    fn check_provisioned(&self, stream: &StreamMeta, operation: &str) -> Result<(), ApiError> {
+        if stream.mode == meta::StreamMode::OnDemand {
+            return Err(ApiError::InvalidArgument(format!(
+                "{operation} is not supported for stream {} under account {} because it is in ON_DEMAND mode; its shards scale with its load.",
+                stream.name, self.settings.account
+            )));
+        }
+        Ok(())
     }
 
     /// A shard named in a reshard request, or Kinesis' ResourceNotFoundException.

@@ -18,12 +18,21 @@ impl StreamService {
     /// CreateStream with the tags the stream starts with (the Kinesis `Tags` member).
     pub async fn create_stream_with_tags(
         &self,
-        request: v1::CreateStreamRequest,
+        mut request: v1::CreateStreamRequest,
         tags: Vec<(String, String)>,
     ) -> Result<v1::CreateStreamResponse, ApiError> {
         validate_stream_name(&request.stream_name, "streamName")?;
         if !tags.is_empty() {
             validate_tags(&tags, TAG_RESOURCE_PER_CALL_MAX)?;
+        }
+        let on_demand = request.stream_mode() == v1::StreamMode::OnDemand;
+        if on_demand {
+            if request.shard_count != 0 {
+                return Err(ApiError::InvalidArgument(
+                    "ShardCount must not be given for a stream in ON_DEMAND mode.".into(),
+                ));
+            }
+            request.shard_count = self.node.options.limits.on_demand.shards_min;
         }
         if request.shard_count < 1 {
             return Err(ApiError::validation(
@@ -48,6 +57,12 @@ impl StreamService {
         let state = self.node.meta_read().await?;
         if state.streams.contains_key(&request.stream_name) {
             return Err(self.rejection(MetaRejection::StreamExists(request.stream_name)));
+        }
+        let on_demand_streams_max = self.node.options.limits.on_demand.streams_max;
+        if on_demand && state.on_demand_stream_count() >= on_demand_streams_max {
+            return Err(ApiError::LimitExceeded(format!(
+                "This request would exceed the limit of {on_demand_streams_max} data streams in ON_DEMAND mode for the account."
+            )));
         }
         let placement = crate::control::placement::place_replicas(
             &self.node.options.nodes,
@@ -76,6 +91,8 @@ impl StreamService {
                 created_ms: self.node.seams.clock.now_ms(),
                 shards,
                 tags: stream_tags(&tags),
+                on_demand,
+                on_demand_streams_max,
             })),
         };
         self.node.propose_meta(command).await?.map_err(|rejection| self.rejection(rejection))?;
@@ -268,8 +285,8 @@ impl StreamService {
         Ok(Limits {
             shard_limit: self.settings.account_shards_max,
             open_shard_count: state.streams.values().map(|stream| stream.open_shard_count() as u32).sum(),
-            on_demand_stream_count: 0,
-            on_demand_stream_count_limit: ON_DEMAND_STREAM_COUNT_LIMIT,
+            on_demand_stream_count: state.on_demand_stream_count(),
+            on_demand_stream_count_limit: self.node.options.limits.on_demand.streams_max,
         })
     }
 
@@ -328,6 +345,7 @@ impl StreamService {
                 has_more_shards,
                 retention_period_hours: stream.retention_period_hours,
                 stream_creation_timestamp_ms: stream.created_ms,
+                stream_mode: wire_mode(stream.mode) as i32,
             }),
         })
     }
@@ -340,6 +358,7 @@ impl StreamService {
             open_shard_count: stream.open_shard_count() as u32,
             retention_period_hours: stream.retention_period_hours,
             stream_creation_timestamp_ms: stream.created_ms,
+            stream_mode: wire_mode(stream.mode) as i32,
         }
     }
 

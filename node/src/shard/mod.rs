@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod batcher;
 pub mod iterator;
+pub mod load;
 pub mod read;
 
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use crate::node::{Group, Node};
 use crate::routing::RouteError;
 use crate::shard::admission::ShardThrottle;
 use crate::shard::batcher::AppendRequest;
+use crate::shard::load::LoadMeter;
 use crate::storage::segment::ShardSegments;
 
 /// Whether and where a shard is sealed (closed for writes by resharding), shared by the shard's
@@ -59,6 +61,8 @@ pub struct ShardGroup {
     pub(crate) appends: mpsc::Sender<AppendRequest>,
     /// The shard's throughput budgets, used while this node leads it and throttling is on.
     pub(crate) throttle: Mutex<ShardThrottle>,
+    /// Offered write load while this node leads it (on-demand scaling).
+    pub(crate) load: Mutex<LoadMeter>,
 }
 
 impl Node {
@@ -87,6 +91,11 @@ impl Node {
             return Err(RouteError::Closed);
         }
         let bytes = append.records.iter().map(|record| record.data.len() + record.partition_key.len()).sum();
+        shard.load.lock().expect("load lock is not poisoned").record(
+            self.seams.clock.now_ms(),
+            append.records.len() as u64,
+            bytes as u64,
+        );
         if !self.admit(shard, |throttle, now| throttle.admit_write(now, append.records.len() as u64, bytes as u64)) {
             return Err(RouteError::Throttled);
         }

@@ -29,7 +29,6 @@ mod tls;
 pub use auth::{
     authorization_header, signature, validate_credentials, KinesisCredential, Scope, SignedRequest, CLOCK_SKEW_MAX_MS,
 };
-pub use operations::ON_DEMAND_SHARD_COUNT;
 pub use server::{
     serve, KinesisApi, KinesisSettings, BODY_READ_TIMEOUT_MS, CONNECTIONS_MAX, HEADER_READ_TIMEOUT_MS,
     REQUEST_BYTES_MAX, SHUTDOWN_DRAIN_TIMEOUT_MS,

@@ -21,10 +21,6 @@ use super::response::{
 use crate::api::ApiError;
 use crate::service::{StreamService, ADD_TAGS_PER_CALL_MAX, TAG_RESOURCE_PER_CALL_MAX};
 
-/// Shards a stream created with `StreamMode: ON_DEMAND` gets: AWS starts on-demand streams at 4
-/// shards, and Riffle does not scale them afterwards.
-pub const ON_DEMAND_SHARD_COUNT: u32 = 4;
-
 /// The largest `Limit` / `MaxResults` of the list and read operations.
 const PAGE_LIMIT_MAX: i64 = 10_000;
 
@@ -73,6 +69,7 @@ pub enum Operation {
     SplitShard,
     MergeShards,
     UpdateShardCount,
+    UpdateStreamMode,
 }
 
 /// What a target names.
@@ -86,7 +83,7 @@ pub enum Target {
 }
 
 /// The classic operations not offered in this version.
-pub const NOT_YET_SUPPORTED: [&str; 2] = ["UpdateStreamMode", "SubscribeToShard"];
+pub const NOT_YET_SUPPORTED: [&str; 1] = ["SubscribeToShard"];
 
 /// Operations of the current AWS model outside Riffle's plan.
 pub const NOT_SUPPORTED: [&str; 22] = [
@@ -155,6 +152,7 @@ impl Target {
             "SplitShard" => Operation::SplitShard,
             "MergeShards" => Operation::MergeShards,
             "UpdateShardCount" => Operation::UpdateShardCount,
+            "UpdateStreamMode" => Operation::UpdateStreamMode,
             other => {
                 if let Some(name) = NOT_YET_SUPPORTED.iter().find(|name| **name == other) {
                     return Some(Target::NotYetSupported(name));
@@ -306,7 +304,8 @@ fn create_stream_request(members: Members<'_>) -> Result<CreateStreamInput, Kine
                 "ShardCount must not be given for a stream in ON_DEMAND mode.".into(),
             )));
         }
-        ON_DEMAND_SHARD_COUNT
+        // The service gives an on-demand stream its starting shards.
+        0
     } else {
         let count = required(shard_count, "shardCount")?;
         if count < 1 {
@@ -324,7 +323,10 @@ fn create_stream_request(members: Members<'_>) -> Result<CreateStreamInput, Kine
     if max_record_size.is_some_and(|size| size != i64::from(MAX_RECORD_SIZE_KIB)) {
         return Err(not_supported_yet("A MaxRecordSizeInKiB other than 1024"));
     }
-    Ok((v1::CreateStreamRequest { stream_name, shard_count, retention_period_hours: None }, tags.unwrap_or_default()))
+    let stream_mode = if on_demand { v1::StreamMode::OnDemand } else { v1::StreamMode::Provisioned };
+    let request =
+        v1::CreateStreamRequest { stream_name, shard_count, retention_period_hours: None, stream_mode: stream_mode as i32 };
+    Ok((request, tags.unwrap_or_default()))
 }
 
 /// DeleteStream's request and whether it deletes the stream's consumers too.
@@ -884,7 +886,33 @@ impl Operations {
                     target_shard_count: target,
                 }))
             }
+            Operation::UpdateStreamMode => {
+                let stream_arn = members.string("StreamARN")?;
+                let warm_throughput = members.integer("WarmThroughputMiBps")?;
+                let stream = stream_of_arn(stream_arn, scope)?;
+                let on_demand = stream_mode_member(&members)?;
+                if warm_throughput.is_some() {
+                    return Err(not_supported_yet("WarmThroughputMiBps"));
+                }
+                service.update_stream_mode(&stream, on_demand).await?;
+                Ok(Vec::new())
+            }
         }
+    }
+}
+
+/// A `StreamModeDetails` member: present, with a `StreamMode` of PROVISIONED or ON_DEMAND (true).
+fn stream_mode_member(members: &Members<'_>) -> Result<bool, KinesisError> {
+    let details = required(members.structure("StreamModeDetails", "streamModeDetails")?, "streamModeDetails")?;
+    let mode = required(details.string("StreamMode")?, "streamModeDetails.streamMode")?;
+    match mode.as_str() {
+        "PROVISIONED" => Ok(false),
+        "ON_DEMAND" => Ok(true),
+        other => Err(validation(
+            other,
+            "streamModeDetails.streamMode",
+            "Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]",
+        )),
     }
 }
 
@@ -1009,7 +1037,11 @@ mod tests {
         assert_eq!(Target::parse("Kinesis_20131202.SplitShard"), Some(Target::Supported(Operation::SplitShard)));
         assert_eq!(
             Target::parse("Kinesis_20131202.UpdateStreamMode"),
-            Some(Target::NotYetSupported("UpdateStreamMode"))
+            Some(Target::Supported(Operation::UpdateStreamMode))
+        );
+        assert_eq!(
+            Target::parse("Kinesis_20131202.SubscribeToShard"),
+            Some(Target::NotYetSupported("SubscribeToShard"))
         );
         assert_eq!(Target::parse("Kinesis_20131202.TagResource"), Some(Target::Supported(Operation::TagResource)));
         assert_eq!(
@@ -1027,7 +1059,7 @@ mod tests {
     #[test]
     fn the_classic_operations_and_resource_tagging_are_all_known() {
         // 32 classic operations plus TagResource, UntagResource and ListTagsForResource.
-        assert_eq!(33 + NOT_YET_SUPPORTED.len(), 35);
+        assert_eq!(34 + NOT_YET_SUPPORTED.len(), 35);
         for name in NOT_YET_SUPPORTED.iter().chain(NOT_SUPPORTED.iter()) {
             assert!(Target::parse(&format!("Kinesis_20131202.{name}")).is_some(), "{name}");
         }
@@ -1195,7 +1227,8 @@ mod tests {
             json!({"StreamName": "s", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
         )))
         .unwrap();
-        assert_eq!(on_demand.0.shard_count, ON_DEMAND_SHARD_COUNT);
+        assert_eq!((on_demand.0.shard_count, on_demand.0.stream_mode()), (0, v1::StreamMode::OnDemand));
+        assert_eq!(provisioned.0.stream_mode(), v1::StreamMode::Provisioned);
         let missing = create_stream_request(Members::top(&body(json!({"StreamName": "s"}))));
         assert!(failure(missing.unwrap_err()).1.contains("Value null at 'shardCount'"));
         let negative = create_stream_request(Members::top(&body(json!({"StreamName": "s", "ShardCount": -2}))));

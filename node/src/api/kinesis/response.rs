@@ -8,8 +8,6 @@ use serde::{Serialize, Serializer};
 
 /// Riffle does not encrypt records with KMS; every response that carries the member says so.
 pub const ENCRYPTION_NONE: &str = "NONE";
-/// Every stream is provisioned: a fixed shard count until resharding lands.
-pub const STREAM_MODE_PROVISIONED: &str = "PROVISIONED";
 /// The record size limit every stream has (1 MiB), in KiB.
 pub const MAX_RECORD_SIZE_KIB: u32 = 1024;
 
@@ -49,8 +47,13 @@ pub struct StreamModeDetails {
 }
 
 impl StreamModeDetails {
-    pub fn provisioned() -> StreamModeDetails {
-        StreamModeDetails { stream_mode: STREAM_MODE_PROVISIONED }
+    /// The mode of a stream as the gRPC description carries it.
+    pub fn of(mode: i32) -> StreamModeDetails {
+        let stream_mode = match v1::StreamMode::try_from(mode) {
+            Ok(v1::StreamMode::OnDemand) => "ON_DEMAND",
+            Ok(v1::StreamMode::Provisioned) | Ok(v1::StreamMode::Unspecified) | Err(_) => "PROVISIONED",
+        };
+        StreamModeDetails { stream_mode }
     }
 }
 
@@ -145,7 +148,7 @@ impl DescribeStreamOutput {
                 stream_status: stream_status(description.stream_status),
                 stream_name: description.stream_name,
                 stream_arn: description.stream_arn,
-                stream_mode_details: StreamModeDetails::provisioned(),
+                stream_mode_details: StreamModeDetails::of(description.stream_mode),
                 shards: description.shards.into_iter().map(Shard::from_proto).collect(),
                 has_more_shards: description.has_more_shards,
                 retention_period_hours: description.retention_period_hours,
@@ -192,7 +195,7 @@ impl DescribeStreamSummaryOutput {
                 stream_status: stream_status(summary.stream_status),
                 stream_name: summary.stream_name,
                 stream_arn: summary.stream_arn,
-                stream_mode_details: StreamModeDetails::provisioned(),
+                stream_mode_details: StreamModeDetails::of(summary.stream_mode),
                 retention_period_hours: summary.retention_period_hours,
                 stream_creation_timestamp: EpochSeconds(summary.stream_creation_timestamp_ms),
                 enhanced_monitoring: EnhancedMetrics::of(shard_level_metrics),
@@ -286,7 +289,7 @@ impl ListStreamsOutput {
                     stream_status: stream_status(summary.stream_status),
                     stream_name: summary.stream_name,
                     stream_arn: summary.stream_arn,
-                    stream_mode_details: StreamModeDetails::provisioned(),
+                    stream_mode_details: StreamModeDetails::of(summary.stream_mode),
                     stream_creation_timestamp: EpochSeconds(summary.stream_creation_timestamp_ms),
                 })
                 .collect(),
@@ -558,6 +561,7 @@ mod tests {
                 has_more_shards: false,
                 retention_period_hours: 24,
                 stream_creation_timestamp_ms: 1_795_360_321_000,
+                stream_mode: v1::StreamMode::OnDemand as i32,
             },
             Vec::new(),
         );
@@ -580,7 +584,7 @@ mod tests {
             ]
         );
         assert_eq!(description["StreamStatus"], "ACTIVE");
-        assert_eq!(description["StreamModeDetails"], serde_json::json!({"StreamMode": "PROVISIONED"}));
+        assert_eq!(description["StreamModeDetails"], serde_json::json!({"StreamMode": "ON_DEMAND"}));
         assert_eq!(description["EnhancedMonitoring"], serde_json::json!([{"ShardLevelMetrics": []}]));
         assert_eq!(description["StreamCreationTimestamp"].as_f64(), Some(1_795_360_321.0));
         let shard = &description["Shards"][0];
@@ -598,6 +602,7 @@ mod tests {
             open_shard_count: 4,
             retention_period_hours: 24,
             stream_creation_timestamp_ms: 1_795_360_321_500,
+            stream_mode: v1::StreamMode::Provisioned as i32,
         };
         let json = serde_json::to_value(DescribeStreamSummaryOutput::from_proto(
             summary.clone(),

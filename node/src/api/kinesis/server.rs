@@ -547,13 +547,13 @@ mod tests {
 
     #[test]
     fn operations_not_offered_are_answered_honestly() {
-        let split = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.UpdateStreamMode")]);
+        let split = headers(&[JSON, ("x-amz-target", "Kinesis_20131202.SubscribeToShard")]);
         let reply = admit(&Method::POST, &root(), &split, b"{}", &auth(true)).unwrap_err();
         assert_eq!(
             (reply.status, json_of(&reply)),
             (
                 400,
-                json!({"__type": "InvalidArgumentException", "message": "The operation UpdateStreamMode is not supported by this server yet."})
+                json!({"__type": "InvalidArgumentException", "message": "The operation SubscribeToShard is not supported by this server yet."})
             )
         );
     }
