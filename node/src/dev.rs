@@ -187,6 +187,45 @@ pub fn apply_overrides(config: NodeConfig, overrides: &[String]) -> Result<NodeC
             table = entry.as_table_mut().ok_or_else(|| anyhow::anyhow!("--set {setting}: {part} is not a table"))?;
         }
         table.insert(last.to_string(), value);
+        // Checked one setting at a time, so that the error names the setting that is wrong.
+        document
+            .clone()
+            .try_into::<NodeConfig>()
+            .map_err(|error| anyhow::anyhow!("--set {setting}: {}", error.message()))?;
     }
     document.try_into::<NodeConfig>().map_err(|error| anyhow::anyhow!("--set: {}", error.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let directory = tempfile::tempdir().expect("a scratch directory");
+        let ports = DevPorts { grpc: 41051, peer: 41061, kinesis: Some(41071), kinesis_anonymous: true };
+        let paths = write_dev_cluster_configs(directory.path(), ports).expect("configs");
+        NodeConfig::load(&paths[0]).expect("loads")
+    }
+
+    #[test]
+    fn overrides_set_dotted_keys_with_toml_or_bare_values() {
+        let overridden = apply_overrides(
+            config(),
+            &["on_demand.split_after_ms=5000".into(), "region=eu-west-1".into(), "throttling.enabled=true".into()],
+        )
+        .expect("applied");
+        assert_eq!(overridden.on_demand.split_after_ms, 5000);
+        assert_eq!(overridden.region, "eu-west-1");
+        assert!(overridden.throttling.enabled);
+        assert_eq!(overridden.on_demand.shards_min, 4, "other keys keep their values");
+    }
+
+    #[test]
+    fn overrides_of_unknown_keys_or_wrong_types_are_errors_naming_them() {
+        let unknown = apply_overrides(config(), &["on_demand.split_soon=1".into()]).unwrap_err();
+        assert!(unknown.to_string().contains("split_soon"), "{unknown}");
+        let wrong = apply_overrides(config(), &["on_demand.split_after_ms=soon".into()]).unwrap_err();
+        assert!(wrong.to_string().contains("split_after_ms"), "{wrong}");
+        assert!(apply_overrides(config(), &["no-equals-sign".into()]).is_err());
+    }
 }

@@ -561,12 +561,21 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Kinesis-style (AWS CLI) JSON for a stream description.
+/// Kinesis' name of a capacity mode.
+fn mode_name(mode: i32) -> &'static str {
+    match riffle_client::proto::StreamMode::try_from(mode) {
+        Ok(riffle_client::proto::StreamMode::OnDemand) => "ON_DEMAND",
+        _ => "PROVISIONED",
+    }
+}
+
 fn stream_description_json(description: &StreamDescription) -> Value {
     json!({
         "StreamDescription": {
             "StreamName": description.stream_name,
             "StreamARN": description.stream_arn,
             "StreamStatus": status_name(description.stream_status),
+            "StreamModeDetails": {"StreamMode": mode_name(description.stream_mode)},
             "RetentionPeriodHours": description.retention_period_hours,
             "StreamCreationTimestampMs": description.stream_creation_timestamp_ms,
             "HasMoreShards": description.has_more_shards,

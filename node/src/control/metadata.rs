@@ -1197,4 +1197,63 @@ mod tests {
         assert_eq!(stream.shard_for_hash(1u128 << 126).map(|shard| shard.index), Some(1));
         assert_eq!(stream.shard_for_hash((1u128 << 126) - 1).map(|shard| shard.index), Some(0));
     }
+
+    #[test]
+    fn a_mode_change_runs_through_updating_and_obeys_its_limits() {
+        let mut state = MetaState::default();
+        state.apply(&create("s", 2)).expect("created");
+        let ready =
+            |group_id| command(meta_command::Command::MarkShardReady(MarkShardReady { stream: "s".into(), group_id }));
+        state.apply(&ready(1)).expect("ready");
+        state.apply(&ready(2)).expect("ready");
+        let switch = |on_demand, requested_ms, on_demand_streams_max| {
+            command(meta_command::Command::UpdateStreamMode(UpdateStreamMode {
+                stream: "s".into(),
+                on_demand,
+                requested_ms,
+                on_demand_streams_max,
+            }))
+        };
+        let complete = command(meta_command::Command::CompleteModeChange(riffle_proto::peer::CompleteModeChange {
+            stream: "s".into(),
+        }));
+        // The mode it has: nothing changes, nothing counts.
+        state.apply(&switch(false, 1, 50)).expect("same mode");
+        assert_eq!((state.streams["s"].status, state.streams["s"].mode_changes_ms.len()), (StreamStatus::Active, 0));
+        // Within the account's on-demand limit only.
+        assert!(matches!(state.apply(&switch(true, 1, 0)), Err(MetaRejection::LimitExceeded(_))));
+        state.apply(&switch(true, 10, 50)).expect("switched");
+        assert_eq!(
+            (state.streams["s"].mode, state.streams["s"].status),
+            (StreamMode::OnDemand, StreamStatus::Updating)
+        );
+        assert_eq!(state.on_demand_stream_count(), 1);
+        assert!(matches!(state.apply(&switch(false, 11, 50)), Err(MetaRejection::StreamNotActive { .. })));
+        state.apply(&complete).expect("completed");
+        state.apply(&complete).expect("completing twice changes nothing");
+        assert_eq!(state.streams["s"].status, StreamStatus::Active);
+        state.apply(&switch(false, 20, 50)).expect("switched back");
+        state.apply(&complete).expect("completed");
+        // Twice a day.
+        assert!(matches!(state.apply(&switch(true, 30, 50)), Err(MetaRejection::LimitExceeded(_))));
+        state.apply(&switch(true, 10 + SCALING_WINDOW_MS, 50)).expect("a day after the first switch");
+        assert_eq!(state.streams["s"].mode, StreamMode::OnDemand);
+    }
+
+    #[test]
+    fn an_on_demand_stream_counts_against_the_account_limit_when_created() {
+        let mut state = MetaState::default();
+        let on_demand = |name: &str, max| {
+            let mut created = create(name, 4);
+            if let Some(meta_command::Command::CreateStream(create)) = &mut created.command {
+                create.on_demand = true;
+                create.on_demand_streams_max = max;
+            }
+            created
+        };
+        state.apply(&on_demand("a", 1)).expect("created");
+        assert_eq!(state.streams["a"].mode, StreamMode::OnDemand);
+        assert!(matches!(state.apply(&on_demand("b", 1)), Err(MetaRejection::LimitExceeded(_))));
+        state.apply(&create("b", 1)).expect("a provisioned stream does not count");
+    }
 }

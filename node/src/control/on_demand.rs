@@ -73,10 +73,7 @@ impl OnDemandSettings {
             return Err(format!("on_demand.shards_min: {} is outside 1..=10000", self.shards_min));
         }
         if self.shards_max < self.shards_min || self.shards_max > 10_000 {
-            return Err(format!(
-                "on_demand.shards_max: {} is outside on_demand.shards_min..=10000",
-                self.shards_max
-            ));
+            return Err(format!("on_demand.shards_max: {} is outside on_demand.shards_min..=10000", self.shards_max));
         }
         for (key, value) in [
             ("split_write_bytes_per_s", self.split_write_bytes_per_s),
@@ -92,9 +89,7 @@ impl OnDemandSettings {
             return Err("on_demand.merge_write_bytes_per_s: must be at most half of split_write_bytes_per_s".into());
         }
         if self.merge_write_records_per_s.saturating_mul(2) > self.split_write_records_per_s {
-            return Err(
-                "on_demand.merge_write_records_per_s: must be at most half of split_write_records_per_s".into()
-            );
+            return Err("on_demand.merge_write_records_per_s: must be at most half of split_write_records_per_s".into());
         }
         for (key, value) in [("split_after_ms", self.split_after_ms), ("merge_after_ms", self.merge_after_ms)] {
             if !(1_000..=WINDOW_MS_MAX).contains(&value) {
@@ -141,9 +136,8 @@ pub fn next_step(open: &[ShardView], settings: &OnDemandSettings, room: u32) -> 
     // Splits first: a hot shard is refusing or about to refuse writes.
     if count < settings.shards_max && room > 0 {
         let heat = |load: &Observed| {
-            (u128::from(load.split_bytes_per_s) * 1_000_000 / u128::from(settings.split_write_bytes_per_s)).max(
-                u128::from(load.split_records_per_s) * 1_000_000 / u128::from(settings.split_write_records_per_s),
-            )
+            (u128::from(load.split_bytes_per_s) * 1_000_000 / u128::from(settings.split_write_bytes_per_s))
+                .max(u128::from(load.split_records_per_s) * 1_000_000 / u128::from(settings.split_write_records_per_s))
         };
         let hottest = open
             .iter()
@@ -159,7 +153,10 @@ pub fn next_step(open: &[ShardView], settings: &OnDemandSettings, room: u32) -> 
             let middle = shard.start + (shard.end - shard.start) / 2 + 1;
             return Some(ScalingStep {
                 closing: vec![shard.index],
-                children: vec![((shard.start, middle - 1), vec![shard.index]), ((middle, shard.end), vec![shard.index])],
+                children: vec![
+                    ((shard.start, middle - 1), vec![shard.index]),
+                    ((middle, shard.end), vec![shard.index]),
+                ],
             });
         }
     }
@@ -229,7 +226,8 @@ mod tests {
 
     #[test]
     fn the_hottest_shard_over_a_whole_window_splits_at_its_middle() {
-        let open = shards(4, &[load(60_000, 10, 1), load(60_000, 5_000, 5), load(60_000, 10, 500), load(60_000, 10, 1)]);
+        let open =
+            shards(4, &[load(60_000, 10, 1), load(60_000, 5_000, 5), load(60_000, 10, 500), load(60_000, 10, 1)]);
         let step = next_step(&open, &settings(), 10).expect("a split");
         assert_eq!(step.closing, vec![1]);
         let (start, end) = (open[1].start, open[1].end);

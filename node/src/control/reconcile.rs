@@ -136,7 +136,13 @@ impl Node {
     /// A reshard of `stream` taking `step`, its children placed from `next_group_id` on (a
     /// placement that cannot be made proposes nothing: the state machine refuses childless
     /// reshards).
-    fn reshard_command(&self, stream: &StreamMeta, step: ScalingStep, next_group_id: u64, scaling_step: bool) -> wire::Reshard {
+    fn reshard_command(
+        &self,
+        stream: &StreamMeta,
+        step: ScalingStep,
+        next_group_id: u64,
+        scaling_step: bool,
+    ) -> wire::Reshard {
         let placement = place_replicas(
             &self.options.nodes,
             step.children.len() as u32,
@@ -200,14 +206,7 @@ impl Node {
         let group = Group {
             id: group_id,
             raft,
-            shard: Some(ShardGroup {
-                seal,
-                segments,
-                appends,
-                throttle,
-                load,
-                duties_running: AtomicBool::new(false),
-            }),
+            shard: Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
         };
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
         self.hosted.notify_waiters();

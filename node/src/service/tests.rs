@@ -100,8 +100,7 @@ async fn throttled_requests_get_kinesis_errors_and_change_nothing() {
     };
     let service = StreamService::new(node.clone(), settings);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let create =
-        || v1::CreateStreamRequest { stream_name: "t".into(), shard_count: 1, ..Default::default() };
+    let create = || v1::CreateStreamRequest { stream_name: "t".into(), shard_count: 1, ..Default::default() };
     while let Err(error) = service.create_stream(create()).await {
         assert!(tokio::time::Instant::now() < deadline, "the stream was not created: {error}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -135,6 +135,7 @@ def test_deleting_a_stream_with_consumers_needs_enforcement(kinesis):
         kinesis.delete_stream(StreamName=name)
     assert error_type(refused) == "ResourceInUseException"
     kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+    kinesis.get_waiter("stream_not_exists").wait(StreamName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 150})
     kinesis.create_stream(StreamName=name, ShardCount=1)
     kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     assert kinesis.list_stream_consumers(StreamARN=arn)["Consumers"] == []

@@ -324,8 +324,12 @@ fn create_stream_request(members: Members<'_>) -> Result<CreateStreamInput, Kine
         return Err(not_supported_yet("A MaxRecordSizeInKiB other than 1024"));
     }
     let stream_mode = if on_demand { v1::StreamMode::OnDemand } else { v1::StreamMode::Provisioned };
-    let request =
-        v1::CreateStreamRequest { stream_name, shard_count, retention_period_hours: None, stream_mode: stream_mode as i32 };
+    let request = v1::CreateStreamRequest {
+        stream_name,
+        shard_count,
+        retention_period_hours: None,
+        stream_mode: stream_mode as i32,
+    };
     Ok((request, tags.unwrap_or_default()))
 }
 
