@@ -66,6 +66,9 @@ struct Arguments {
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Keep the cluster's directory (node logs) here instead of removing it.
+    #[arg(long)]
+    keep_dir: Option<PathBuf>,
 }
 
 /// The phases of a run.
@@ -82,9 +85,10 @@ const PHASES: [Phase; 3] = [Phase::BeforeKill, Phase::NodeDown, Phase::AfterRest
 /// What the writers observed, shared between them.
 #[derive(Debug, Default)]
 struct Observations {
-    /// Per shard: the last acknowledgement (ms since start).
+    /// Per shard: the first and the last acknowledgement (ms since the writers started).
+    first_ack_ms: BTreeMap<u32, u64>,
     last_ack_ms: BTreeMap<u32, u64>,
-    /// Per shard and phase: the longest gap between acknowledgements, by the phase it began in.
+    /// Per shard and phase: the longest gap between acknowledgements, by the phase it ended in.
     longest_gap_ms: BTreeMap<(u32, Phase), u64>,
     acks: BTreeMap<(u32, Phase), u64>,
     /// Per phase: error messages (type only) and counts.
@@ -118,9 +122,16 @@ impl Timeline {
 
 impl Observations {
     fn ack(&mut self, shard: u32, at_ms: u64, timeline: &Timeline) {
-        let previous = self.last_ack_ms.insert(shard, at_ms).unwrap_or(0);
+        let Some(previous) = self.last_ack_ms.insert(shard, at_ms) else {
+            // The first acknowledgement: how long the first put took is reported on its own.
+            self.first_ack_ms.insert(shard, at_ms);
+            *self.acks.entry((shard, timeline.phase(at_ms))).or_default() += 1;
+            return;
+        };
         let gap = at_ms.saturating_sub(previous);
-        let phase = timeline.phase(previous);
+        // A gap belongs to the phase it ends in: a stall that began just before the kill is the
+        // kill's, one that ended after the restart is the restart's.
+        let phase = timeline.phase(at_ms);
         let longest = self.longest_gap_ms.entry((shard, phase)).or_default();
         *longest = (*longest).max(gap);
         *self.acks.entry((shard, timeline.phase(at_ms))).or_default() += 1;
@@ -134,6 +145,7 @@ impl Observations {
 struct ShardReport {
     shard: u32,
     led_by_killed_node: bool,
+    first_ack_ms: Option<u64>,
     longest_gap_ms: BTreeMap<Phase, u64>,
     acks: BTreeMap<Phase, u64>,
 }
@@ -160,16 +172,24 @@ struct Cluster {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
     pids: BTreeMap<u64, i32>,
-    _directory: tempfile::TempDir,
+    /// Removed when the run ends unless `--keep-dir` named the directory.
+    _directory: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
-    fn start(node_bin: &PathBuf, grpc_port: u16, restart_delay_ms: u64) -> Result<Cluster> {
-        let directory = tempfile::Builder::new().prefix("riffle-failover-").tempdir()?;
+    fn start(node_bin: &PathBuf, grpc_port: u16, restart_delay_ms: u64, keep: Option<&PathBuf>) -> Result<Cluster> {
+        let (directory, path) = match keep {
+            Some(path) => (None, path.clone()),
+            None => {
+                let directory = tempfile::Builder::new().prefix("riffle-failover-").tempdir()?;
+                let path = directory.path().to_path_buf();
+                (Some(directory), path)
+            }
+        };
         let mut child = Command::new(node_bin)
             .arg("dev")
             .arg("--data-dir")
-            .arg(directory.path())
+            .arg(&path)
             .args(["--grpc-port", &grpc_port.to_string()])
             .args(["--peer-port", &(grpc_port + 10).to_string()])
             .args(["--kinesis-port", &(grpc_port + 20).to_string()])
@@ -256,7 +276,8 @@ async fn run(arguments: Arguments) -> Result<()> {
         Some(path) => path.clone(),
         None => std::env::current_exe()?.with_file_name("riffle-node"),
     };
-    let cluster = Cluster::start(&node_bin, arguments.grpc_port, arguments.restart_delay_ms)?;
+    let cluster =
+        Cluster::start(&node_bin, arguments.grpc_port, arguments.restart_delay_ms, arguments.keep_dir.as_ref())?;
     let endpoints: Vec<String> =
         (0..3).map(|offset| format!("http://127.0.0.1:{}", arguments.grpc_port + offset)).collect();
     let admin = Client::connect(endpoints.clone()).await?;
@@ -392,7 +413,7 @@ async fn run(arguments: Arguments) -> Result<()> {
     // A shard whose writes never resumed stalled until the end.
     let last: Vec<(u32, u64)> = observed.last_ack_ms.iter().map(|(shard, at)| (*shard, *at)).collect();
     for (shard, at_ms) in last {
-        let phase = timeline.phase(at_ms);
+        let phase = timeline.phase(duration_ms);
         let longest = observed.longest_gap_ms.entry((shard, phase)).or_default();
         *longest = (*longest).max(duration_ms - at_ms);
     }
@@ -400,6 +421,7 @@ async fn run(arguments: Arguments) -> Result<()> {
         .map(|shard| ShardReport {
             shard,
             led_by_killed_node: led.contains(&shard),
+            first_ack_ms: observed.first_ack_ms.get(&shard).copied(),
             longest_gap_ms: PHASES
                 .iter()
                 .map(|phase| (*phase, observed.longest_gap_ms.get(&(shard, *phase)).copied().unwrap_or(0)))
@@ -444,12 +466,13 @@ async fn run(arguments: Arguments) -> Result<()> {
     };
     println!();
     println!("longest gap between acknowledgements per shard, ms (* = led by the killed node)");
-    println!("{:>8} {:>12} {:>12} {:>14}", "shard", "before kill", "node down", "after restart");
+    println!("{:>8} {:>10} {:>12} {:>12} {:>14}", "shard", "first ack", "before kill", "node down", "after restart");
     for shard in &report.per_shard {
         println!(
-            "{:>7}{} {:>12} {:>12} {:>14}",
+            "{:>7}{} {:>10} {:>12} {:>12} {:>14}",
             shard.shard,
             if shard.led_by_killed_node { "*" } else { " " },
+            shard.first_ack_ms.map_or("-".to_string(), |at| at.to_string()),
             shard.longest_gap_ms[&Phase::BeforeKill],
             shard.longest_gap_ms[&Phase::NodeDown],
             shard.longest_gap_ms[&Phase::AfterRestart]

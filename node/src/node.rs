@@ -120,6 +120,22 @@ pub struct Group {
     pub id: u64,
     pub raft: Raft,
     pub shard: Option<ShardGroup>,
+    /// Restarted from its own log and not yet heard from a leader: it stays out of elections
+    /// meanwhile (see [`Node::rejoin_quietly`]).
+    pub(crate) rejoining: std::sync::atomic::AtomicBool,
+}
+
+impl Group {
+    pub(crate) fn new(id: u64, raft: Raft, shard: Option<ShardGroup>) -> Group {
+        Group { id, raft, shard, rejoining: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// A leader's AppendEntries was accepted: a rejoining replica takes part in elections again.
+    pub(crate) fn heard_from_leader(&self) {
+        if self.rejoining.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.raft.runtime_config().elect(true);
+        }
+    }
 }
 
 /// A transport installed after the node is built (the transport needs the node's handler).
@@ -214,6 +230,26 @@ impl Node {
         self.options.id
     }
 
+    /// A group restarted from its own log stays out of elections until a leader's AppendEntries
+    /// reaches it, or for a grace of two maximal election timeouts if none does (the whole
+    /// cluster restarted). Its persisted vote may still name a leader from before, so "a leader
+    /// is known" proves nothing; only hearing from one does. Without this, a returning replica
+    /// whose peers have not reconnected yet times out, campaigns with ever higher terms, and
+    /// deposes the healthy leader as soon as that leader's replication reaches it.
+    pub(crate) fn rejoin_quietly(&self, group: &Arc<Group>) {
+        group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
+        group.raft.runtime_config().elect(false);
+        let group = group.clone();
+        let grace = std::time::Duration::from_millis(self.options.raft.election_timeout_max_ms * 2);
+        self.seams.executor.spawn(
+            "rejoin-quietly",
+            Box::pin(async move {
+                tokio::time::sleep(grace).await;
+                group.heard_from_leader();
+            }),
+        );
+    }
+
     /// The handler to install in the peer transport.
     pub fn peer_handler(self: &Arc<Self>) -> Arc<dyn PeerHandler> {
         Arc::new(NodeHandler(Arc::downgrade(self)))
@@ -233,13 +269,31 @@ impl Node {
             .await
             .map_err(|error| format!("starting the metadata group: {error}"))?;
         let members: BTreeSet<u64> = self.options.nodes.iter().map(|node| node.id).collect();
-        initialize_group(&raft, members).await;
+        let fresh = initialize_group(&raft, members).await;
         self.groups
             .lock()
             .expect("groups lock is not poisoned")
-            .insert(META_GROUP, Arc::new(Group { id: META_GROUP, raft: raft.clone(), shard: None }));
+            .insert(META_GROUP, Arc::new(Group::new(META_GROUP, raft.clone(), None)));
+        if !fresh {
+            self.rejoin_quietly(&self.group(META_GROUP).expect("just inserted"));
+        }
         if self.meta.set((raft, state.clone())).is_err() {
             return Err("metadata group started twice".to_string());
+        }
+        // Tell every peer this process started, so that they drop connections to the previous one.
+        for peer in self.options.nodes.iter().map(|place| place.id).filter(|id| *id != self.id()) {
+            let transport = self.transport.clone();
+            self.seams.executor.spawn(
+                "hello",
+                Box::pin(async move {
+                    let hello = PeerRequest {
+                        group_id: META_GROUP,
+                        body: Some(peer_request::Body::Hello(riffle_proto::peer::Blank {})),
+                        incarnation: 0,
+                    };
+                    let _ = transport.call(peer, hello).await;
+                }),
+            );
         }
         let node = self.clone();
         self.seams.executor.spawn("reconcile-groups", Box::pin(async move { node.reconcile(state).await }));
@@ -336,6 +390,9 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
             let request = codec::append_request_from_wire(append).map_err(malformed)?;
             let response =
                 group.raft.append_entries(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            if response.is_success() {
+                group.heard_from_leader();
+            }
             Ok(peer_response::Body::AppendEntries(codec::append_response_to_wire(&response)))
         }
         peer_request::Body::Vote(vote) => {
@@ -351,6 +408,7 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
                 group.raft.install_snapshot(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::InstallSnapshot(codec::install_snapshot_response_to_wire(&response)))
         }
+        peer_request::Body::Hello(_) => Ok(peer_response::Body::Hello(riffle_proto::peer::Blank {})),
         forwarded => node.serve(group_id, forwarded).await,
     }
 }

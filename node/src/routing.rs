@@ -123,20 +123,24 @@ impl Node {
             if self.is_stopped() {
                 return Err(RouteError::Failed("the node is stopping".into()));
             }
-            let target = match hint.take() {
-                Some(target) => target,
-                None => match self.group(group_id) {
+            let known = self.group(group_id).and_then(|group| group.raft.metrics().borrow().current_leader);
+            let others: Vec<NodeId> = replicas.iter().copied().filter(|replica| *replica != self.id()).collect();
+            let target = match (hint.take(), known) {
+                (Some(target), _) | (None, Some(target)) => target,
+                // No leader known here (this node is starting, catching up, or the group is
+                // electing): ask the other replicas instead of waiting for news, so a request
+                // never waits on the node it happened to reach.
+                (None, None) if !others.is_empty() => {
+                    let target = others[next_replica % others.len()];
+                    next_replica += 1;
+                    target
+                }
+                (None, None) => match self.group(group_id) {
                     Some(group) => match self.leader_of(&group).await {
                         Some(leader) => leader,
                         None => return Err(RouteError::Failed(format!("group {group_id} has no leader"))),
                     },
-                    None => {
-                        let Some(target) = replicas.get(next_replica % replicas.len().max(1)).copied() else {
-                            return Err(RouteError::NoGroup);
-                        };
-                        next_replica += 1;
-                        target
-                    }
+                    None => return Err(RouteError::NoGroup),
                 },
             };
             let outcome = if target == self.id() {
@@ -181,7 +185,7 @@ impl Node {
         target: NodeId,
         body: peer_request::Body,
     ) -> Result<peer_response::Body, RouteError> {
-        let request = PeerRequest { group_id, body: Some(body) };
+        let request = PeerRequest { group_id, body: Some(body), incarnation: 0 };
         let call = self.transport.call(target, request);
         // Checked once per heartbeat interval: metrics change on every apply, and waking every
         // forwarded request on each would cost more than the requests themselves.

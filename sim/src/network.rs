@@ -133,5 +133,6 @@ fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
         Body::ForwardMeta(_) => "forward-meta",
         Body::MetaBarrier(_) => "meta-barrier",
         Body::LoadReport(_) => "load-report",
+        Body::Hello(_) => "hello",
     }
 }

@@ -203,12 +203,15 @@ impl Node {
         let now = self.seams.clock.now_ms();
         let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, now));
         let load = Mutex::new(LoadMeter::new(self.options.limits.on_demand.horizon_ms(), now));
-        let group = Group {
-            id: group_id,
+        let group = Arc::new(Group::new(
+            group_id,
             raft,
-            shard: Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
-        };
-        self.groups.lock().expect("groups lock is not poisoned").insert(group_id, Arc::new(group));
+            Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
+        ));
+        if !fresh {
+            self.rejoin_quietly(&group);
+        }
+        self.groups.lock().expect("groups lock is not poisoned").insert(group_id, group);
         self.hosted.notify_waiters();
         Ok(())
     }

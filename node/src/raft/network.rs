@@ -59,7 +59,7 @@ impl GroupNetwork {
         body: peer_request::Body,
         option: &RPCOption,
     ) -> Result<peer_response::Body, RpcError<E>> {
-        let request = PeerRequest { group_id: self.group, body: Some(body) };
+        let request = PeerRequest { group_id: self.group, body: Some(body), incarnation: 0 };
         let call = self.transport.call(self.target, request);
         let response = match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(result) => result.map_err(transport_error)?,

@@ -193,6 +193,8 @@ pub struct QuicTransport {
 
 struct Shared {
     local_id: NodeId,
+    /// This process's incarnation, sent with every request.
+    incarnation: u64,
     endpoint: Endpoint,
     config: QuicConfig,
     handler: SharedHandler,
@@ -206,6 +208,8 @@ struct Shared {
 struct PeerSlot {
     address: SocketAddr,
     state: tokio::sync::Mutex<SlotState>,
+    /// The incarnation the peer's requests last carried (0: none seen yet).
+    incarnation: std::sync::atomic::AtomicU64,
 }
 
 enum SlotState {
@@ -236,7 +240,13 @@ impl QuicTransport {
         endpoint.set_default_client_config(client_config);
 
         let peers = peers.into_iter().map(|(id, address)| (id, Arc::new(PeerSlot::new(address)))).collect();
-        let shared = Arc::new(Shared { local_id, endpoint, config, handler, peers: RwLock::new(peers) });
+        // Distinct per start of the process; 0 is reserved for "not seen".
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+            .max(1)
+            ^ u64::from(std::process::id()) << 32;
+        let shared = Arc::new(Shared { local_id, incarnation, endpoint, config, handler, peers: RwLock::new(peers) });
         tokio::spawn(accept_connections(shared.clone()));
         Ok(Arc::new(QuicTransport { shared }))
     }
@@ -260,7 +270,12 @@ impl QuicTransport {
         let _ = timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), self.shared.endpoint.wait_idle()).await;
     }
 
-    async fn call_without_timeout(&self, target: NodeId, request: PeerRequest) -> Result<PeerResponse, TransportError> {
+    async fn call_without_timeout(
+        &self,
+        target: NodeId,
+        mut request: PeerRequest,
+    ) -> Result<PeerResponse, TransportError> {
+        request.incarnation = self.shared.incarnation;
         let message_bytes_max = self.shared.config.message_bytes_max;
         let frame = encode_frame(&request, message_bytes_max).map_err(|encoded_bytes| TransportError::Malformed {
             peer: target,
@@ -370,7 +385,11 @@ impl Drop for QuicTransport {
 
 impl PeerSlot {
     fn new(address: SocketAddr) -> PeerSlot {
-        PeerSlot { address, state: tokio::sync::Mutex::new(SlotState::Idle) }
+        PeerSlot {
+            address,
+            state: tokio::sync::Mutex::new(SlotState::Idle),
+            incarnation: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
@@ -397,6 +416,31 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     tracing::debug!(local = shared.local_id, peer = from, %remote, "accepted peer connection");
     while let Ok((send, receive)) = connection.accept_bi().await {
         tokio::spawn(serve_stream(shared.clone(), from, send, receive));
+    }
+}
+
+/// Records the incarnation a request from `from` carries. A new one means the peer restarted:
+/// the outgoing connection to it, made to the old process, is dropped, so the next call dials the
+/// new one at once instead of timing out on a connection nobody answers.
+async fn note_incarnation(shared: &Shared, from: NodeId, incarnation: u64) {
+    if incarnation == 0 {
+        return;
+    }
+    let slot = {
+        let peers = shared.peers.read().unwrap_or_else(PoisonError::into_inner);
+        match peers.get(&from) {
+            Some(slot) => slot.clone(),
+            None => return,
+        }
+    };
+    let previous = slot.incarnation.swap(incarnation, std::sync::atomic::Ordering::SeqCst);
+    if previous != 0 && previous != incarnation {
+        tracing::info!(local = shared.local_id, peer = from, "peer restarted; redialling it");
+        let mut state = slot.state.lock().await;
+        if let SlotState::Connected(connection) = &*state {
+            connection.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"peer restarted");
+        }
+        *state = SlotState::Idle;
     }
 }
 
@@ -432,6 +476,7 @@ async fn serve_stream(shared: Arc<Shared>, from: NodeId, mut send: SendStream, m
             return;
         }
     };
+    note_incarnation(&shared, from, request.incarnation).await;
     let response = shared.handler.handle(from, request).await;
     let frame = match encode_frame(&response, config.message_bytes_max) {
         Ok(frame) => frame,
@@ -569,6 +614,7 @@ mod tests {
                     data: vec![(group_id % 251) as u8; data_bytes].into(),
                 }],
             })),
+            incarnation: 0,
         }
     }
 
