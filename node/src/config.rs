@@ -78,6 +78,11 @@ pub struct NodeConfig {
     /// `merge_after_ms` (600000); `report_interval_ms` (1000).
     #[serde(default)]
     pub on_demand: crate::control::on_demand::OnDemandSettings,
+    /// Retention enforcement (`[retention]`): `check_interval_ms` (60000) between passes over
+    /// the shards a node leads; `hour_ms` (3600000), the length of a retention hour — shorter
+    /// only to see expiry in tests.
+    #[serde(default)]
+    pub retention: crate::control::retention::RetentionSettings,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).
@@ -195,6 +200,7 @@ impl NodeConfig {
         self.kinesis_tls()?;
         self.throttling.validate()?;
         self.on_demand.validate()?;
+        self.retention.validate()?;
         let raft = &self.raft;
         if !(10..=10_000).contains(&raft.heartbeat_interval_ms) {
             return Err(format!("raft.heartbeat_interval_ms: {} is outside 10..=10000", raft.heartbeat_interval_ms));
@@ -238,6 +244,7 @@ impl NodeConfig {
                     ..self.on_demand.clone()
                 },
                 account_shards_max: self.account_shards_max,
+                retention: self.retention.clone(),
                 ..DataLimits::default()
             },
             segments: Default::default(),

@@ -152,6 +152,7 @@ pub fn write_dev_cluster_configs_with(
             kinesis_tls_key: None,
             throttling: crate::shard::admission::ThrottleSettings { enabled: throttling, ..Default::default() },
             on_demand: Default::default(),
+            retention: Default::default(),
         };
         let config = apply_overrides(config, overrides)?;
         config.validate().map_err(anyhow::Error::msg)?;

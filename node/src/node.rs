@@ -79,6 +79,8 @@ pub struct DataLimits {
     pub on_demand: OnDemandSettings,
     /// Open shards the account's streams may have together (on-demand splits stay within it).
     pub account_shards_max: u32,
+    /// How often records are checked for expiry, and how long a retention hour is.
+    pub retention: crate::control::retention::RetentionSettings,
 }
 
 impl Default for DataLimits {
@@ -94,6 +96,7 @@ impl Default for DataLimits {
             throttling: ThrottleSettings::default(),
             on_demand: OnDemandSettings::default(),
             account_shards_max: 500,
+            retention: Default::default(),
         }
     }
 }
@@ -299,6 +302,8 @@ impl Node {
         self.seams.executor.spawn("reconcile-groups", Box::pin(async move { node.reconcile(state).await }));
         let node = self.clone();
         self.seams.executor.spawn("load-reports", Box::pin(async move { node.report_load().await }));
+        let node = self.clone();
+        self.seams.executor.spawn("retention", Box::pin(async move { node.enforce_retention().await }));
         Ok(())
     }
 

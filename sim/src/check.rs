@@ -4,7 +4,9 @@
 //! - no value is read twice (the workload never retries a value);
 //! - every value read was written, and no write that failed definitely is read;
 //! - every acknowledged write is read, in the shard and at the sequence number it was
-//!   acknowledged with (no lost acknowledged writes);
+//!   acknowledged with (no lost acknowledged writes), unless retention expired it: it lies below
+//!   its shard's trim point (or its closed shard expired whole), and it was invoked at least a
+//!   retention period before the end of the run — an earlier trim is a violation;
 //! - appends are linearizable per shard: if one acknowledged put completed before another
 //!   began, its sequence number is smaller;
 //! - metadata reads see every change acknowledged before they began ([`check_metadata`]), and
@@ -44,12 +46,34 @@ pub struct ShardRead {
     pub records: Vec<(String, String)>,
 }
 
+/// What retention may have removed by the end of the run.
+#[derive(Debug, Clone, Default)]
+pub struct Expiry {
+    pub retention_us: u64,
+    /// When the final reads ended (µs since the workload started).
+    pub end_us: u64,
+    /// Per shard, the lowest trim point among its replicas (rendered sequence; records below it
+    /// expired), or `None` for a closed shard that expired whole.
+    pub trimmed: BTreeMap<u32, Option<String>>,
+}
+
+impl Expiry {
+    /// Whether an acknowledged record at `shard`/`sequence` may be missing because it expired.
+    fn expired(&self, shard: u32, sequence: &str) -> bool {
+        match self.trimmed.get(&shard) {
+            Some(None) => true,
+            Some(Some(trim)) => sequence_less(sequence, trim),
+            None => false,
+        }
+    }
+}
+
 fn sequence_less(left: &str, right: &str) -> bool {
     (left.len(), left) < (right.len(), right)
 }
 
 /// Returns every violation found (empty when the history is valid).
-pub fn check(history: &[Operation], reads: &[ShardRead]) -> Vec<String> {
+pub fn check(history: &[Operation], reads: &[ShardRead], expiry: &Expiry) -> Vec<String> {
     let mut violations = Vec::new();
     let invoked: BTreeMap<&str, &Operation> =
         history.iter().map(|operation| (operation.value.as_str(), operation)).collect();
@@ -83,6 +107,14 @@ pub fn check(history: &[Operation], reads: &[ShardRead]) -> Vec<String> {
     for operation in history {
         if let Outcome::Ok { shard, sequence } = &operation.outcome {
             match read_at.get(operation.value.as_str()) {
+                None if expiry.expired(*shard, sequence) => {
+                    if operation.invoked_us + expiry.retention_us > expiry.end_us {
+                        violations.push(format!(
+                            "{} (shard {shard}, sequence {sequence}) expired too early: invoked at {} µs, the run ended at {} µs, retention is {} µs",
+                            operation.value, operation.invoked_us, expiry.end_us, expiry.retention_us
+                        ));
+                    }
+                }
                 None => violations.push(format!(
                     "lost acknowledged write: {} (client {}, shard {shard}, sequence {sequence})",
                     operation.value, operation.client
@@ -319,7 +351,7 @@ mod tests {
             put("d", 0, 5, Outcome::Fail("bad".into())),
         ];
         let reads = vec![read(0, &[("491", "a"), ("492", "b"), ("493", "c")])];
-        assert_eq!(check(&history, &reads), Vec::<String>::new());
+        assert_eq!(check(&history, &reads, &Expiry::default()), Vec::<String>::new());
     }
 
     #[test]
@@ -331,7 +363,7 @@ mod tests {
             put("refused", 0, 1, Outcome::Fail("bad".into())),
         ];
         let reads = vec![read(0, &[("492", "a"), ("491", "b"), ("493", "refused"), ("494", "ghost"), ("496", "a")])];
-        let violations = check(&history, &reads);
+        let violations = check(&history, &reads, &Expiry::default());
         let text = violations.join("\n");
         assert!(text.contains("is not below the next one"), "{text}");
         assert!(text.contains("read twice"), "{text}");
@@ -339,6 +371,33 @@ mod tests {
         assert!(text.contains("was refused"), "{text}");
         assert!(text.contains("lost acknowledged write: lost"), "{text}");
         assert!(text.contains("completed before"), "{text}");
+    }
+
+    #[test]
+    fn expired_records_may_be_missing_but_never_expire_early() {
+        let history = vec![
+            put("old", 0, 10, ok(0, "491")),
+            put("kept", 20, 30, ok(0, "492")),
+            put("young", 900, 910, ok(0, "493")),
+            put("gone-shard", 0, 10, ok(1, "501")),
+        ];
+        let reads = vec![read(0, &[("492", "kept")])];
+        let expiry = Expiry {
+            retention_us: 500,
+            end_us: 1_000,
+            trimmed: BTreeMap::from([(0, Some("492".to_string())), (1, None)]),
+        };
+        // "old" is below the trim point and old enough; shard 1 expired whole.
+        let violations = check(&history[..2], &reads, &expiry);
+        assert_eq!(violations, Vec::<String>::new());
+        let violations = check(&history, &reads, &expiry).join("\n");
+        assert!(violations.contains("lost acknowledged write: young"), "{violations}");
+        assert!(!violations.contains("gone-shard"), "{violations}");
+        // A trim past a record invoked less than a retention period before the end is early.
+        let early = Expiry { trimmed: BTreeMap::from([(0, Some("494".to_string()))]), ..expiry };
+        let violations = check(&history[..3], &[read(0, &[])], &early).join("\n");
+        assert!(violations.contains("young (shard 0, sequence 493) expired too early"), "{violations}");
+        assert!(!violations.contains("old (shard"), "{violations}");
     }
 
     #[test]

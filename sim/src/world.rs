@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use riffle_node::control::on_demand::OnDemandSettings;
 use riffle_node::control::placement::NodePlace;
+use riffle_node::control::retention::RetentionSettings;
 use riffle_node::fs::memory::MemoryFileSystem;
 use riffle_node::fs::FileSystem;
 use riffle_node::node::{DataLimits, Node, NodeOptions, RaftTiming};
@@ -36,6 +37,9 @@ const EPOCH_MS: i64 = 1_767_225_600_000;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 100_000;
+
+/// Per shard: the lowest trim point among its replicas, or `None` when it expired whole.
+type Trimmed = std::collections::BTreeMap<u32, Option<String>>;
 
 /// Virtual wall clock: the run's epoch plus virtual time elapsed.
 #[derive(Debug)]
@@ -85,6 +89,9 @@ pub struct SeedReport {
     pub on_demand: bool,
     pub splits: usize,
     pub merges: usize,
+    /// The test-length retention hour of the run, if any, and the closed shards that expired.
+    pub retention_hour_ms: Option<u64>,
+    pub expired_shards: usize,
     /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
@@ -108,9 +115,12 @@ pub struct World {
     /// The stream is created ON_DEMAND (a third of the seeds): it scales with the workload's
     /// busy and quiet phases, and the resharder also switches its mode.
     on_demand: bool,
+    /// A test-length retention hour (a third of the seeds): the stream's 24 hours then pass
+    /// within the run, and old records expire while it goes on.
+    retention_hour_ms: Option<u64>,
 }
 
-fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf) -> NodeOptions {
+fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf, retention_hour_ms: Option<u64>) -> NodeOptions {
     NodeOptions {
         id,
         zone: places.iter().find(|place| place.id == id).map(|place| place.zone.clone()).unwrap_or_default(),
@@ -136,9 +146,17 @@ fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf) -> NodeOptions
                 report_interval_ms: 250,
                 ..OnDemandSettings::default()
             },
+            retention: match retention_hour_ms {
+                Some(hour_ms) => RetentionSettings { hour_ms, check_interval_ms: 250 },
+                None => RetentionSettings::default(),
+            },
             ..DataLimits::default()
         },
-        segments: Default::default(),
+        segments: riffle_node::storage::segment::SegmentStoreConfig {
+            // Small files, so that expiry removes whole ones within a run.
+            segment_bytes_max: riffle_node::storage::segment::SegmentStoreConfig::SEGMENT_BYTES_MIN,
+            ..Default::default()
+        },
         log_engine: riffle_node::raft::log_store::LogEngineConfig { engine_thread: true, ..Default::default() },
     }
 }
@@ -167,6 +185,7 @@ impl World {
             })
             .collect();
         let on_demand = rng.gen_bool(1.0 / 3.0);
+        let retention_hour_ms = rng.gen_bool(1.0 / 3.0).then(|| rng.gen_range(100..=500));
         Ok(World {
             options,
             seed,
@@ -180,6 +199,7 @@ impl World {
             crashes: 0,
             partitions: 0,
             on_demand,
+            retention_hour_ms,
         })
     }
 
@@ -190,8 +210,8 @@ impl World {
             executor: Arc::new(SimExecutor),
             fs: slot.fs.clone() as Arc<dyn FileSystem>,
         };
-        let node = Node::open(node_options(slot.id, &self.places, slot.data_dir.clone()), seams)
-            .map_err(|error| format!("node {} does not open: {error}", slot.id))?;
+        let options = node_options(slot.id, &self.places, slot.data_dir.clone(), self.retention_hour_ms);
+        let node = Node::open(options, seams).map_err(|error| format!("node {} does not open: {error}", slot.id))?;
         self.network.attach(slot.id, node.peer_handler());
         node.start(self.network.endpoint(slot.id))
             .await
@@ -243,6 +263,11 @@ impl World {
 
     /// Runs the whole scenario and checks it.
     pub async fn run(mut self) -> Result<SeedReport, String> {
+        self.trace.record(&format!(
+            "world: stream {}, retention hour {:?}",
+            if self.on_demand { "ON_DEMAND" } else { "PROVISIONED" },
+            self.retention_hour_ms
+        ));
         for position in 0..self.nodes.len() {
             self.start_node(position).await?;
         }
@@ -378,11 +403,17 @@ impl World {
         self.network.heal();
         self.trace.record("final heal");
 
-        let (reads, lineage) = self.settle_and_read().await?;
+        let (reads, lineage, trimmed) = self.settle_and_read().await?;
+        let expiry = check::Expiry {
+            retention_us: self.retention_hour_ms.map_or(u64::MAX / 2, |hour_ms| hour_ms * 24 * 1_000),
+            end_us: start.elapsed().as_micros() as u64,
+            trimmed,
+        };
+        let expired_shards = expiry.trimmed.values().filter(|trim| trim.is_none()).count();
         let merges = lineage.parents.values().filter(|parents| parents.len() == 2).count();
         let splits = lineage.parents.values().filter(|parents| parents.len() == 1).count() / 2;
         let history = history.borrow().clone();
-        let mut violations = check::check(&history, &reads);
+        let mut violations = check::check(&history, &reads, &expiry);
         violations.extend(check::check_lineage(&history, &reads, &lineage));
         violations.extend(check::check_metadata(&meta_history.borrow()));
         if !violations.is_empty() {
@@ -416,6 +447,8 @@ impl World {
             on_demand: self.on_demand,
             splits,
             merges,
+            retention_hour_ms: self.retention_hour_ms,
+            expired_shards,
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,
@@ -483,7 +516,9 @@ impl World {
 
     /// Restarts every node, waits until all replicas hold the same records, then reads every
     /// shard from the start.
-    async fn settle_and_read(&mut self) -> Result<(Vec<ShardRead>, check::Lineage), String> {
+    /// Also returns, per shard, the lowest trim point of its replicas (retention), or `None` for a
+    /// closed shard that expired whole.
+    async fn settle_and_read(&mut self) -> Result<(Vec<ShardRead>, check::Lineage, Trimmed), String> {
         for position in 0..self.nodes.len() {
             if self.nodes[position].running.is_none() {
                 self.start_node(position).await?;
@@ -509,10 +544,15 @@ impl World {
         // A put whose outcome was unknown may still commit after the heal (its entry waited in a
         // leader's log), so a read can legitimately miss it and a later one find it. Read until
         // one read equals every replica; a real divergence never settles.
-        for shard in 0..stream.shards.len() as u32 {
+        let mut trimmed = Trimmed::new();
+        'shards: for shard in 0..stream.shards.len() as u32 {
             let group_id = stream.shards[shard as usize].group_id;
             let mut attempts = 0u32;
             let records = loop {
+                if self.shard_expired(shard).await {
+                    trimmed.insert(shard, None);
+                    continue 'shards;
+                }
                 let records = match self.read_shard(shard).await {
                     Ok(records) => Some(records),
                     Err(error) if tokio::time::Instant::now() > deadline => {
@@ -549,9 +589,27 @@ impl World {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
+            let lowest_trim = (0..self.nodes.len())
+                .filter_map(|position| self.nodes[position].running.as_ref())
+                .filter_map(|(node, _)| node.group(group_id))
+                .filter_map(|group| group.shard.as_ref().map(|shard| shard.segments.trim_sequence()))
+                .min()
+                .unwrap_or(0);
+            if lowest_trim > 0 {
+                trimmed.insert(shard, Some(riffle_node::sequence::render(shard, lowest_trim)));
+            }
             reads.push(ShardRead { shard, records });
         }
-        Ok((reads, lineage))
+        Ok((reads, lineage, trimmed))
+    }
+
+    /// Whether the shard expired whole (retention removed a closed shard), as node 1 sees it.
+    async fn shard_expired(&self, shard: u32) -> bool {
+        let Some(service) = self.service(0) else { return false };
+        match service.stream_meta(STREAM).await {
+            Ok(stream) => stream.shard(shard).is_some_and(|shard| shard.expired),
+            Err(_) => false,
+        }
     }
 
     fn replica_records(&self, position: usize, group_id: u64, shard: u32) -> Result<Vec<(String, String)>, String> {

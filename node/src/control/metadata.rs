@@ -78,6 +78,10 @@ pub struct ShardMeta {
     pub created_ms: i64,
     #[serde(default)]
     pub closed_ms: Option<i64>,
+    /// A closed shard whose records have all expired: listed nowhere, its group removed. It
+    /// keeps its place (shard ids are positions) and children still name it as a parent.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 fn serving() -> bool {
@@ -305,6 +309,30 @@ impl MetaState {
                 Ok(())
             }
             Some(meta_command::Command::UpdateStreamMode(update)) => self.update_stream_mode(update),
+            Some(meta_command::Command::ShardExpired(expired)) => {
+                let stream = self
+                    .streams
+                    .get_mut(&expired.stream)
+                    .ok_or_else(|| MetaRejection::StreamNotFound(expired.stream.clone()))?;
+                let shard =
+                    stream.shards.iter_mut().find(|shard| shard.group_id == expired.group_id).ok_or_else(|| {
+                        MetaRejection::Invalid(format!(
+                            "stream {} has no shard in group {}",
+                            expired.stream, expired.group_id
+                        ))
+                    })?;
+                if !matches!(shard.state, ShardState::Closed { .. }) {
+                    return Err(MetaRejection::Invalid(format!(
+                        "shard {} of {} is not closed; only a closed shard expires",
+                        shard.index, expired.stream
+                    )));
+                }
+                if !shard.expired {
+                    shard.expired = true;
+                    self.deleted_groups.push(expired.group_id);
+                }
+                Ok(())
+            }
             Some(meta_command::Command::CompleteModeChange(complete)) => {
                 let stream = self.stream_mut(&complete.stream)?;
                 if stream.mode_change_pending {
@@ -533,6 +561,7 @@ impl MetaState {
                 state: ShardState::Waiting,
                 created_ms: reshard.requested_ms,
                 closed_ms: None,
+                expired: false,
             });
         }
         stream.status = StreamStatus::Updating;
@@ -692,6 +721,7 @@ impl MetaState {
                 state: ShardState::Open,
                 created_ms: create.created_ms,
                 closed_ms: None,
+                expired: false,
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)

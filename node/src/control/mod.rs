@@ -7,6 +7,7 @@
 //! - [`scaling`]: UpdateShardCount's plan of reshard steps;
 //! - [`on_demand`]: ON_DEMAND streams' splits and merges from measured write load;
 //! - `load`: shard leaders' load reports and the metadata leader's table of them;
+//! - [`retention`]: expiring records past their stream's retention period;
 //! - `requests`: how a node proposes changes and reads the metadata linearizably;
 //! - `reconcile`: starting and removing the shard groups placed on this node.
 
@@ -16,6 +17,7 @@ pub mod on_demand;
 pub mod placement;
 mod reconcile;
 mod requests;
+pub mod retention;
 pub mod scaling;
 
 pub(crate) use load::ShardLoads;

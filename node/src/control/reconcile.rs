@@ -34,7 +34,7 @@ impl Node {
             let current = state.borrow_and_update().clone();
             let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
             for stream in current.streams.values() {
-                for shard in &stream.shards {
+                for shard in stream.shards.iter().filter(|shard| !shard.expired) {
                     if shard.replicas.contains(&self.id()) && self.group(shard.group_id).is_none() {
                         if let Err(error) = self.host_shard(shard).await {
                             tracing::error!(group = shard.group_id, %error, "cannot host shard group");

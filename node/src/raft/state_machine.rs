@@ -24,13 +24,25 @@ use crate::storage::segment::{BatchLogId, ShardSegments};
 
 const MEMBERSHIP_KEY: &[u8] = b"membership";
 const APPLIED_KEY: &[u8] = b"applied";
+/// The first sequence a shard keeps (retention), little-endian u64; absent: nothing trimmed.
+const TRIMMED_KEY: &[u8] = b"trimmed";
 const SNAPSHOT_KEY: &[u8] = b"snapshot";
 const SEALED_KEY: &[u8] = b"sealed";
-/// A shard snapshot: this header (magic, format version, flags, seal index; integers
-/// little-endian), then the segments' batches. Bit 0 of the flags: the shard is sealed.
+/// A shard snapshot: this header (magic, format version, flags, seal index, and from version 2
+/// the first kept sequence; integers little-endian), then the segments' batches that are kept.
+/// Bit 0 of the flags: the shard is sealed.
 const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"RFSS";
-const SHARD_SNAPSHOT_VERSION: u16 = 1;
-const SHARD_SNAPSHOT_HEADER_BYTES: usize = 16;
+const SHARD_SNAPSHOT_VERSION: u16 = 2;
+const SHARD_SNAPSHOT_HEADER_BYTES: usize = 24;
+const SHARD_SNAPSHOT_V1_HEADER_BYTES: usize = 16;
+
+/// What a shard snapshot carries besides its batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ShardSnapshotHeader {
+    sealed_at: Option<u64>,
+    /// Records below this sequence expired (retention) on the snapshot's source.
+    trim_sequence: u64,
+}
 
 fn to_batch_log_id(log_id: &LogId) -> BatchLogId {
     BatchLogId { term: log_id.leader_id.term, node_id: log_id.leader_id.node_id, index: log_id.index }
@@ -171,6 +183,14 @@ impl ShardStateMachine {
             }
             None => None,
         };
+        if let Some(bytes) = logs.get(group, TRIMMED_KEY) {
+            let sequence: [u8; 8] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| read_error(format!("a trim record of {} bytes", bytes.len())))?;
+            // Files a crash left behind after the trim point was persisted go now.
+            segments.trim(u64::from_le_bytes(sequence)).map_err(read_error)?;
+        }
         let durable = segments.last_durable().as_ref().map(from_batch_log_id);
         let last_applied = durable.max(marker);
         floor.start_at(last_applied);
@@ -190,6 +210,22 @@ impl ShardStateMachine {
         }
         self.logs.put_durable(self.group, SEALED_KEY, index.to_le_bytes().to_vec()).await.map_err(write_error)?;
         Ok(self.seal.seal(index))
+    }
+
+    /// Expires the records that arrived before `before_ms`: the first kept sequence is made
+    /// durable, then the segments drop what they can.
+    async fn trim(&self, before_ms: i64) -> Result<(), StorageError> {
+        self.trim_to(self.segments.sequence_at_timestamp(before_ms)).await
+    }
+
+    /// Expires every record below `keep_from` (durably first); a lower point changes nothing.
+    async fn trim_to(&self, keep_from: u64) -> Result<(), StorageError> {
+        if keep_from <= self.segments.trim_sequence() {
+            return Ok(());
+        }
+        self.logs.put_durable(self.group, TRIMMED_KEY, keep_from.to_le_bytes().to_vec()).await.map_err(write_error)?;
+        self.segments.trim(keep_from).map_err(write_error)?;
+        Ok(())
     }
 
     async fn persist_applied_marker(floor: &DurableFloor, applied: &Option<LogId>) -> Result<(), StorageError> {
@@ -285,6 +321,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                             Some(group_command::Command::Seal(_)) => {
                                 ApplyResult::Sealed { seal_index: machine.seal(entry.log_id.index).await? }
                             }
+                            Some(group_command::Command::Trim(trim)) => {
+                                machine.trim(trim.before_ms).await?;
+                                ApplyResult::Nothing
+                            }
                             Some(group_command::Command::Append(batch)) => {
                                 let previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
                                 machine.segments.append(to_batch_log_id(&entry.log_id), &batch).map_err(|error| {
@@ -347,11 +387,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 machine.published.send_replace(Arc::new(machine.state.clone()));
             }
             GroupStateMachine::Shard(machine) => {
-                let (sealed_at, batches) = decode_shard_snapshot(&bytes)?;
-                if let Some(index) = sealed_at {
+                let (header, batches) = decode_shard_snapshot(&bytes)?;
+                if let Some(index) = header.sealed_at {
                     machine.seal(index).await?;
                 }
                 machine.segments.import(batches).map_err(write_error)?;
+                // The source's trim point, so this replica expires exactly what it did.
+                machine.trim_to(header.trim_sequence).await?;
                 machine.segments.flush().await.map_err(write_error)?;
                 machine.last_applied = meta.last_log_id;
                 machine.membership = meta.last_membership.clone();
@@ -379,7 +421,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 let bytes = if starting {
                     Vec::new()
                 } else {
-                    encode_shard_snapshot(machine.seal.sealed_at(), machine.segments.export().map_err(read_error)?)
+                    let header = ShardSnapshotHeader {
+                        sealed_at: machine.seal.sealed_at(),
+                        trim_sequence: machine.segments.trim_sequence(),
+                    };
+                    encode_shard_snapshot(header, machine.segments.export().map_err(read_error)?)
                 };
                 let meta = SnapshotMeta {
                     last_log_id: machine.last_applied,
@@ -392,37 +438,52 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 }
 
-fn encode_shard_snapshot(sealed_at: Option<u64>, batches: Vec<u8>) -> Vec<u8> {
+fn encode_shard_snapshot(header: ShardSnapshotHeader, batches: Vec<u8>) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(SHARD_SNAPSHOT_HEADER_BYTES + batches.len());
     bytes.extend_from_slice(&SHARD_SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SHARD_SNAPSHOT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&u16::from(sealed_at.is_some()).to_le_bytes());
-    bytes.extend_from_slice(&sealed_at.unwrap_or(0).to_le_bytes());
+    bytes.extend_from_slice(&u16::from(header.sealed_at.is_some()).to_le_bytes());
+    bytes.extend_from_slice(&header.sealed_at.unwrap_or(0).to_le_bytes());
+    bytes.extend_from_slice(&header.trim_sequence.to_le_bytes());
     bytes.extend_from_slice(&batches);
     bytes
 }
 
-/// The seal and the batches of a shard snapshot. Snapshots made before seals existed are the
-/// batches alone (they start with the batch magic, not [`SHARD_SNAPSHOT_MAGIC`]).
-fn decode_shard_snapshot(bytes: &[u8]) -> Result<(Option<u64>, &[u8]), StorageError> {
+/// The header and the batches of a shard snapshot. Snapshots made before seals existed are the
+/// batches alone (they start with the batch magic, not [`SHARD_SNAPSHOT_MAGIC`]); version 1
+/// has no trim point.
+fn decode_shard_snapshot(bytes: &[u8]) -> Result<(ShardSnapshotHeader, &[u8]), StorageError> {
     if !bytes.starts_with(&SHARD_SNAPSHOT_MAGIC) {
-        return Ok((None, bytes));
+        return Ok((ShardSnapshotHeader::default(), bytes));
     }
-    if bytes.len() < SHARD_SNAPSHOT_HEADER_BYTES {
+    if bytes.len() < SHARD_SNAPSHOT_V1_HEADER_BYTES {
         return Err(read_error(format!("a shard snapshot of {} bytes has no complete header", bytes.len())));
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != SHARD_SNAPSHOT_VERSION {
-        return Err(read_error(format!("shard snapshot format version {version} is not {SHARD_SNAPSHOT_VERSION}")));
+    let header_bytes = match version {
+        1 => SHARD_SNAPSHOT_V1_HEADER_BYTES,
+        SHARD_SNAPSHOT_VERSION => SHARD_SNAPSHOT_HEADER_BYTES,
+        _ => {
+            return Err(read_error(format!(
+                "shard snapshot format version {version} is not 1 or {SHARD_SNAPSHOT_VERSION}"
+            )))
+        }
+    };
+    if bytes.len() < header_bytes {
+        return Err(read_error(format!("a shard snapshot of {} bytes has no complete header", bytes.len())));
     }
     let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
-    let mut index = [0u8; 8];
-    index.copy_from_slice(&bytes[8..16]);
-    let sealed_at = (flags & 1 == 1).then_some(u64::from_le_bytes(index));
+    let word = |at: usize| {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(value)
+    };
+    let sealed_at = (flags & 1 == 1).then_some(word(8));
     if sealed_at == Some(0) {
         return Err(read_error("a shard snapshot sealed at log index 0"));
     }
-    Ok((sealed_at, &bytes[SHARD_SNAPSHOT_HEADER_BYTES..]))
+    let trim_sequence = if version >= 2 { word(16) } else { 0 };
+    Ok((ShardSnapshotHeader { sealed_at, trim_sequence }, &bytes[header_bytes..]))
 }
 
 #[cfg(test)]
@@ -432,12 +493,20 @@ mod tests {
     #[test]
     fn shard_snapshots_carry_the_seal_and_read_older_ones() {
         let batches = b"RFSB and the rest".to_vec();
-        let sealed = encode_shard_snapshot(Some(42), batches.clone());
-        assert_eq!(decode_shard_snapshot(&sealed).expect("decodes"), (Some(42), batches.as_slice()));
-        let open = encode_shard_snapshot(None, batches.clone());
-        assert_eq!(decode_shard_snapshot(&open).expect("decodes"), (None, batches.as_slice()));
-        assert_eq!(decode_shard_snapshot(&batches).expect("an older snapshot"), (None, batches.as_slice()));
-        assert_eq!(decode_shard_snapshot(&[]).expect("an empty one"), (None, &[][..]));
+        let header = |sealed_at, trim_sequence| ShardSnapshotHeader { sealed_at, trim_sequence };
+        let sealed = encode_shard_snapshot(header(Some(42), 7), batches.clone());
+        assert_eq!(decode_shard_snapshot(&sealed).expect("decodes"), (header(Some(42), 7), batches.as_slice()));
+        let open = encode_shard_snapshot(header(None, 0), batches.clone());
+        assert_eq!(decode_shard_snapshot(&open).expect("decodes"), (header(None, 0), batches.as_slice()));
+        assert_eq!(decode_shard_snapshot(&batches).expect("an older snapshot"), (header(None, 0), batches.as_slice()));
+        assert_eq!(decode_shard_snapshot(&[]).expect("an empty one"), (header(None, 0), &[][..]));
+        // Version 1: the seal, no trim point.
+        let mut version_1 = b"RFSS".to_vec();
+        version_1.extend_from_slice(&1u16.to_le_bytes());
+        version_1.extend_from_slice(&1u16.to_le_bytes());
+        version_1.extend_from_slice(&9u64.to_le_bytes());
+        version_1.extend_from_slice(&batches);
+        assert_eq!(decode_shard_snapshot(&version_1).expect("decodes"), (header(Some(9), 0), batches.as_slice()));
         assert!(decode_shard_snapshot(&sealed[..10]).is_err());
         let mut bad_version = sealed.clone();
         bad_version[4] = 9;

@@ -205,7 +205,7 @@ impl StreamService {
             ))
         };
         let index = keys::parse_shard_id(shard_id).ok_or_else(not_found)?;
-        stream.shard(index).ok_or_else(not_found)
+        stream.shard(index).filter(|shard| !shard.expired).ok_or_else(not_found)
     }
 
     /// The replicated status: every node reports the same one.

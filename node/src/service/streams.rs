@@ -333,9 +333,11 @@ impl StreamService {
             Some(shard_id) => keys::parse_shard_id(shard_id).map_or(0, |index| index as usize + 1),
             None => 0,
         };
+        // Expired shards are listed nowhere.
+        let mut listed = stream.shards.iter().skip(start).filter(|shard| !shard.expired);
         let shards: Vec<v1::Shard> =
-            stream.shards.iter().skip(start).take(limit as usize).map(|shard| self.shard_description(shard)).collect();
-        let has_more_shards = start + shards.len() < stream.shards.len();
+            listed.by_ref().take(limit as usize).map(|shard| self.shard_description(shard)).collect();
+        let has_more_shards = listed.next().is_some();
         Ok(v1::DescribeStreamResponse {
             stream_description: Some(v1::StreamDescription {
                 stream_name: stream.name.clone(),
@@ -430,6 +432,7 @@ impl StreamService {
             .shards
             .iter()
             .skip(start)
+            .filter(|shard| !shard.expired)
             .filter(|shard| filter.as_ref().is_none_or(|filter| filter.selects(&stream, shard)));
         let page: Vec<&ShardMeta> = selected.by_ref().take(max_results as usize).collect();
         let more = selected.next().is_some();
@@ -502,7 +505,10 @@ impl ShardFilter {
         // Before the stream existed, its first shards are where a reader starts.
         let open_at = |at: i64| created <= at && closed.is_none_or(|closed| closed > at);
         match *self {
-            ShardFilter::AtTrimHorizon => shard.parents.is_empty(),
+            // The oldest shards still holding records: no parent, or only expired ones.
+            ShardFilter::AtTrimHorizon => {
+                shard.parents.iter().all(|parent| stream.shard(*parent).is_none_or(|parent| parent.expired))
+            }
             ShardFilter::FromTrimHorizon => true,
             ShardFilter::AtLatest => !matches!(shard.state, meta::ShardState::Closed { .. }),
             ShardFilter::AtTimestamp(at) => open_at(at.max(stream.created_ms)),

@@ -329,6 +329,9 @@ struct ShardState {
     /// The first failed segment write: the shard stops accepting appends (an fsync error
     /// cannot be retried safely).
     write_error: Option<String>,
+    /// Records below this sequence are expired (retention): never read or exported, and the
+    /// files holding only such records are removed.
+    trim_sequence: u64,
 }
 
 impl ShardState {
@@ -900,9 +903,10 @@ impl ShardSegments {
         Ok(true)
     }
 
-    /// Records with `sequence >= from_sequence`, in order: at most `limit`, and no more than
-    /// `bytes_max` of keys and data (but at least one record if there is any).
+    /// Records with `sequence >= from_sequence` (and not trimmed), in order: at most `limit`, and
+    /// no more than `bytes_max` of keys and data (but at least one record if there is any).
     pub fn read(&self, from_sequence: u64, limit: usize, bytes_max: usize) -> Result<ReadOutcome, StorageError> {
+        let from_sequence = from_sequence.max(self.trim_sequence());
         let mut outcome = ReadOutcome { records: Vec::new(), next_sequence: from_sequence };
         if limit == 0 {
             return Ok(outcome);
@@ -1031,14 +1035,78 @@ impl ShardSegments {
         self.inner.state().end_sequence()
     }
 
-    /// The sequence of the first stored record, or [`Self::end_sequence`] if there is none.
+    /// The sequence of the first stored record not trimmed, or [`Self::end_sequence`] if there
+    /// is none.
     pub fn first_sequence(&self) -> u64 {
         let state = self.inner.state();
+        let trim = state.trim_sequence;
         state
             .batches
             .iter()
-            .find(|batch| batch.record_count > 0)
-            .map_or_else(|| state.end_sequence(), BatchEntry::first_sequence)
+            .find(|batch| batch.record_count > 0 && batch.end_sequence() > trim)
+            .map_or_else(|| state.end_sequence(), |batch| batch.first_sequence().max(trim))
+    }
+
+    /// Records below this sequence are expired.
+    pub fn trim_sequence(&self) -> u64 {
+        self.inner.state().trim_sequence
+    }
+
+    /// The arrival timestamp of the oldest record not trimmed, if any.
+    pub fn oldest_timestamp_ms(&self) -> Option<i64> {
+        let state = self.inner.state();
+        let trim = state.trim_sequence;
+        state.batches.iter().find(|batch| batch.record_count > 0 && batch.end_sequence() > trim).map(|b| b.timestamp_ms)
+    }
+
+    /// Expires every record below `sequence` (a later call with a lower one changes nothing):
+    /// reads and exports skip them at once, and every segment file that holds only expired,
+    /// durable records — the newest file excepted, which the writer appends to — is removed,
+    /// with its entries in the in-memory index. Returns how many files were removed.
+    ///
+    /// The caller makes the trim point durable first (the shard's state machine persists it),
+    /// so a crash between the two only leaves files that the next trim removes.
+    pub fn trim(&self, sequence: u64) -> Result<usize, StorageError> {
+        let inner = &self.inner;
+        // The I/O lock keeps a writer round (which addresses batches by position) out.
+        let _file = lock(&inner.io);
+        let (paths, dir) = {
+            let mut state = inner.state();
+            state.check_usable()?;
+            state.trim_sequence = state.trim_sequence.max(sequence);
+            let trim = state.trim_sequence;
+            let last_segment = state.segments.len().saturating_sub(1);
+            // Leading segments whose every batch is expired and durable.
+            let mut removable = 0usize;
+            for (position, batch) in state.batches.iter().enumerate() {
+                if batch.segment >= last_segment || batch.end_sequence() > trim || position >= state.durable_count {
+                    removable = removable.min(batch.segment);
+                    break;
+                }
+                removable = batch.segment + 1;
+            }
+            if removable == 0 {
+                return Ok(0);
+            }
+            let batches_removed = state.batches.partition_point(|batch| batch.segment < removable);
+            state.batches.drain(..batches_removed);
+            for batch in &mut state.batches {
+                batch.segment -= removable;
+            }
+            state.durable_count -= batches_removed;
+            let paths: Vec<PathBuf> = state.segments.drain(..removable).map(|segment| segment.path).collect();
+            (paths, state.data_dir.clone())
+        };
+        for path in &paths {
+            inner.fs.remove_file(path).context(|| format!("remove expired segment {}", path.display()))?;
+        }
+        inner.fs.sync_dir(&dir).context(|| format!("sync directory {}", dir.display()))?;
+        Ok(paths.len())
+    }
+
+    /// Segment files the shard has (expired ones not yet removed included).
+    pub fn segment_count(&self) -> usize {
+        self.inner.state().segments.len()
     }
 
     /// The arrival timestamp of the last appended batch.
@@ -1103,9 +1171,11 @@ impl ShardSegments {
         let sources: Vec<BatchSource> = {
             let state = self.inner.state();
             state.check_usable()?;
+            let trim = state.trim_sequence;
             state
                 .batches
                 .iter()
+                .filter(|batch| batch.end_sequence() > trim || batch.first_sequence() >= trim)
                 .map(|batch| match &batch.pending {
                     Some(encoded) => BatchSource::Memory(encoded.clone()),
                     None => {
@@ -1185,10 +1255,12 @@ impl ShardSegments {
         let plan = {
             let mut state = inner.state();
             let generation = state.generation + 1;
+            let trim_sequence = state.trim_sequence;
             *state = ShardState {
                 generation,
                 disk_generation: new_generation,
                 data_dir: new_dir.clone(),
+                trim_sequence,
                 ..ShardState::default()
             };
             for (header, bytes) in &headers {

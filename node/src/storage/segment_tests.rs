@@ -865,3 +865,53 @@ fn segment_names_parse_back() {
     assert_eq!(parse_segment_file_name("42.seg"), None);
     assert_eq!(parse_segment_file_name("00000000000000000042.tmp"), None);
 }
+
+#[tokio::test]
+async fn trimming_hides_expired_records_and_removes_whole_expired_files() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    let store = open_store(fs.clone(), small_segments());
+    let shard = store.shard(9).expect("shard");
+    // Two batches of three records per 4 KiB file: files start at indexes 1, 3, 5.
+    for index in 1..=6 {
+        shard.append(log_id(index), &batch(index as i64 * 1000, 3, 500)).expect("append");
+    }
+    // Not durable yet: the trim point holds, but no file goes.
+    let keep_from = shard.sequence_at_timestamp(4_000);
+    assert_eq!(keep_from, sequence(4, 0));
+    assert_eq!(shard.trim(keep_from).expect("trim"), 0);
+    assert_eq!(shard.first_sequence(), sequence(4, 0));
+    assert_eq!(read_all(&shard).first().map(|record| record.sequence), Some(sequence(4, 0)));
+    assert_eq!(shard.oldest_timestamp_ms(), Some(4_000));
+
+    shard.flush().await.expect("flush");
+    // The file of batches 1-2 holds only expired records; the one of 3-4 still holds batch 4.
+    assert_eq!(shard.trim(keep_from).expect("trim"), 1);
+    let names = memory.list_dir(&PathBuf::from(ROOT).join("9")).expect("list");
+    assert_eq!(names, [segment_file_name(3), segment_file_name(5)]);
+    assert_eq!(read_all(&shard).len(), 9);
+    assert_eq!(shard.read(0, 2, usize::MAX).expect("read").records[0].sequence, sequence(4, 0));
+    // A lower trim later changes nothing; exports skip what expired.
+    assert_eq!(shard.trim(0).expect("trim"), 0);
+    assert_eq!(shard.trim_sequence(), keep_from);
+    let exported = shard.export().expect("export");
+    let imported = store.shard(10).expect("another shard");
+    imported.import(&exported).expect("import");
+    assert_eq!(read_all(&imported), read_all(&shard));
+    // The newest file is never removed, even when everything in it expired.
+    assert_eq!(shard.trim(sequence(7, 0)).expect("trim"), 1);
+    assert_eq!(memory.list_dir(&PathBuf::from(ROOT).join("9")).expect("list"), [segment_file_name(5)]);
+    assert!(read_all(&shard).is_empty());
+    assert_eq!(shard.first_sequence(), shard.end_sequence());
+    // Appends continue after it, and a restart recovers from the remaining file.
+    shard.append(log_id(7), &batch(7_000, 1, 10)).expect("append");
+    shard.flush().await.expect("flush");
+    drop(shard);
+    drop(store);
+    let store = open_store(fs, small_segments());
+    let shard = store.shard(9).expect("reopen");
+    assert_eq!(shard.last_appended(), Some(log_id(7)));
+    assert_eq!(read_all(&shard).len(), 3 + 3 + 1, "untrimmed after a restart until the trim is applied again");
+    shard.trim(sequence(7, 0)).expect("trim again");
+    assert_eq!(read_all(&shard).len(), 1);
+}

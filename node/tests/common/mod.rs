@@ -51,9 +51,18 @@ impl Dev {
     /// Starts `riffle-node dev` with its ports from `grpc_port` (gRPC, then QUIC peers at +3,
     /// the Kinesis API at +6), restarting dead nodes after `restart_delay_ms`.
     pub fn start(grpc_port: u16, restart_delay_ms: u64, rerun: &'static str) -> Dev {
+        Dev::start_with(grpc_port, restart_delay_ms, &[], rerun)
+    }
+
+    /// [`Dev::start`] with `settings` (`KEY=VALUE`) passed as `--set` to every node.
+    pub fn start_with(grpc_port: u16, restart_delay_ms: u64, settings: &[&str], rerun: &'static str) -> Dev {
         let directory = tempfile::Builder::new().prefix("riffle-dev-test-").tempdir().expect("a temporary directory");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_riffle-node"))
-            .arg("dev")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_riffle-node"));
+        command.arg("dev");
+        for setting in settings {
+            command.args(["--set", setting]);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(directory.path())
             .args(["--grpc-port", &grpc_port.to_string()])
@@ -103,6 +112,11 @@ impl Dev {
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("dev is running").id() as i32
+    }
+
+    /// The cluster's data directory (`node-N/` per node).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._directory.path()
     }
 }
 
