@@ -126,18 +126,34 @@ pub struct Group {
     /// Restarted from its own log and not yet heard from a leader: it stays out of elections
     /// meanwhile (see [`Node::rejoin_quietly`]).
     pub(crate) rejoining: std::sync::atomic::AtomicBool,
+    /// On a node that lost its disk, until a leader reaches it: it grants no vote, because it
+    /// no longer knows whom it voted for before (see [`Node::rejoin_after_disk_loss`]).
+    pub(crate) votes_barred: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
     pub(crate) fn new(id: u64, raft: Raft, shard: Option<ShardGroup>) -> Group {
-        Group { id, raft, shard, rejoining: std::sync::atomic::AtomicBool::new(false) }
+        Group {
+            id,
+            raft,
+            shard,
+            rejoining: std::sync::atomic::AtomicBool::new(false),
+            votes_barred: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// A leader's AppendEntries was accepted: a rejoining replica takes part in elections again.
+    /// Its log and vote now come from that leader's term, so a vote it grants from here on is
+    /// for a later term than any it may have cast and forgotten.
     pub(crate) fn heard_from_leader(&self) {
+        self.votes_barred.store(false, std::sync::atomic::Ordering::SeqCst);
         if self.rejoining.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.raft.runtime_config().elect(true);
         }
+    }
+
+    pub(crate) fn votes_barred(&self) -> bool {
+        self.votes_barred.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -172,6 +188,11 @@ pub struct Node {
     pub(crate) hosted: tokio::sync::Notify,
     /// Streams whose next scaling step this node (as metadata leader) is proposing.
     pub(crate) scaling_in_flight: Mutex<BTreeSet<String>>,
+    /// Started on an empty disk in a running cluster, and not caught up yet (see `is_amnesiac`).
+    pub(crate) amnesiac: std::sync::atomic::AtomicBool,
+    /// The metadata log index that, once applied (and its groups started), ends the amnesia:
+    /// every group that existed before the disk loss is known then. 0 until learned.
+    pub(crate) amnesia_ends_at: std::sync::atomic::AtomicU64,
     /// The latest write load reported for each shard group of an on-demand stream, kept while
     /// this node leads the metadata group.
     pub(crate) shard_loads: Mutex<crate::control::ShardLoads>,
@@ -226,6 +247,8 @@ impl Node {
             hosted: tokio::sync::Notify::new(),
             scaling_in_flight: Mutex::new(BTreeSet::new()),
             shard_loads: Mutex::new(Default::default()),
+            amnesiac: std::sync::atomic::AtomicBool::new(false),
+            amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -239,6 +262,16 @@ impl Node {
     /// is known" proves nothing; only hearing from one does. Without this, a returning replica
     /// whose peers have not reconnected yet times out, campaigns with ever higher terms, and
     /// deposes the healthy leader as soon as that leader's replication reaches it.
+    /// A group on a node that lost its disk: initialized with the same first membership as its
+    /// peers (elections already off), then out of elections and granting no vote until a leader
+    /// reaches it — with no grace period, since an empty log and a forgotten vote must never
+    /// decide an election.
+    pub(crate) fn rejoin_after_disk_loss(&self, group: &Arc<Group>) {
+        group.votes_barred.store(true, std::sync::atomic::Ordering::SeqCst);
+        group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
+        group.raft.runtime_config().elect(false);
+    }
+
     pub(crate) fn rejoin_quietly(&self, group: &Arc<Group>) {
         group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
         group.raft.runtime_config().elect(false);
@@ -263,6 +296,11 @@ impl Node {
         if self.transport.0.set(transport).is_err() {
             return Err("node started twice".to_string());
         }
+        // An empty disk is either a new cluster or a node that lost its data: the peers know.
+        if self.logs.groups().is_empty() && self.peers_know_a_cluster().await {
+            tracing::warn!(node = self.id(), "this node's disk is empty but its peers run a cluster: it lost its data, and catches up from them before it votes again");
+            self.amnesiac.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let floor = DurableFloor::new(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
         let (machine, state) =
             MetaStateMachine::open(META_GROUP, self.logs.clone(), floor.clone()).map_err(|error| error.to_string())?;
@@ -272,31 +310,38 @@ impl Node {
             .await
             .map_err(|error| format!("starting the metadata group: {error}"))?;
         let members: BTreeSet<u64> = self.options.nodes.iter().map(|node| node.id).collect();
-        let fresh = initialize_group(&raft, members).await;
-        self.groups
-            .lock()
-            .expect("groups lock is not poisoned")
-            .insert(META_GROUP, Arc::new(Group::new(META_GROUP, raft.clone(), None)));
-        if !fresh {
-            self.rejoin_quietly(&self.group(META_GROUP).expect("just inserted"));
+        let amnesiac = self.is_amnesiac();
+        if amnesiac {
+            // Before initializing: the empty log must not campaign.
+            raft.runtime_config().elect(false);
+        }
+        let fresh = initialize_group(&raft, members).await && !amnesiac;
+        let group = Arc::new(Group::new(META_GROUP, raft.clone(), None));
+        self.groups.lock().expect("groups lock is not poisoned").insert(META_GROUP, group.clone());
+        if amnesiac {
+            self.rejoin_after_disk_loss(&group);
+        } else if !fresh {
+            self.rejoin_quietly(&group);
         }
         if self.meta.set((raft, state.clone())).is_err() {
             return Err("metadata group started twice".to_string());
         }
-        // Tell every peer this process started, so that they drop connections to the previous one.
-        for peer in self.options.nodes.iter().map(|place| place.id).filter(|id| *id != self.id()) {
-            let transport = self.transport.clone();
-            self.seams.executor.spawn(
-                "hello",
-                Box::pin(async move {
-                    let hello = PeerRequest {
-                        group_id: META_GROUP,
-                        body: Some(peer_request::Body::Hello(riffle_proto::peer::Blank {})),
-                        incarnation: 0,
-                    };
-                    let _ = transport.call(peer, hello).await;
-                }),
-            );
+        // Tell every peer this process started, so that they drop connections to the previous one
+        // (a node with an empty disk has greeted them already).
+        if !self.logs.groups().is_empty() {
+            for peer in self.peer_ids() {
+                let transport = self.transport.clone();
+                self.seams.executor.spawn(
+                    "hello",
+                    Box::pin(async move {
+                        let _ = transport.call(peer, hello()).await;
+                    }),
+                );
+            }
+        }
+        if amnesiac {
+            let node = self.clone();
+            self.seams.executor.spawn("catch-up", Box::pin(async move { node.learn_where_amnesia_ends().await }));
         }
         let node = self.clone();
         self.seams.executor.spawn("reconcile-groups", Box::pin(async move { node.reconcile(state).await }));
@@ -305,6 +350,56 @@ impl Node {
         let node = self.clone();
         self.seams.executor.spawn("retention", Box::pin(async move { node.enforce_retention().await }));
         Ok(())
+    }
+
+    fn peer_ids(&self) -> Vec<NodeId> {
+        self.options.nodes.iter().map(|place| place.id).filter(|id| *id != self.id()).collect()
+    }
+
+    /// Greets every peer (at most a second each, all at once) and tells whether any of them
+    /// already runs a cluster.
+    async fn peers_know_a_cluster(&self) -> bool {
+        let greetings = self.peer_ids().into_iter().map(|peer| async move {
+            let call = self.transport.call(peer, hello());
+            match tokio::time::timeout(std::time::Duration::from_secs(1), call).await {
+                Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => reply.knows_cluster,
+                _ => false,
+            }
+        });
+        futures::future::join_all(greetings).await.into_iter().any(|knows| knows)
+    }
+
+    /// Whether this process started on an empty disk in a running cluster and has not caught up
+    /// with the metadata group yet: the groups it starts meanwhile are rejoined as after a disk
+    /// loss ([`Node::rejoin_after_disk_loss`]).
+    pub(crate) fn is_amnesiac(&self) -> bool {
+        self.amnesiac.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// On a node that lost its disk: once a metadata leader has reached it, takes a read index,
+    /// so that reconciliation knows when every group that existed before is started.
+    async fn learn_where_amnesia_ends(self: Arc<Self>) {
+        let pause = std::time::Duration::from_millis(self.options.raft.heartbeat_interval_ms);
+        while !self.is_stopped() {
+            let heard = self.group(META_GROUP).is_some_and(|group| !group.votes_barred());
+            if heard && self.meta_read().await.is_ok() {
+                let applied =
+                    self.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).map_or(0, |id| id.index);
+                self.amnesia_ends_at.store(applied.max(1), std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Called by reconciliation after a pass over the metadata applied up to `applied`: the
+    /// amnesia ends once that covers the index learned by [`Node::learn_where_amnesia_ends`].
+    pub(crate) fn note_reconciled(&self, applied: u64) {
+        let ends_at = self.amnesia_ends_at.load(std::sync::atomic::Ordering::SeqCst);
+        if self.is_amnesiac() && ends_at != 0 && applied >= ends_at {
+            tracing::info!(node = self.id(), "caught up after losing its disk; new groups start as usual");
+            self.amnesiac.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Stops every group. Durability never depends on this running.
@@ -402,6 +497,11 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
         }
         peer_request::Body::Vote(vote) => {
             let group = node.group_soon(group_id).await.ok_or(RouteError::NoGroup)?;
+            if group.votes_barred() {
+                return Err(RouteError::Failed(
+                    "this replica lost its disk and grants no vote until it has caught up".into(),
+                ));
+            }
             let request = codec::vote_request_from_wire(vote).map_err(malformed)?;
             let response = group.raft.vote(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::Vote(codec::vote_response_to_wire(&response)))
@@ -413,7 +513,23 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
                 group.raft.install_snapshot(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::InstallSnapshot(codec::install_snapshot_response_to_wire(&response)))
         }
-        peer_request::Body::Hello(_) => Ok(peer_response::Body::Hello(riffle_proto::peer::Blank {})),
+        peer_request::Body::Hello(_) => {
+            // A metadata group that has committed an entry: a cluster whose members voted. (At a
+            // new cluster's first start peers have initialized but not yet elected anyone.)
+            let committed =
+                node.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).is_some_and(|id| id.index >= 1);
+            let knows_cluster = committed && !node.is_amnesiac();
+            Ok(peer_response::Body::Hello(riffle_proto::peer::HelloReply { knows_cluster }))
+        }
         forwarded => node.serve(group_id, forwarded).await,
+    }
+}
+
+/// The greeting a node sends every peer when it starts.
+fn hello() -> PeerRequest {
+    PeerRequest {
+        group_id: META_GROUP,
+        body: Some(peer_request::Body::Hello(riffle_proto::peer::Blank {})),
+        incarnation: 0,
     }
 }

@@ -33,6 +33,8 @@ pub struct SimOptions {
     pub reshards: u32,
     /// Inject partitions and crash-restarts.
     pub faults: bool,
+    /// Let one crash per seed also lose the node's disk.
+    pub disk_loss: bool,
 }
 
 impl Default for SimOptions {
@@ -45,6 +47,7 @@ impl Default for SimOptions {
             meta_operations_per_client: 24,
             reshards: 3,
             faults: true,
+            disk_loss: false,
         }
     }
 }

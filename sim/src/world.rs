@@ -92,6 +92,7 @@ pub struct SeedReport {
     /// The test-length retention hour of the run, if any, and the closed shards that expired.
     pub retention_hour_ms: Option<u64>,
     pub expired_shards: usize,
+    pub disk_losses: u32,
     /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
@@ -112,6 +113,8 @@ pub struct World {
     _scratch: tempfile::TempDir,
     crashes: u32,
     partitions: u32,
+    /// Crashes that also lost the node's disk (at most one per seed).
+    disk_losses: u32,
     /// The stream is created ON_DEMAND (a third of the seeds): it scales with the workload's
     /// busy and quiet phases, and the resharder also switches its mode.
     on_demand: bool,
@@ -198,6 +201,7 @@ impl World {
             _scratch: scratch,
             crashes: 0,
             partitions: 0,
+            disk_losses: 0,
             on_demand,
             retention_hour_ms,
         })
@@ -259,6 +263,15 @@ impl World {
 
     fn service(&self, position: usize) -> Option<StreamService> {
         self.nodes[position].running.as_ref().map(|(_, service)| service.clone())
+    }
+
+    /// Replaces a stopped node's disk with an empty one: it restarts with no data at all.
+    fn lose_disk(&mut self, position: usize) {
+        self.disk_losses += 1;
+        let slot = &mut self.nodes[position];
+        slot.fs = Arc::new(MemoryFileSystem::new());
+        slot.data_dir = self._scratch.path().join(format!("node-{}-after-disk-loss", slot.id));
+        self.trace.record(&format!("node {} lost its disk", slot.id));
     }
 
     /// Runs the whole scenario and checks it.
@@ -392,6 +405,11 @@ impl World {
                 } else {
                     services.borrow_mut()[victim] = None;
                     self.crash_node(victim).await?;
+                    // Once per seed at most, the crash also loses the node's disk (two lost
+                    // disks could lose acknowledged data legitimately).
+                    if self.options.disk_loss && self.disk_losses == 0 && self.rng.gen_bool(0.15) {
+                        self.lose_disk(victim);
+                    }
                     tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
                     self.start_node(victim).await?;
                     services.borrow_mut()[victim] = self.service(victim);
@@ -449,6 +467,7 @@ impl World {
             merges,
             retention_hour_ms: self.retention_hour_ms,
             expired_shards,
+            disk_losses: self.disk_losses,
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,

@@ -31,6 +31,9 @@ const SCALING_RECHECK_MS: u64 = 1_000;
 impl Node {
     pub(crate) async fn reconcile(self: Arc<Self>, mut state: watch::Receiver<Arc<MetaState>>) {
         loop {
+            // Read before the state: the state published is at least this far.
+            let applied =
+                self.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).map_or(0, |id| id.index);
             let current = state.borrow_and_update().clone();
             let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
             for stream in current.streams.values() {
@@ -58,6 +61,7 @@ impl Node {
                     }
                 }
             }
+            self.note_reconciled(applied);
             self.drive_scaling(&current);
             // Woken by every applied change, and now and then regardless, so a scaling step
             // that failed is proposed again even when nothing else changes.
@@ -192,7 +196,12 @@ impl Node {
             .map_err(|error| format!("starting group {group_id}: {error}"))?;
         started.store(true, std::sync::atomic::Ordering::SeqCst);
         let members: BTreeSet<u64> = shard.replicas.iter().copied().collect();
-        let fresh = initialize_group(&raft, members).await;
+        let amnesiac = self.is_amnesiac();
+        if amnesiac {
+            // Before initializing: the empty log must not campaign.
+            raft.runtime_config().elect(false);
+        }
+        let fresh = initialize_group(&raft, members).await && !amnesiac;
         if fresh && shard.replicas.first() == Some(&self.id()) {
             // The preferred replica campaigns at once, so leaders spread as placement chose.
             let _ = raft.trigger().elect().await;
@@ -208,7 +217,9 @@ impl Node {
             raft,
             Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
         ));
-        if !fresh {
+        if amnesiac {
+            self.rejoin_after_disk_loss(&group);
+        } else if !fresh {
             self.rejoin_quietly(&group);
         }
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, group);
