@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use riffle_proto::peer::{AppendBatch, StoredRecord};
@@ -78,11 +78,19 @@ pub struct SegmentStoreConfig {
     /// pending bytes wait for the next round, so one busy shard cannot starve the others.
     /// At least one whole batch is always written. Default 4 MiB; bounds 4 KiB ..= 1 GiB.
     pub write_batch_bytes_max: usize,
+    /// Segment files the store keeps open for reading at most, over all shards; the least
+    /// recently read is closed beyond it. Default 256; bounds 1 ..= 1 048 576.
+    pub open_read_files_max: usize,
 }
 
 impl Default for SegmentStoreConfig {
     fn default() -> Self {
-        Self { segment_bytes_max: 64 << 20, write_queue_depth_max: 1024, write_batch_bytes_max: 4 << 20 }
+        Self {
+            segment_bytes_max: 64 << 20,
+            write_queue_depth_max: 1024,
+            write_batch_bytes_max: 4 << 20,
+            open_read_files_max: 256,
+        }
     }
 }
 
@@ -116,6 +124,12 @@ impl SegmentStoreConfig {
                 self.write_batch_bytes_max,
                 Self::WRITE_BATCH_BYTES_MIN,
                 Self::WRITE_BATCH_BYTES_LIMIT
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.open_read_files_max) {
+            return Err(StorageError::InvalidConfig(format!(
+                "open_read_files_max {} is outside 1..=1048576",
+                self.open_read_files_max
             )));
         }
         Ok(())
@@ -277,13 +291,73 @@ struct Segment {
     path: PathBuf,
     /// Bytes assigned to the file, written or still pending.
     len: u64,
-    /// A read-only handle, opened on first read from the file.
-    read_handle: Arc<OnceLock<Arc<dyn FileHandle>>>,
 }
 
 impl Segment {
     fn new(dir: &Path, first_index: u64, len: u64) -> Self {
-        Self { path: dir.join(segment_file_name(first_index)), len, read_handle: Arc::new(OnceLock::new()) }
+        Self { path: dir.join(segment_file_name(first_index)), len }
+    }
+}
+
+/// The segment files open for reading, over every shard of a store: at most
+/// `open_read_files_max`, the least recently read closed first (a reader still holding one keeps
+/// it usable until it is done).
+#[derive(Debug)]
+struct ReadFiles {
+    max: usize,
+    state: Mutex<ReadFilesState>,
+}
+
+#[derive(Debug, Default)]
+struct ReadFilesState {
+    open: std::collections::HashMap<PathBuf, (Arc<dyn FileHandle>, u64)>,
+    tick: u64,
+}
+
+impl ReadFiles {
+    fn new(max: usize) -> ReadFiles {
+        ReadFiles { max: max.max(1), state: Mutex::default() }
+    }
+
+    /// The open handle of `path`, opening it (and closing the least recently read one beyond
+    /// the bound) if needed.
+    fn get(&self, fs: &dyn FileSystem, path: &Path) -> Result<Arc<dyn FileHandle>, StorageError> {
+        {
+            let mut state = lock(&self.state);
+            state.tick += 1;
+            let tick = state.tick;
+            if let Some((handle, used)) = state.open.get_mut(path) {
+                *used = tick;
+                return Ok(handle.clone());
+            }
+        }
+        // Opened outside the lock; a concurrent opener of the same file may win, either will do.
+        let handle = fs.open(path, OpenMode::Read).context(|| format!("open segment {}", path.display()))?;
+        let mut state = lock(&self.state);
+        state.tick += 1;
+        let tick = state.tick;
+        let handle = state.open.entry(path.to_path_buf()).or_insert((handle, tick)).0.clone();
+        while state.open.len() > self.max {
+            let oldest = state.open.iter().min_by_key(|(_, (_, used))| *used).map(|(path, _)| path.clone());
+            match oldest {
+                Some(oldest) => state.open.remove(&oldest),
+                None => break,
+            };
+        }
+        Ok(handle)
+    }
+
+    /// Closes the handles of files under `prefix` (removed or replaced files).
+    fn forget_under(&self, prefix: &Path) {
+        lock(&self.state).open.retain(|path, _| !path.starts_with(prefix));
+    }
+
+    fn forget(&self, path: &Path) {
+        lock(&self.state).open.remove(path);
+    }
+
+    fn open_count(&self) -> usize {
+        lock(&self.state).open.len()
     }
 }
 
@@ -410,6 +484,7 @@ struct ShardInner {
     /// round, `import`, `remove_shard`), so those never interleave. Never held across `.await`.
     io: Mutex<WriterFile>,
     link: Arc<WriterLink>,
+    read_files: Arc<ReadFiles>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -748,6 +823,7 @@ struct StoreInner {
     link: Arc<WriterLink>,
     shards: Mutex<BTreeMap<u64, ShardSegments>>,
     next_instance: AtomicU64,
+    read_files: Arc<ReadFiles>,
 }
 
 /// The segment store of a node: every shard's segments and the one writer loop.
@@ -773,7 +849,8 @@ impl SegmentStore {
             inner: Arc::new(StoreInner {
                 fs,
                 root,
-                config,
+                config: config.clone(),
+                read_files: Arc::new(ReadFiles::new(config.open_read_files_max)),
                 link: Arc::new(WriterLink { sender, dirty }),
                 shards: Mutex::default(),
                 next_instance: AtomicU64::new(0),
@@ -812,6 +889,7 @@ impl SegmentStore {
                 state: Mutex::new(state),
                 io: Mutex::default(),
                 link: self.inner.link.clone(),
+                read_files: self.inner.read_files.clone(),
             }),
         };
         shards.insert(group_id, shard.clone());
@@ -829,6 +907,7 @@ impl SegmentStore {
             *state = ShardState { generation, removed: true, ..ShardState::default() };
         }
         let dir = self.shard_dir(group_id);
+        self.inner.read_files.forget_under(&dir);
         if self.inner.fs.exists(&dir) {
             self.inner
                 .fs
@@ -849,7 +928,7 @@ pub struct ShardSegments {
 /// Where to get one batch's bytes for a read, taken under the lock and used outside it.
 enum BatchSource {
     Memory(Bytes),
-    File { path: PathBuf, handle: Arc<OnceLock<Arc<dyn FileHandle>>>, offset: u64, length: u64 },
+    File { path: PathBuf, offset: u64, length: u64 },
 }
 
 impl ShardSegments {
@@ -968,12 +1047,7 @@ impl ShardSegments {
                 Some(encoded) => BatchSource::Memory(encoded.clone()),
                 None => {
                     let segment = &state.segments[batch.segment];
-                    BatchSource::File {
-                        path: segment.path.clone(),
-                        handle: segment.read_handle.clone(),
-                        offset: batch.offset,
-                        length: batch.length,
-                    }
+                    BatchSource::File { path: segment.path.clone(), offset: batch.offset, length: batch.length }
                 }
             };
             sources.push((batch.first_sequence(), batch.timestamp_ms, source));
@@ -991,19 +1065,8 @@ impl ShardSegments {
     fn load(&self, source: BatchSource) -> Result<(Bytes, PathBuf, u64), StorageError> {
         match source {
             BatchSource::Memory(bytes) => Ok((bytes, self.inner.dir.clone(), 0)),
-            BatchSource::File { path, handle, offset, length } => {
-                let file = match handle.get() {
-                    Some(file) => file.clone(),
-                    None => {
-                        let file = self
-                            .inner
-                            .fs
-                            .open(&path, OpenMode::Read)
-                            .context(|| format!("open segment {}", path.display()))?;
-                        // Another reader may have won the race; either handle will do.
-                        handle.get_or_init(|| file).clone()
-                    }
-                };
+            BatchSource::File { path, offset, length } => {
+                let file = self.inner.read_files.get(self.inner.fs.as_ref(), &path)?;
                 let length = usize::try_from(length).expect("a batch length fits usize");
                 let mut bytes = vec![0u8; length];
                 let read = file.read_at(&mut bytes, offset).context(|| format!("read segment {}", path.display()))?;
@@ -1098,6 +1161,7 @@ impl ShardSegments {
             (paths, state.data_dir.clone())
         };
         for path in &paths {
+            inner.read_files.forget(path);
             inner.fs.remove_file(path).context(|| format!("remove expired segment {}", path.display()))?;
         }
         inner.fs.sync_dir(&dir).context(|| format!("sync directory {}", dir.display()))?;
@@ -1107,6 +1171,11 @@ impl ShardSegments {
     /// Segment files the shard has (expired ones not yet removed included).
     pub fn segment_count(&self) -> usize {
         self.inner.state().segments.len()
+    }
+
+    /// Segment files the whole store has open for reading.
+    pub fn open_read_files(&self) -> usize {
+        self.inner.read_files.open_count()
     }
 
     /// The arrival timestamp of the last appended batch.
@@ -1180,12 +1249,7 @@ impl ShardSegments {
                     Some(encoded) => BatchSource::Memory(encoded.clone()),
                     None => {
                         let segment = &state.segments[batch.segment];
-                        BatchSource::File {
-                            path: segment.path.clone(),
-                            handle: segment.read_handle.clone(),
-                            offset: batch.offset,
-                            length: batch.length,
-                        }
+                        BatchSource::File { path: segment.path.clone(), offset: batch.offset, length: batch.length }
                     }
                 })
                 .collect()
@@ -1285,6 +1349,7 @@ impl ShardSegments {
         }
         // The new contents are live and durable; the old generation is garbage. Failing to
         // remove it is not an error: the next import or recovery removes it first.
+        inner.read_files.forget_under(&generation_dir(&inner.dir, old_generation));
         let removed = remove_generation(fs, &inner.dir, old_generation)
             .and_then(|_| fs.sync_dir(&inner.dir).context(|| format!("sync directory {}", inner.dir.display())));
         if let Err(error) = removed {

@@ -915,3 +915,28 @@ async fn trimming_hides_expired_records_and_removes_whole_expired_files() {
     shard.trim(sequence(7, 0)).expect("trim again");
     assert_eq!(read_all(&shard).len(), 1);
 }
+
+#[tokio::test]
+async fn open_read_files_stay_within_their_bound() {
+    let memory = MemoryFileSystem::new();
+    let config = SegmentStoreConfig { open_read_files_max: 2, ..small_segments() };
+    let store = open_store(Arc::new(memory.clone()), config);
+    let shard = store.shard(9).expect("shard");
+    let other = store.shard(10).expect("another shard");
+    for index in 1..=10 {
+        shard.append(log_id(index), &batch(index as i64, 3, 500)).expect("append");
+        other.append(log_id(index), &batch(index as i64, 3, 500)).expect("append");
+    }
+    shard.flush().await.expect("flush");
+    other.flush().await.expect("flush");
+    // Five files per shard, all read, twice over.
+    for _ in 0..2 {
+        assert_eq!(read_all(&shard).len(), 30);
+        assert_eq!(read_all(&other).len(), 30);
+        assert!(shard.open_read_files() <= 2, "{} files open", shard.open_read_files());
+    }
+    // Removing a shard closes its files.
+    store.remove_shard(10).expect("remove");
+    assert!(shard.open_read_files() <= 2);
+    assert_eq!(read_all(&shard).len(), 30);
+}
