@@ -47,7 +47,7 @@ impl Default for SimOptions {
             meta_operations_per_client: 24,
             reshards: 3,
             faults: true,
-            disk_loss: false,
+            disk_loss: true,
         }
     }
 }
