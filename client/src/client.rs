@@ -231,6 +231,15 @@ impl Client {
             .ok_or_else(|| malformed("DescribeStreamSummary", "no stream_description_summary"))
     }
 
+    /// The cluster's nodes, zones, health, leaders and replicas per node, and lagging replicas,
+    /// as the node reached gathers them.
+    pub async fn cluster_status(&self) -> Result<crate::proto::ClusterStatusResponse, ClientError> {
+        self.call(Idempotence::Idempotent, |mut rpc| async move {
+            rpc.cluster_status(crate::proto::ClusterStatusRequest {}).await
+        })
+        .await
+    }
+
     /// Lists all streams, following ListStreams' pagination (at most [`PAGES_MAX`] pages).
     /// The result has `has_more_streams == false`.
     pub async fn list_streams(&self) -> Result<ListStreamsResponse, ClientError> {

@@ -103,6 +103,13 @@ impl Riffle for FakeNode {
     }
 
     /// Two pages: `a`, `b`, then `c`.
+    async fn cluster_status(
+        &self,
+        _request: Request<riffle_client::proto::ClusterStatusRequest>,
+    ) -> Result<Response<riffle_client::proto::ClusterStatusResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no cluster"))
+    }
+
     async fn list_streams(
         &self,
         request: Request<ListStreamsRequest>,

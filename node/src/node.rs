@@ -513,6 +513,7 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
                 group.raft.install_snapshot(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::InstallSnapshot(codec::install_snapshot_response_to_wire(&response)))
         }
+        peer_request::Body::Status(_) => Ok(peer_response::Body::Status(node.status_report())),
         peer_request::Body::Hello(_) => {
             // A metadata group that has committed an entry: a cluster whose members voted. (At a
             // new cluster's first start peers have initialized but not yet elected anyone.)

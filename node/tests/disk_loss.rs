@@ -166,6 +166,21 @@ async fn a_node_that_lost_its_disk_catches_up_before_it_counts_in_a_quorum() {
     dev.wait_for_line("node 1 exited");
     let written = *counted.borrow();
     await_acks(&mut counted, written + VALUES_PER_PHASE).await;
+    // The cluster status, through node 2: three nodes in three zones, node 3 (which lost its
+    // disk) reachable, and every group with a leader (node 1 may be back already).
+    let status = Client::connect(vec![format!("http://127.0.0.1:{}", grpc_port + 1)])
+        .await
+        .expect("an endpoint")
+        .cluster_status()
+        .await
+        .expect("a cluster status");
+    let zones: Vec<(u64, &str)> = status.nodes.iter().map(|node| (node.node_id, node.zone.as_str())).collect();
+    assert_eq!(zones, [(1, "a"), (2, "b"), (3, "c")], "rerun: {RERUN}");
+    assert!(status.nodes[2].reachable, "node 3 answers; rerun: {RERUN}");
+    assert_eq!(status.groups.len(), 3, "the metadata group and two shards: {:?}", status.groups);
+    assert!(status.groups.iter().all(|group| group.leader.is_some()), "{:?}; rerun: {RERUN}", status.groups);
+    let leaders: u32 = status.nodes.iter().map(|node| node.leaders).sum();
+    assert_eq!(leaders, 3, "each group counted once under its leader: {:?}", status.nodes);
     dev.wait_for_line("node 1 restarted");
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the writer ends");

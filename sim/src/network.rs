@@ -134,5 +134,6 @@ fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
         Body::MetaBarrier(_) => "meta-barrier",
         Body::LoadReport(_) => "load-report",
         Body::Hello(_) => "hello",
+        Body::Status(_) => "status",
     }
 }

@@ -48,6 +48,16 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Nodes (zone, reachable, replicas, leaders), groups without a leader, lagging replicas.
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Create a stream and wait until it is ACTIVE.
     CreateStream {
@@ -68,6 +78,11 @@ enum Command {
     DeleteStream { name: String },
     /// List stream names, one per line.
     ListStreams,
+    /// The cluster: `riffle cluster status`.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Describe a stream and its shards.
     DescribeStream {
         name: String,
@@ -218,6 +233,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ListStreams => {
             for name in client.list_streams().await?.stream_names {
                 writeln!(out, "{name}")?;
+            }
+        }
+        Command::Cluster { command: ClusterCommand::Status { json } } => {
+            let status = client.cluster_status().await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&cluster_status_json(&status))?)?;
+            } else {
+                write!(out, "{}", format_cluster_status(&status))?;
             }
         }
         Command::DescribeStream { name, json } => {
@@ -561,6 +584,61 @@ fn render_table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Kinesis-style (AWS CLI) JSON for a stream description.
+fn cluster_status_json(status: &riffle_client::proto::ClusterStatusResponse) -> Value {
+    json!({
+        "AnsweredBy": status.answered_by,
+        "Nodes": status.nodes.iter().map(|node| json!({
+            "NodeId": node.node_id,
+            "Zone": node.zone,
+            "Reachable": node.reachable,
+            "Replicas": node.replicas,
+            "Leaders": node.leaders,
+        })).collect::<Vec<_>>(),
+        "Groups": status.groups.iter().map(|group| json!({
+            "GroupId": group.group_id,
+            "Name": group.name,
+            "Replicas": group.replicas,
+            "Leader": group.leader,
+            "LastLogIndex": group.last_log_index,
+            "Lagging": group.lagging.iter().map(|lag| json!({
+                "NodeId": lag.node_id,
+                "BehindEntries": lag.behind_entries,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Nodes as a table, then the groups that need attention: no leader, or replicas behind.
+fn format_cluster_status(status: &riffle_client::proto::ClusterStatusResponse) -> String {
+    let mut text = format!("{:<6} {:<12} {:<10} {:>9} {:>8}\n", "node", "zone", "health", "replicas", "leaders");
+    for node in &status.nodes {
+        let health = if node.reachable { "up" } else { "UNREACHABLE" };
+        text +=
+            &format!("{:<6} {:<12} {:<10} {:>9} {:>8}\n", node.node_id, node.zone, health, node.replicas, node.leaders);
+    }
+    let leaderless: Vec<&str> =
+        status.groups.iter().filter(|group| group.leader.is_none()).map(|group| group.name.as_str()).collect();
+    text += &format!("groups: {}, without a leader: {}\n", status.groups.len(), leaderless.len());
+    for name in leaderless {
+        text += &format!("  no leader: {name}\n");
+    }
+    let lagging: Vec<String> = status
+        .groups
+        .iter()
+        .flat_map(|group| {
+            group.lagging.iter().map(move |lag| {
+                format!("  {} on node {}: {} entries behind", group.name, lag.node_id, lag.behind_entries)
+            })
+        })
+        .collect();
+    text += &format!("lagging replicas: {}\n", lagging.len());
+    for line in lagging {
+        text += &line;
+        text += "\n";
+    }
+    text
+}
+
 /// Kinesis' name of a capacity mode.
 fn mode_name(mode: i32) -> &'static str {
     match riffle_client::proto::StreamMode::try_from(mode) {
@@ -820,6 +898,47 @@ mod tests {
         );
         assert!(lines[2].ends_with("-       -       1,2,3"), "{table}");
         assert!(table.lines().all(|line| line == line.trim_end()));
+    }
+
+    #[test]
+    fn cluster_status_lists_nodes_and_what_needs_attention() {
+        use riffle_client::proto::{ClusterStatusResponse, GroupStatus, NodeStatus, ReplicaLag};
+        let node = |node_id, zone: &str, reachable, leaders| NodeStatus {
+            node_id,
+            zone: zone.into(),
+            reachable,
+            replicas: 3,
+            leaders,
+        };
+        let status = ClusterStatusResponse {
+            answered_by: 1,
+            nodes: vec![node(1, "a", true, 2), node(2, "b", false, 0), node(3, "c", true, 0)],
+            groups: vec![
+                GroupStatus {
+                    group_id: 0,
+                    name: "metadata".into(),
+                    replicas: vec![1, 2, 3],
+                    leader: Some(1),
+                    last_log_index: 9,
+                    lagging: vec![ReplicaLag { node_id: 2, behind_entries: 4 }],
+                },
+                GroupStatus {
+                    group_id: 1,
+                    name: "s/shardId-000000000000".into(),
+                    replicas: vec![1, 2, 3],
+                    leader: None,
+                    last_log_index: 0,
+                    lagging: vec![],
+                },
+            ],
+        };
+        let text = format_cluster_status(&status);
+        assert!(text.contains("2      b            UNREACHABLE"), "{text}");
+        assert!(text.contains("groups: 2, without a leader: 1\n  no leader: s/shardId-000000000000"), "{text}");
+        assert!(text.contains("lagging replicas: 1\n  metadata on node 2: 4 entries behind"), "{text}");
+        let value = cluster_status_json(&status);
+        assert_eq!(value["Nodes"][1]["Reachable"], json!(false));
+        assert_eq!(value["Groups"][0]["Lagging"][0]["BehindEntries"], json!(4));
     }
 
     #[test]

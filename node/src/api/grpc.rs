@@ -63,6 +63,10 @@ impl Riffle for GrpcApi {
         self.service.list_streams(request.into_inner()).await.map(Response::new).map_err(status)
     }
 
+    async fn cluster_status(&self, _request: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
+        Ok(Response::new(self.service.node().cluster_status().await))
+    }
+
     async fn list_shards(&self, request: Request<ListShardsRequest>) -> Reply<ListShardsResponse> {
         self.service.list_shards(request.into_inner()).await.map(Response::new).map_err(status)
     }

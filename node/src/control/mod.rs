@@ -8,6 +8,7 @@
 //! - [`on_demand`]: ON_DEMAND streams' splits and merges from measured write load;
 //! - `load`: shard leaders' load reports and the metadata leader's table of them;
 //! - [`retention`]: expiring records past their stream's retention period;
+//! - `status`: the cluster status (nodes, leaders, replicas, lag) gathered from every node;
 //! - `requests`: how a node proposes changes and reads the metadata linearizably;
 //! - `reconcile`: starting and removing the shard groups placed on this node.
 
@@ -19,5 +20,6 @@ mod reconcile;
 mod requests;
 pub mod retention;
 pub mod scaling;
+mod status;
 
 pub(crate) use load::ShardLoads;
