@@ -356,12 +356,12 @@ impl Node {
         self.options.nodes.iter().map(|place| place.id).filter(|id| *id != self.id()).collect()
     }
 
-    /// Greets every peer (at most a second each, all at once) and tells whether any of them
+    /// Greets every peer (at most 300 ms each, all at once) and tells whether any of them
     /// already runs a cluster.
     async fn peers_know_a_cluster(&self) -> bool {
         let greetings = self.peer_ids().into_iter().map(|peer| async move {
             let call = self.transport.call(peer, hello());
-            match tokio::time::timeout(std::time::Duration::from_secs(1), call).await {
+            match tokio::time::timeout(std::time::Duration::from_millis(300), call).await {
                 Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => reply.knows_cluster,
                 _ => false,
             }

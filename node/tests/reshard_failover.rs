@@ -11,20 +11,17 @@
 //!
 //! Rerun with `cargo test -p riffle-node --test reshard_failover -- --nocapture`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::StreamStatus;
-use riffle_client::proto::{GetShardIteratorRequest, PutRecordRequest, ShardIteratorType};
-use riffle_client::{Client, ClientConfig};
 use tokio::sync::watch;
 
 mod common;
 
-use common::{node_pid, Dev};
+use common::{
+    await_acks, check_values, connect, kinesis, node_pid, read_shard, write_values, Dev, POLLS_MAX, POLL_PAUSE,
+};
 
 const RERUN: &str = "cargo test -p riffle-node --test reshard_failover -- --nocapture";
 const STREAM: &str = "reshard";
@@ -33,89 +30,6 @@ const RESTART_DELAY_MS: u64 = 500;
 /// Values written before the split, and at least this many after the kill.
 const VALUES_BEFORE: u32 = 40;
 const VALUES_AFTER: u32 = 60;
-const POLLS_MAX: u32 = 300;
-const POLL_PAUSE: Duration = Duration::from_millis(200);
-const READ_PAGES_MAX: u32 = 2_000;
-/// Longest wait for the writer's acknowledgements; far above what a slow debug build needs.
-const ACK_WAIT: Duration = Duration::from_secs(120);
-
-fn kinesis(kinesis_port: u16) -> aws_sdk_kinesis::Client {
-    let http_client = common::sdk_http_client();
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("anonymous", "anonymous", None, None, "test"))
-        .endpoint_url(format!("http://127.0.0.1:{kinesis_port}"))
-        .http_client(http_client)
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
-
-async fn connect(grpc_port: u16) -> Client {
-    let endpoints = (0..3).map(|node| format!("http://127.0.0.1:{}", grpc_port + node)).collect();
-    let config = ClientConfig { retries_max: 6, request_timeout_ms: 10_000, ..ClientConfig::default() };
-    Client::connect_with_config(endpoints, config).await.expect("valid endpoints")
-}
-
-/// Writes values in order until `stop`, recording those acknowledged (in order) and telling
-/// `count` how many there are.
-async fn write(client: Client, stop: Arc<AtomicBool>, acknowledged: Arc<Mutex<Vec<u32>>>, count: watch::Sender<usize>) {
-    let mut value = 0u32;
-    while !stop.load(Ordering::SeqCst) {
-        let request = PutRecordRequest {
-            stream_name: STREAM.into(),
-            data: format!("{value}").into_bytes().into(),
-            partition_key: format!("key-{}", value % KEYS),
-            explicit_hash_key: None,
-            sequence_number_for_ordering: None,
-        };
-        if client.put_record(request).await.is_ok() {
-            acknowledged.lock().expect("ack list lock").push(value);
-            count.send_modify(|count| *count += 1);
-        } else {
-            // Paces attempts while a leader is elected; it synchronises nothing.
-            tokio::time::sleep(POLL_PAUSE).await;
-        }
-        value += 1;
-    }
-}
-
-/// Waits (at most [`ACK_WAIT`]) until the writer has `target` acknowledgements.
-async fn await_acks(counted: &mut watch::Receiver<usize>, target: usize) {
-    let reached = tokio::time::timeout(ACK_WAIT, counted.wait_for(|count| *count >= target)).await;
-    assert!(
-        matches!(reached, Ok(Ok(_))),
-        "the writer did not reach {target} acknowledgements within {} s; rerun: {RERUN}",
-        ACK_WAIT.as_secs()
-    );
-}
-
-/// Every record of one shard from TRIM_HORIZON, as (partition key, value).
-async fn read_shard(client: &Client, shard_id: &str) -> Vec<(String, u32)> {
-    let request = GetShardIteratorRequest {
-        stream_name: STREAM.into(),
-        shard_id: shard_id.into(),
-        shard_iterator_type: ShardIteratorType::TrimHorizon as i32,
-        starting_sequence_number: None,
-        timestamp_ms: None,
-    };
-    let mut iterator = client.get_shard_iterator(request).await.expect("an iterator").shard_iterator;
-    let mut records = Vec::new();
-    for _ in 0..READ_PAGES_MAX {
-        let page = client.get_records(&iterator, Some(1_000)).await.expect("a page");
-        let empty = page.records.is_empty();
-        for record in page.records {
-            let value = String::from_utf8_lossy(&record.data).parse().expect("values are numbers");
-            records.push((record.partition_key, value));
-        }
-        match page.next_shard_iterator {
-            None => return records,
-            Some(_) if empty && page.millis_behind_latest == 0 => return records,
-            Some(next) => iterator = next,
-        }
-    }
-    panic!("{shard_id} did not end within {READ_PAGES_MAX} pages; rerun: {RERUN}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_order() {
@@ -140,8 +54,9 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
     let stop = Arc::new(AtomicBool::new(false));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let (count, mut counted) = watch::channel(0usize);
-    let writer = tokio::spawn(write(connect(grpc_port).await, stop.clone(), acknowledged.clone(), count));
-    await_acks(&mut counted, VALUES_BEFORE as usize).await;
+    let writer =
+        tokio::spawn(write_values(connect(grpc_port).await, STREAM, KEYS, stop.clone(), acknowledged.clone(), count));
+    await_acks(&mut counted, VALUES_BEFORE as usize, RERUN).await;
 
     // Phase 2: split shard 0 and kill its leader at once.
     let description = client.describe_stream(STREAM).await.expect("a description");
@@ -177,7 +92,7 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
     }
     assert!(active, "the stream never became ACTIVE again after the split; rerun: {RERUN}");
     let written = *counted.borrow();
-    await_acks(&mut counted, written + VALUES_AFTER as usize).await;
+    await_acks(&mut counted, written + VALUES_AFTER as usize, RERUN).await;
     stop.store(true, Ordering::SeqCst);
     writer.await.expect("the writer ends");
 
@@ -195,18 +110,9 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
     // Phase 4: the lineage, parents first, holds every acknowledged record once, in order per key.
     let mut read = Vec::new();
     for shard in ["shardId-000000000000", "shardId-000000000001", "shardId-000000000002", "shardId-000000000003"] {
-        read.extend(read_shard(&client, shard).await);
+        read.extend(read_shard(&client, STREAM, shard, RERUN).await);
     }
     let acknowledged = acknowledged.lock().expect("ack list lock").clone();
-    let mut seen = BTreeSet::new();
-    let mut last_per_key: BTreeMap<String, u32> = BTreeMap::new();
-    for (key, value) in &read {
-        assert!(seen.insert(*value), "value {value} read twice; rerun: {RERUN}");
-        if let Some(previous) = last_per_key.insert(key.clone(), *value) {
-            assert!(previous < *value, "{key}: {value} read after {previous}; rerun: {RERUN}");
-        }
-    }
-    let missing: Vec<u32> = acknowledged.iter().filter(|value| !seen.contains(value)).copied().collect();
-    assert!(missing.is_empty(), "acknowledged values missing: {missing:?}; rerun: {RERUN}");
+    check_values(&read, &acknowledged, RERUN);
     assert!(acknowledged.len() >= (VALUES_BEFORE + VALUES_AFTER) as usize, "the writer made progress");
 }

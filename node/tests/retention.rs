@@ -11,35 +11,17 @@
 //!
 //! Rerun with `cargo test -p riffle-node --test retention -- --nocapture`.
 
-use std::time::Duration;
-
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::{ShardFilter, ShardFilterType};
-use riffle_client::proto::{GetShardIteratorRequest, PutRecordRequest, ShardIteratorType};
-use riffle_client::{Client, ClientConfig};
+use riffle_client::proto::PutRecordRequest;
+use riffle_client::Client;
 
 mod common;
 
-use common::Dev;
+use common::{connect, kinesis, Dev, POLLS_MAX, POLL_PAUSE};
 
 const RERUN: &str = "cargo test -p riffle-node --test retention -- --nocapture";
 const STREAM: &str = "expiring";
 const OLD_RECORDS: u32 = 20;
-/// Polls of a condition the cluster reaches by itself, each `POLL_PAUSE` apart.
-const POLLS_MAX: u32 = 300;
-const POLL_PAUSE: Duration = Duration::from_millis(200);
-const READ_PAGES_MAX: u32 = 1_000;
-
-fn kinesis(kinesis_port: u16) -> aws_sdk_kinesis::Client {
-    let config = aws_sdk_kinesis::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("anonymous", "anonymous", None, None, "test"))
-        .endpoint_url(format!("http://127.0.0.1:{kinesis_port}"))
-        .http_client(common::sdk_http_client())
-        .build();
-    aws_sdk_kinesis::Client::from_conf(config)
-}
 
 async fn put(client: &Client, value: &str) {
     let request = PutRecordRequest {
@@ -52,28 +34,9 @@ async fn put(client: &Client, value: &str) {
     client.put_record(request).await.unwrap_or_else(|error| panic!("put {value}: {error}; rerun: {RERUN}"));
 }
 
-/// Every record of a shard from TRIM_HORIZON.
+/// The data of every record of a shard from TRIM_HORIZON.
 async fn read_shard(client: &Client, shard_id: &str) -> Vec<String> {
-    let request = GetShardIteratorRequest {
-        stream_name: STREAM.into(),
-        shard_id: shard_id.into(),
-        shard_iterator_type: ShardIteratorType::TrimHorizon as i32,
-        starting_sequence_number: None,
-        timestamp_ms: None,
-    };
-    let mut iterator = client.get_shard_iterator(request).await.expect("an iterator").shard_iterator;
-    let mut records = Vec::new();
-    for _ in 0..READ_PAGES_MAX {
-        let page = client.get_records(&iterator, Some(1_000)).await.expect("a page");
-        let empty = page.records.is_empty();
-        records.extend(page.records.into_iter().map(|record| String::from_utf8_lossy(&record.data).into_owned()));
-        match page.next_shard_iterator {
-            None => return records,
-            Some(_) if empty && page.millis_behind_latest == 0 => return records,
-            Some(next) => iterator = next,
-        }
-    }
-    panic!("{shard_id} did not end within {READ_PAGES_MAX} pages; rerun: {RERUN}");
+    common::read_shard(client, STREAM, shard_id, RERUN).await.into_iter().map(|(_, data)| data).collect()
 }
 
 async fn listed_shards(
@@ -97,9 +60,7 @@ async fn old_records_expire_and_a_closed_shard_disappears_once_empty() {
     let grpc_port = common::free_port_base(9);
     let mut dev = Dev::start_with(grpc_port, 500, &["retention.hour_ms=100", "retention.check_interval_ms=200"], RERUN);
     dev.wait_for_line("Ctrl-C stops all three nodes.");
-    let endpoints = (0..3).map(|node| format!("http://127.0.0.1:{}", grpc_port + node)).collect();
-    let config = ClientConfig { retries_max: 6, request_timeout_ms: 10_000, ..ClientConfig::default() };
-    let client = Client::connect_with_config(endpoints, config).await.expect("valid endpoints");
+    let client = connect(grpc_port).await;
     let mut created = false;
     for _ in 0..POLLS_MAX {
         if client.create_stream(STREAM, 1, None).await.is_ok() {

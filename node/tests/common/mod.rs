@@ -127,6 +127,13 @@ impl Drop for Dev {
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
         }
+        if std::thread::panicking() {
+            // A failed test keeps the cluster's files (node logs) for a look.
+            let kept = self.data_dir().with_extension("kept");
+            if std::fs::rename(self.data_dir(), &kept).is_ok() {
+                eprintln!("the cluster's files (node-N/node.log) are kept in {}", kept.display());
+            }
+        }
     }
 }
 
@@ -152,4 +159,122 @@ pub fn sdk_http_client() -> aws_sdk_kinesis::config::SharedHttpClient {
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https()
+}
+
+/// Pause between polls of a condition the cluster reaches by itself, and how many polls at most.
+pub const POLL_PAUSE: Duration = Duration::from_millis(200);
+pub const POLLS_MAX: u32 = 300;
+/// Longest wait for a writer's acknowledgements; far above what a slow debug build needs.
+const ACK_WAIT: Duration = Duration::from_secs(120);
+const READ_PAGES_MAX: u32 = 2_000;
+
+/// The official AWS SDK's Kinesis client against node `kinesis_port`, anonymous.
+pub fn kinesis(kinesis_port: u16) -> aws_sdk_kinesis::Client {
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("anonymous", "anonymous", None, None, "test"))
+        .endpoint_url(format!("http://127.0.0.1:{kinesis_port}"))
+        .http_client(sdk_http_client())
+        .build();
+    aws_sdk_kinesis::Client::from_conf(config)
+}
+
+/// A gRPC client of all three nodes of a `dev` cluster, retrying transport errors.
+pub async fn connect(grpc_port: u16) -> riffle_client::Client {
+    let endpoints = (0..3).map(|node| format!("http://127.0.0.1:{}", grpc_port + node)).collect();
+    let config = riffle_client::ClientConfig {
+        retries_max: 6,
+        request_timeout_ms: 10_000,
+        ..riffle_client::ClientConfig::default()
+    };
+    riffle_client::Client::connect_with_config(endpoints, config).await.expect("valid endpoints")
+}
+
+/// Puts the values 0, 1, 2… in order (partition key `key-<value % keys>`) until `stop`, without
+/// retrying a value; records those acknowledged, in order, and counts them in `count`.
+pub async fn write_values(
+    client: riffle_client::Client,
+    stream: &'static str,
+    keys: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    count: tokio::sync::watch::Sender<usize>,
+) {
+    let mut value = 0u32;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let request = riffle_client::proto::PutRecordRequest {
+            stream_name: stream.into(),
+            data: format!("{value}").into_bytes().into(),
+            partition_key: format!("key-{}", value % keys),
+            explicit_hash_key: None,
+            sequence_number_for_ordering: None,
+        };
+        if client.put_record(request).await.is_ok() {
+            acknowledged.lock().expect("ack list lock").push(value);
+            count.send_modify(|count| *count += 1);
+        } else {
+            // Paces attempts while a leader is elected; it synchronises nothing.
+            tokio::time::sleep(POLL_PAUSE).await;
+        }
+        value += 1;
+    }
+}
+
+/// Waits (boundedly) until a writer has `target` acknowledgements.
+pub async fn await_acks(counted: &mut tokio::sync::watch::Receiver<usize>, target: usize, rerun: &str) {
+    let reached = tokio::time::timeout(ACK_WAIT, counted.wait_for(|count| *count >= target)).await;
+    assert!(
+        matches!(reached, Ok(Ok(_))),
+        "the writer did not reach {target} acknowledgements within {} s; rerun: {rerun}",
+        ACK_WAIT.as_secs()
+    );
+}
+
+/// Every record of one shard from TRIM_HORIZON, as (partition key, data as text).
+pub async fn read_shard(
+    client: &riffle_client::Client,
+    stream: &str,
+    shard_id: &str,
+    rerun: &str,
+) -> Vec<(String, String)> {
+    let request = riffle_client::proto::GetShardIteratorRequest {
+        stream_name: stream.into(),
+        shard_id: shard_id.into(),
+        shard_iterator_type: riffle_client::proto::ShardIteratorType::TrimHorizon as i32,
+        starting_sequence_number: None,
+        timestamp_ms: None,
+    };
+    let mut iterator = client.get_shard_iterator(request).await.expect("an iterator").shard_iterator;
+    let mut records = Vec::new();
+    for _ in 0..READ_PAGES_MAX {
+        let page = client.get_records(&iterator, Some(1_000)).await.expect("a page");
+        let empty = page.records.is_empty();
+        for record in page.records {
+            records.push((record.partition_key, String::from_utf8_lossy(&record.data).into_owned()));
+        }
+        match page.next_shard_iterator {
+            None => return records,
+            Some(_) if empty && page.millis_behind_latest == 0 => return records,
+            Some(next) => iterator = next,
+        }
+    }
+    panic!("{shard_id} did not end within {READ_PAGES_MAX} pages; rerun: {rerun}");
+}
+
+/// Checks what [`write_values`] acknowledged against what was read (parents before children):
+/// every acknowledged value once, and in order per partition key.
+pub fn check_values(read: &[(String, String)], acknowledged: &[u32], rerun: &str) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut last_per_key: std::collections::BTreeMap<&str, u32> = std::collections::BTreeMap::new();
+    for (key, value) in read {
+        let value: u32 = value.parse().unwrap_or_else(|_| panic!("value {value:?} is not a number; rerun: {rerun}"));
+        assert!(seen.insert(value), "value {value} read twice; rerun: {rerun}");
+        if let Some(previous) = last_per_key.insert(key, value) {
+            assert!(previous < value, "{key}: {value} read after {previous}; rerun: {rerun}");
+        }
+    }
+    let missing: Vec<u32> = acknowledged.iter().filter(|value| !seen.contains(value)).copied().collect();
+    assert!(missing.is_empty(), "acknowledged values missing: {missing:?}; rerun: {rerun}");
 }
