@@ -310,18 +310,17 @@ impl Node {
             .await
             .map_err(|error| format!("starting the metadata group: {error}"))?;
         let members: BTreeSet<u64> = self.options.nodes.iter().map(|node| node.id).collect();
-        let amnesiac = self.is_amnesiac();
-        if amnesiac {
-            // Before initializing: the empty log must not campaign.
-            raft.runtime_config().elect(false);
-        }
-        let fresh = initialize_group(&raft, members).await && !amnesiac;
+        // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         let group = Arc::new(Group::new(META_GROUP, raft.clone(), None));
-        self.groups.lock().expect("groups lock is not poisoned").insert(META_GROUP, group.clone());
-        if amnesiac {
+        let restarted = raft.is_initialized().await.unwrap_or(false);
+        if self.is_amnesiac() {
             self.rejoin_after_disk_loss(&group);
-        } else if !fresh {
+        } else if restarted {
             self.rejoin_quietly(&group);
+        }
+        self.groups.lock().expect("groups lock is not poisoned").insert(META_GROUP, group.clone());
+        if !restarted {
+            initialize_group(&raft, members).await;
         }
         if self.meta.set((raft, state.clone())).is_err() {
             return Err("metadata group started twice".to_string());
@@ -339,7 +338,7 @@ impl Node {
                 );
             }
         }
-        if amnesiac {
+        if self.is_amnesiac() {
             let node = self.clone();
             self.seams.executor.spawn("catch-up", Box::pin(async move { node.learn_where_amnesia_ends().await }));
         }

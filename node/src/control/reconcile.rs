@@ -197,15 +197,7 @@ impl Node {
         started.store(true, std::sync::atomic::Ordering::SeqCst);
         let members: BTreeSet<u64> = shard.replicas.iter().copied().collect();
         let amnesiac = self.is_amnesiac();
-        if amnesiac {
-            // Before initializing: the empty log must not campaign.
-            raft.runtime_config().elect(false);
-        }
-        let fresh = initialize_group(&raft, members).await && !amnesiac;
-        if fresh && shard.replicas.first() == Some(&self.id()) {
-            // The preferred replica campaigns at once, so leaders spread as placement chose.
-            let _ = raft.trigger().elect().await;
-        }
+        let restarted = raft.is_initialized().await.unwrap_or(false);
         let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
         let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
@@ -214,16 +206,24 @@ impl Node {
         let load = Mutex::new(LoadMeter::new(self.options.limits.on_demand.horizon_ms(), now));
         let group = Arc::new(Group::new(
             group_id,
-            raft,
+            raft.clone(),
             Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
         ));
         if amnesiac {
             self.rejoin_after_disk_loss(&group);
-        } else if !fresh {
+        } else if restarted {
             self.rejoin_quietly(&group);
         }
+        // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, group);
         self.hosted.notify_waiters();
+        if !restarted {
+            let fresh = initialize_group(&raft, members).await && !amnesiac;
+            if fresh && shard.replicas.first() == Some(&self.id()) {
+                // The preferred replica campaigns at once, so leaders spread as placement chose.
+                let _ = raft.trigger().elect().await;
+            }
+        }
         Ok(())
     }
 
