@@ -145,14 +145,20 @@ def test_update_stream_mode_bad_requests(kinesis, raw_kinesis, stream):
 
 def test_a_hot_shard_splits_and_cold_shards_merge_by_themselves(kinesis, on_demand_stream):
     stream = on_demand_stream
-    written = []
+    attempted, acknowledged = [], []
     batch = 0
-    # Hot: one partition key, well above 200 records/s and 64 KiB/s, until the stream splits.
+    # Hot: one partition key, well above 200 records/s and 64 KiB/s, until the stream splits. A
+    # record may fail while the shard changes leader or splits (InternalFailure, which producers
+    # retry); the test does not retry, so that every record is sent once.
     for _ in range(POLLS_MAX):
         records = [{"Data": f"hot-{batch}-{index}".encode() + b"." * 300, "PartitionKey": "hot"} for index in range(100)]
         result = kinesis.put_records(StreamName=stream, Records=records)
-        assert result["FailedRecordCount"] == 0, result
-        written.extend(record["Data"] for record in records)
+        attempted.extend(record["Data"] for record in records)
+        for record, outcome in zip(records, result["Records"]):
+            if "SequenceNumber" in outcome:
+                acknowledged.append(record["Data"])
+            else:
+                assert outcome["ErrorCode"] in ("InternalFailure", "ProvisionedThroughputExceededException"), outcome
         batch += 1
         if len(open_shards(kinesis, stream)) > 4 or len(shards_of(kinesis, stream)) > 4:
             break
@@ -172,7 +178,14 @@ def test_a_hot_shard_splits_and_cold_shards_merge_by_themselves(kinesis, on_dema
     assert mode_everywhere(kinesis, stream) == "ON_DEMAND"
     records, _ = read_lineage(kinesis, stream)
     hot = [record["Data"] for record in records if record["PartitionKey"] == "hot"]
-    assert hot == written, "the hot key's records are not all there once, in order, across the lineage"
+    # Every acknowledged record once, in the order sent; a failed one (outcome unknown) at most
+    # once, in its place; nothing that was not sent.
+    assert len(hot) == len(set(hot)), "a hot record was read twice"
+    position = {data: index for index, data in enumerate(attempted)}
+    assert all(data in position for data in hot), "a record that was never sent was read"
+    assert [position[data] for data in hot] == sorted(position[data] for data in hot), "the hot key's records are out of order"
+    assert set(acknowledged) <= set(hot), "an acknowledged record is missing across the lineage"
+    assert len(acknowledged) > 0
 
 
 def test_a_deleted_stream_is_deleting_then_gone(kinesis):
