@@ -39,16 +39,7 @@ async fn a_split_whose_parent_leader_dies_completes_and_keeps_every_record_in_or
     let pids: Vec<i32> = (1..=3).map(|node| node_pid(&dev.wait_for_line(&format!("node {node} (zone")))).collect();
     dev.wait_for_line("Ctrl-C stops all three nodes.");
     let client = connect(grpc_port).await;
-    let mut created = false;
-    for _ in 0..POLLS_MAX {
-        if client.create_stream(STREAM, 2, None).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(POLL_PAUSE).await;
-    }
-    assert!(created, "the stream was never created; rerun: {RERUN}");
-    client.wait_for_stream_active(STREAM, POLLS_MAX).await.expect("ACTIVE");
+    common::create_active_stream(&client, STREAM, 2, RERUN).await;
 
     // Phase 1: writes flow.
     let stop = Arc::new(AtomicBool::new(false));

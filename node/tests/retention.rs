@@ -61,16 +61,7 @@ async fn old_records_expire_and_a_closed_shard_disappears_once_empty() {
     let mut dev = Dev::start_with(grpc_port, 500, &["retention.hour_ms=100", "retention.check_interval_ms=200"], RERUN);
     dev.wait_for_line("Ctrl-C stops all three nodes.");
     let client = connect(grpc_port).await;
-    let mut created = false;
-    for _ in 0..POLLS_MAX {
-        if client.create_stream(STREAM, 1, None).await.is_ok() {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(POLL_PAUSE).await;
-    }
-    assert!(created, "the stream was never created; rerun: {RERUN}");
-    client.wait_for_stream_active(STREAM, POLLS_MAX).await.expect("ACTIVE");
+    common::create_active_stream(&client, STREAM, 1, RERUN).await;
 
     for value in 0..OLD_RECORDS {
         put(&client, &format!("old-{value}")).await;

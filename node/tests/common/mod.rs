@@ -278,3 +278,18 @@ pub fn check_values(read: &[(String, String)], acknowledged: &[u32], rerun: &str
     let missing: Vec<u32> = acknowledged.iter().filter(|value| !seen.contains(value)).copied().collect();
     assert!(missing.is_empty(), "acknowledged values missing: {missing:?}; rerun: {rerun}");
 }
+
+/// Creates `stream` with `shards` shards as soon as the cluster takes it (a fresh cluster may
+/// still be electing), then waits until it is ACTIVE; both bounded.
+pub async fn create_active_stream(client: &riffle_client::Client, stream: &str, shards: u32, rerun: &str) {
+    let mut created = false;
+    for _ in 0..POLLS_MAX {
+        if client.create_stream(stream, shards, None).await.is_ok() {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(POLL_PAUSE).await;
+    }
+    assert!(created, "the stream was never created; rerun: {rerun}");
+    client.wait_for_stream_active(stream, POLLS_MAX).await.expect("ACTIVE");
+}
