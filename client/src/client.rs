@@ -240,6 +240,16 @@ impl Client {
         .await
     }
 
+    /// Moves every replica off a node, then removes it from the cluster (it keeps running and
+    /// can be stopped once `cluster_status` shows it removed). Idempotent.
+    pub async fn decommission_node(&self, node_id: u64) -> Result<(), ClientError> {
+        self.call(Idempotence::Idempotent, |mut rpc| async move {
+            rpc.decommission_node(crate::proto::DecommissionNodeRequest { node_id }).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Lists all streams, following ListStreams' pagination (at most [`PAGES_MAX`] pages).
     /// The result has `has_more_streams == false`.
     pub async fn list_streams(&self) -> Result<ListStreamsResponse, ClientError> {

@@ -110,6 +110,27 @@ impl Riffle for FakeNode {
         Err(Status::unimplemented("the fake node has no cluster"))
     }
 
+    async fn join_cluster(
+        &self,
+        _request: Request<riffle_client::proto::JoinClusterRequest>,
+    ) -> Result<Response<riffle_client::proto::JoinClusterResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no cluster"))
+    }
+
+    async fn list_nodes(
+        &self,
+        _request: Request<riffle_client::proto::ListNodesRequest>,
+    ) -> Result<Response<riffle_client::proto::ListNodesResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no cluster"))
+    }
+
+    async fn decommission_node(
+        &self,
+        _request: Request<riffle_client::proto::DecommissionNodeRequest>,
+    ) -> Result<Response<riffle_client::proto::DecommissionNodeResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no cluster"))
+    }
+
     async fn list_streams(
         &self,
         request: Request<ListStreamsRequest>,

@@ -42,8 +42,13 @@ pub struct NodeConfig {
     #[serde(default = "default_account_shards_max")]
     pub account_shards_max: u32,
     pub tls: TlsConfig,
-    /// Every node of the cluster, this one included.
+    /// The cluster's founding nodes, this one included; a node that joins a running cluster
+    /// lists at least itself (the cluster's nodes are then learned from its metadata).
     pub peers: Vec<PeerConfig>,
+    /// gRPC addresses of nodes of a running cluster this node joins (`JoinCluster`) when it
+    /// starts with an empty data directory. Empty (the default) for the founding nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub join: Vec<SocketAddr>,
     #[serde(default)]
     pub raft: RaftConfig,
     /// Address of the Kinesis HTTP API (JSON 1.1, what boto3 and the AWS CLI speak). Default:
@@ -228,7 +233,17 @@ impl NodeConfig {
         NodeOptions {
             id: self.node_id,
             zone,
-            nodes: self.peers.iter().map(|peer| NodePlace { id: peer.id, zone: peer.zone.clone() }).collect(),
+            nodes: self
+                .peers
+                .iter()
+                .map(|peer| NodePlace {
+                    id: peer.id,
+                    zone: peer.zone.clone(),
+                    peer_address: peer.peer_address.to_string(),
+                    grpc_address: peer.grpc_address.to_string(),
+                })
+                .collect(),
+            join: !self.join.is_empty(),
             data_dir: self.data_dir.clone(),
             mirror_file_names: false,
             raft: RaftTiming {

@@ -142,6 +142,7 @@ pub fn write_dev_cluster_configs_with(
                 node_key: tls_paths.node_key,
             },
             peers: peers.clone(),
+            join: Vec::new(),
             raft: RaftConfig::default(),
             kinesis_listen: kinesis_port.map(|port| SocketAddr::from(([127, 0, 0, 1], port + offset))),
             // A local cluster on loopback, for trying things out: by default no credentials to
@@ -167,6 +168,70 @@ pub fn write_dev_cluster_configs_with(
 /// configuration file (`on_demand.split_after_ms`), the value a TOML value (`5000`, `true`,
 /// `"text"`) or else a bare string. The result is checked as a whole configuration is, so an
 /// unknown key or a wrong type is an error naming it.
+/// Ports of a node joining a local cluster; each defaults to node 1's port plus the new node's
+/// id minus one (node 4 of the default cluster: gRPC 50054, peer 50064, Kinesis 4570).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JoinPorts {
+    pub grpc: Option<u16>,
+    pub peer: Option<u16>,
+    pub kinesis: Option<u16>,
+}
+
+/// Writes `node-<id>/riffle.toml` for a node that joins the local cluster in `data_dir` (made
+/// by `dev`): node 1's configuration with this node's id, zone, ports and a certificate of the
+/// cluster's CA, listing only itself as a peer and the founders' gRPC addresses under `join`.
+pub fn write_dev_join_config(data_dir: &Path, node_id: u64, zone: &str, ports: JoinPorts) -> Result<PathBuf> {
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    let template_path = data_dir.join("node-1").join("riffle.toml");
+    let template = NodeConfig::load(&template_path).with_context(|| {
+        format!("reading {} (start the cluster with `riffle-node dev` first)", template_path.display())
+    })?;
+    if node_id == 0 || template.peers.iter().any(|peer| peer.id == node_id) {
+        anyhow::bail!("node id {node_id} is taken by a founding node or reserved; choose another");
+    }
+    if zone.is_empty() {
+        anyhow::bail!("--zone must not be empty");
+    }
+    let shift = |port: u16| -> Result<u16> {
+        u16::try_from(u64::from(port) + node_id - 1)
+            .map_err(|_| anyhow::anyhow!("node {node_id}'s port is out of range"))
+    };
+    let grpc = ports.grpc.map_or_else(|| shift(template.grpc_listen.port()), Ok)?;
+    let peer = ports.peer.map_or_else(|| shift(template.peer_listen.port()), Ok)?;
+    let kinesis = match (ports.kinesis, template.kinesis_listen) {
+        (Some(port), _) => Some(port),
+        (None, Some(address)) => Some(shift(address.port())?),
+        (None, None) => None,
+    };
+    let tls_root = data_dir.join("tls");
+    tls::ensure_dev_certificates(&tls_root, &[node_id])?;
+    let tls_paths = NodeTlsPaths::dev(&tls_root, node_id);
+    let node_dir = data_dir.join(format!("node-{node_id}"));
+    std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+    let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let myself =
+        PeerConfig { id: node_id, zone: zone.to_string(), peer_address: loopback(peer), grpc_address: loopback(grpc) };
+    let config = NodeConfig {
+        node_id,
+        data_dir: node_dir.clone(),
+        grpc_listen: loopback(grpc),
+        peer_listen: loopback(peer),
+        tls: TlsConfig {
+            ca_cert: tls_paths.ca_certificate,
+            node_cert: tls_paths.node_certificate,
+            node_key: tls_paths.node_key,
+        },
+        join: template.peers.iter().map(|peer| peer.grpc_address).collect(),
+        peers: vec![myself],
+        kinesis_listen: kinesis.map(loopback),
+        ..template
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    let path = node_dir.join("riffle.toml");
+    std::fs::write(&path, config.to_toml()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 pub fn apply_overrides(config: NodeConfig, overrides: &[String]) -> Result<NodeConfig> {
     if overrides.is_empty() {
         return Ok(config);

@@ -75,6 +75,27 @@ enum Commands {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// Add a node to the local cluster `dev` runs: writes its configuration (joining through
+    /// the founding nodes, with a certificate of the cluster's CA) and runs it in the
+    /// foreground until Ctrl-C. Its replicas and leaders arrive by themselves.
+    DevJoin {
+        /// The local cluster's directory (as given to `dev`).
+        #[arg(long, default_value = "./riffle-data")]
+        data_dir: PathBuf,
+        /// The new node's id (not 1, 2 or 3).
+        #[arg(long)]
+        node_id: u64,
+        /// Its zone; replicas of a shard sit in distinct zones (`dev` uses a, b and c).
+        #[arg(long)]
+        zone: String,
+        /// Its ports; each defaults to node 1's plus the id minus one.
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        #[arg(long)]
+        peer_port: Option<u16>,
+        #[arg(long)]
+        kinesis_port: Option<u16>,
+    },
     /// Create a cluster CA (if missing) and certificates for the given node ids.
     GenCerts {
         /// Directory for the CA (`ca/`) and the nodes (`node-<id>/`).
@@ -109,6 +130,16 @@ fn main() -> Result<()> {
             (throttling, &overrides),
             restart.then_some(Duration::from_millis(restart_delay_ms)),
         ),
+        (None, Some(Commands::DevJoin { data_dir, node_id, zone, grpc_port, peer_port, kinesis_port })) => {
+            let ports = dev::JoinPorts { grpc: grpc_port, peer: peer_port, kinesis: kinesis_port };
+            let config = dev::write_dev_join_config(&data_dir, node_id, &zone, ports)?;
+            println!(
+                "node {node_id} (zone {zone}) joins the cluster in {}: configuration {}",
+                data_dir.display(),
+                config.display()
+            );
+            run_node(&config)
+        }
         (None, Some(Commands::GenCerts { out, nodes })) => {
             if nodes.is_empty() {
                 bail!("--nodes needs at least one node id");
@@ -160,14 +191,26 @@ async fn serve(config: NodeConfig) -> Result<()> {
         QuicConfig::default(),
         node.peer_handler(),
     )?;
+    if !config.join.is_empty() && !node.has_data() {
+        let rejoined = join_cluster(&config, &transport).await?;
+        if rejoined {
+            tracing::warn!(
+                node = config.node_id,
+                "the cluster knew this node before: it lost its data, and catches up before it votes again"
+            );
+            node.rejoins_after_disk_loss();
+        }
+    }
     node.start(transport.clone()).await.map_err(anyhow::Error::msg)?;
     let service = StreamService::new(node.clone(), config.service_settings());
     // One stop signal for both APIs: SIGINT or SIGTERM.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let mut departed = node.departed();
     tokio::spawn(async move {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
+            _ = departed.wait_for(|departed| *departed) => {}
             _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
         }
         tracing::info!("stopping");
@@ -225,6 +268,63 @@ async fn serve(config: NodeConfig) -> Result<()> {
     node.shutdown().await;
     transport.shutdown().await;
     Ok(())
+}
+
+/// Attempts to reach a node of `join` before giving up, one pause apart.
+const JOIN_ATTEMPTS_MAX: u32 = 60;
+const JOIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// Asks the nodes of `join`, in turn, to admit this node, after learning the cluster's nodes
+/// (so that the transport accepts them when they reach this node). Returns whether the cluster
+/// knew this node before (it lost its data).
+async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<bool> {
+    use riffle_proto::v1::{riffle_client::RiffleClient, ClusterNode, JoinClusterRequest, ListNodesRequest};
+    let zone =
+        config.peers.iter().find(|peer| peer.id == config.node_id).map(|peer| peer.zone.clone()).unwrap_or_default();
+    let grpc_address =
+        config.peers.iter().find(|peer| peer.id == config.node_id).map_or(config.grpc_listen, |peer| peer.grpc_address);
+    let request = JoinClusterRequest {
+        node: Some(ClusterNode {
+            node_id: config.node_id,
+            zone,
+            peer_address: config.peer_listen.to_string(),
+            grpc_address: grpc_address.to_string(),
+            state: String::new(),
+        }),
+    };
+    let mut last_error = String::new();
+    for attempt in 0..JOIN_ATTEMPTS_MAX {
+        let seed = config.join[attempt as usize % config.join.len()];
+        let outcome = async {
+            let mut client =
+                RiffleClient::connect(format!("http://{seed}")).await.map_err(|error| error.to_string())?;
+            let nodes = client.list_nodes(ListNodesRequest {}).await.map_err(|status| status.message().to_string())?;
+            for known in nodes.into_inner().nodes.iter().filter(|known| known.node_id != config.node_id) {
+                if let Ok(address) = known.peer_address.parse() {
+                    transport.set_peer_addr(known.node_id, address);
+                }
+            }
+            client.join_cluster(request.clone()).await.map_err(|status| status.message().to_string())
+        }
+        .await;
+        match outcome {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                tracing::info!(node = config.node_id, %seed, nodes = reply.nodes.len(), "joined the cluster");
+                return Ok(reply.rejoined);
+            }
+            // A refusal by the cluster is final; an unreachable seed or a missing leader is not.
+            Err(message) if message.starts_with("InvalidArgumentException") => {
+                bail!("the cluster refused to admit node {}: {message}", config.node_id)
+            }
+            Err(message) => {
+                tracing::info!(%seed, %message, "joining: no answer yet; retrying");
+                last_error = message;
+            }
+        }
+        tokio::time::sleep(JOIN_PAUSE).await;
+    }
+    bail!("could not join through {:?} after {JOIN_ATTEMPTS_MAX} attempts: {last_error}", config.join)
 }
 
 /// Exits of one node within [`CRASH_LOOP_WINDOW`] after which `dev` stops restarting it.
@@ -303,6 +403,10 @@ fn supervise(nodes: &mut [DevNode], executable: &Path, restart_delay: Option<Dur
             let (id, exits) = (node.id, node.exits.len());
             let others = other_nodes(nodes, id);
             let plan = match restart_delay {
+                // Only a stop request or a decommission ends a node cleanly.
+                _ if status.success() => {
+                    "it stopped cleanly (decommissioned, or asked to stop), so it stays down".to_string()
+                }
                 None => "it stays down (--restart false)".to_string(),
                 Some(_) if exits >= CRASH_LOOP_EXITS_MAX => format!(
                     "it exited {exits} times within {} s, so it stays down; see its node.log",

@@ -106,8 +106,12 @@ impl Default for DataLimits {
 pub struct NodeOptions {
     pub id: NodeId,
     pub zone: String,
-    /// Every node of the cluster, this one included.
+    /// The nodes this one knows from its configuration, itself included: a founder lists every
+    /// founding node; once the metadata records the cluster's nodes, those count instead.
     pub nodes: Vec<NodePlace>,
+    /// This node joins a running cluster (it was admitted through `JoinCluster`): it never
+    /// initializes the metadata group and receives it as a learner.
+    pub join: bool,
     pub data_dir: PathBuf,
     /// Set when the file-system seam is not the real disk (the simulator): raft-engine lists
     /// directories itself, so file names are mirrored onto the real directory.
@@ -126,9 +130,11 @@ pub struct Group {
     /// Restarted from its own log and not yet heard from a leader: it stays out of elections
     /// meanwhile (see [`Node::rejoin_quietly`]).
     pub(crate) rejoining: std::sync::atomic::AtomicBool,
-    /// On a node that lost its disk, until a leader reaches it: it grants no vote, because it
-    /// no longer knows whom it voted for before (see [`Node::rejoin_after_disk_loss`]).
-    pub(crate) votes_barred: std::sync::atomic::AtomicBool,
+    /// On a replica that lost its disk: when the loss was found (non-zero) until the group's
+    /// leader readmits it; it takes no part in the group meanwhile (see `control::readmission`).
+    pub(crate) lost_at: std::sync::atomic::AtomicU64,
+    /// After a readmission: the lowest term whose leaders and candidates it listens to.
+    pub(crate) term_floor: std::sync::atomic::AtomicU64,
 }
 
 impl Group {
@@ -138,22 +144,20 @@ impl Group {
             raft,
             shard,
             rejoining: std::sync::atomic::AtomicBool::new(false),
-            votes_barred: std::sync::atomic::AtomicBool::new(false),
+            lost_at: std::sync::atomic::AtomicU64::new(0),
+            term_floor: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// A leader's AppendEntries was accepted: a rejoining replica takes part in elections again.
-    /// Its log and vote now come from that leader's term, so a vote it grants from here on is
-    /// for a later term than any it may have cast and forgotten.
+    /// A leader's AppendEntries was accepted (or, after a disk loss, the replica was
+    /// readmitted): a rejoining replica takes part in elections again.
     pub(crate) fn heard_from_leader(&self) {
-        self.votes_barred.store(false, std::sync::atomic::Ordering::SeqCst);
+        if self.awaiting_readmission() {
+            return;
+        }
         if self.rejoining.swap(false, std::sync::atomic::Ordering::SeqCst) {
             self.raft.runtime_config().elect(true);
         }
-    }
-
-    pub(crate) fn votes_barred(&self) -> bool {
-        self.votes_barred.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -168,6 +172,12 @@ impl PeerTransport for LateTransport {
             None => Box::pin(async move {
                 Err(TransportError::Unreachable { peer: target, reason: "transport not started".into() })
             }),
+        }
+    }
+
+    fn learn_peer(&self, peer: NodeId, address: std::net::SocketAddr) {
+        if let Some(transport) = self.0.get() {
+            transport.learn_peer(peer, address);
         }
     }
 }
@@ -190,12 +200,19 @@ pub struct Node {
     pub(crate) scaling_in_flight: Mutex<BTreeSet<String>>,
     /// Started on an empty disk in a running cluster, and not caught up yet (see `is_amnesiac`).
     pub(crate) amnesiac: std::sync::atomic::AtomicBool,
+    /// On a group leader: when a replica that lost its disk last asked to be readmitted (it is
+    /// not made a voter again meanwhile).
+    pub(crate) readmissions_asked: Mutex<BTreeMap<(u64, NodeId), i64>>,
+    /// When this node found its disk empty in a running cluster (names the loss).
+    pub(crate) amnesia_lost_at: std::sync::atomic::AtomicU64,
     /// The metadata log index that, once applied (and its groups started), ends the amnesia:
     /// every group that existed before the disk loss is known then. 0 until learned.
     pub(crate) amnesia_ends_at: std::sync::atomic::AtomicU64,
     /// The latest write load reported for each shard group of an on-demand stream, kept while
     /// this node leads the metadata group.
     pub(crate) shard_loads: Mutex<crate::control::ShardLoads>,
+    /// Set once the metadata records this node as removed (decommissioned): the process stops.
+    pub(crate) departed: watch::Sender<bool>,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -248,12 +265,26 @@ impl Node {
             scaling_in_flight: Mutex::new(BTreeSet::new()),
             shard_loads: Mutex::new(Default::default()),
             amnesiac: std::sync::atomic::AtomicBool::new(false),
+            amnesia_lost_at: std::sync::atomic::AtomicU64::new(0),
+            readmissions_asked: Mutex::new(BTreeMap::new()),
             amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
+            departed: watch::channel(false).0,
         }))
     }
 
     pub fn id(&self) -> NodeId {
         self.options.id
+    }
+
+    /// Turns true once this node has been decommissioned and removed from the cluster: it holds
+    /// nothing and receives no metadata any more, so its process should stop.
+    pub fn departed(&self) -> watch::Receiver<bool> {
+        self.departed.subscribe()
+    }
+
+    /// Whether this node's disk holds any group (it has been part of a cluster).
+    pub fn has_data(&self) -> bool {
+        !self.logs.groups().is_empty()
     }
 
     /// A group restarted from its own log stays out of elections until a leader's AppendEntries
@@ -262,16 +293,6 @@ impl Node {
     /// is known" proves nothing; only hearing from one does. Without this, a returning replica
     /// whose peers have not reconnected yet times out, campaigns with ever higher terms, and
     /// deposes the healthy leader as soon as that leader's replication reaches it.
-    /// A group on a node that lost its disk: initialized with the same first membership as its
-    /// peers (elections already off), then out of elections and granting no vote until a leader
-    /// reaches it — with no grace period, since an empty log and a forgotten vote must never
-    /// decide an election.
-    pub(crate) fn rejoin_after_disk_loss(&self, group: &Arc<Group>) {
-        group.votes_barred.store(true, std::sync::atomic::Ordering::SeqCst);
-        group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
-        group.raft.runtime_config().elect(false);
-    }
-
     pub(crate) fn rejoin_quietly(&self, group: &Arc<Group>) {
         group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
         group.raft.runtime_config().elect(false);
@@ -297,9 +318,14 @@ impl Node {
             return Err("node started twice".to_string());
         }
         // An empty disk is either a new cluster or a node that lost its data: the peers know.
-        if self.logs.groups().is_empty() && self.peers_know_a_cluster().await {
-            tracing::warn!(node = self.id(), "this node's disk is empty but its peers run a cluster: it lost its data, and catches up from them before it votes again");
+        if let Some(lost_at) = self.stored_amnesia() {
+            self.amnesia_lost_at.store(lost_at, std::sync::atomic::Ordering::SeqCst);
             self.amnesiac.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else if self.is_amnesiac()
+            || (self.logs.groups().is_empty() && !self.options.join && self.peers_know_a_cluster().await)
+        {
+            tracing::warn!(node = self.id(), "this node's disk is empty but its peers run a cluster: it lost its data, and rejoins every group as a new replica");
+            self.record_amnesia(self.seams.clock.now_ms().max(1) as u64).await?;
         }
         let floor = DurableFloor::new(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
         let (machine, state) =
@@ -313,18 +339,18 @@ impl Node {
         // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         let group = Arc::new(Group::new(META_GROUP, raft.clone(), None));
         let restarted = raft.is_initialized().await.unwrap_or(false);
-        if self.is_amnesiac() {
-            self.rejoin_after_disk_loss(&group);
-        } else if restarted {
+        let lost_before = self.resume_readmission(&group, self.is_amnesiac()).await?;
+        if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }
         self.groups.lock().expect("groups lock is not poisoned").insert(META_GROUP, group.clone());
-        if !restarted {
+        if !restarted && !self.options.join && !lost_before {
             initialize_group(&raft, members).await;
         }
         if self.meta.set((raft, state.clone())).is_err() {
             return Err("metadata group started twice".to_string());
         }
+        self.learn_addresses(&state.borrow());
         // Tell every peer this process started, so that they drop connections to the previous one
         // (a node with an empty disk has greeted them already).
         if !self.logs.groups().is_empty() {
@@ -351,8 +377,14 @@ impl Node {
         Ok(())
     }
 
-    fn peer_ids(&self) -> Vec<NodeId> {
-        self.options.nodes.iter().map(|place| place.id).filter(|id| *id != self.id()).collect()
+    pub(crate) fn peer_ids(&self) -> Vec<NodeId> {
+        self.member_ids().into_iter().filter(|id| *id != self.id()).collect()
+    }
+
+    /// A joining node whose id the cluster had recorded before: it lost its disk, and rejoins
+    /// every group as a new replica (see `control::readmission`). Call before [`Node::start`].
+    pub fn rejoins_after_disk_loss(&self) {
+        self.amnesiac.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Greets every peer (at most 300 ms each, all at once) and tells whether any of them
@@ -380,7 +412,7 @@ impl Node {
     async fn learn_where_amnesia_ends(self: Arc<Self>) {
         let pause = std::time::Duration::from_millis(self.options.raft.heartbeat_interval_ms);
         while !self.is_stopped() {
-            let heard = self.group(META_GROUP).is_some_and(|group| !group.votes_barred());
+            let heard = self.group(META_GROUP).is_some_and(|group| !group.awaiting_readmission());
             if heard && self.meta_read().await.is_ok() {
                 let applied =
                     self.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).map_or(0, |id| id.index);
@@ -393,11 +425,12 @@ impl Node {
 
     /// Called by reconciliation after a pass over the metadata applied up to `applied`: the
     /// amnesia ends once that covers the index learned by [`Node::learn_where_amnesia_ends`].
-    pub(crate) fn note_reconciled(&self, applied: u64) {
+    pub(crate) fn note_reconciled(self: &Arc<Self>, applied: u64) {
         let ends_at = self.amnesia_ends_at.load(std::sync::atomic::Ordering::SeqCst);
         if self.is_amnesiac() && ends_at != 0 && applied >= ends_at {
             tracing::info!(node = self.id(), "caught up after losing its disk; new groups start as usual");
             self.amnesiac.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.record_amnesia_ended();
         }
     }
 
@@ -463,10 +496,10 @@ pub(crate) async fn initialize_group(raft: &Raft, members: BTreeSet<u64>) -> boo
 struct NodeHandler(std::sync::Weak<Node>);
 
 impl PeerHandler for NodeHandler {
-    fn handle(&self, _from: NodeId, request: PeerRequest) -> BoxFuture<'_, PeerResponse> {
+    fn handle(&self, from: NodeId, request: PeerRequest) -> BoxFuture<'_, PeerResponse> {
         Box::pin(async move {
             let body = match self.0.upgrade() {
-                Some(node) => handle_peer(&node, request).await,
+                Some(node) => handle_peer(&node, from, request).await,
                 None => Err(RouteError::Failed("node is stopping".into())),
             };
             PeerResponse {
@@ -479,13 +512,19 @@ impl PeerHandler for NodeHandler {
     }
 }
 
-async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_response::Body, RouteError> {
+async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Result<peer_response::Body, RouteError> {
     let group_id = request.group_id;
     let body = request.body.ok_or_else(|| RouteError::Failed("empty request".into()))?;
     let malformed = |error: codec::CodecError| RouteError::Failed(error.to_string());
+    let term = |vote: &Option<riffle_proto::peer::Vote>| {
+        vote.as_ref().and_then(|vote| vote.leader_id.as_ref()).map_or(0, |leader| leader.term)
+    };
     match body {
         peer_request::Body::AppendEntries(append) => {
             let group = node.group_soon(group_id).await.ok_or(RouteError::NoGroup)?;
+            if let Some(refused) = group.refuses(term(&append.vote)) {
+                return Err(refused);
+            }
             let request = codec::append_request_from_wire(append).map_err(malformed)?;
             let response =
                 group.raft.append_entries(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
@@ -496,10 +535,8 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
         }
         peer_request::Body::Vote(vote) => {
             let group = node.group_soon(group_id).await.ok_or(RouteError::NoGroup)?;
-            if group.votes_barred() {
-                return Err(RouteError::Failed(
-                    "this replica lost its disk and grants no vote until it has caught up".into(),
-                ));
+            if let Some(refused) = group.refuses(term(&vote.vote)) {
+                return Err(refused);
             }
             let request = codec::vote_request_from_wire(vote).map_err(malformed)?;
             let response = group.raft.vote(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
@@ -507,12 +544,34 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
         }
         peer_request::Body::InstallSnapshot(install) => {
             let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            if let Some(refused) = group.refuses(term(&install.vote)) {
+                return Err(refused);
+            }
             let request = codec::install_snapshot_request_from_wire(install).map_err(malformed)?;
             let response =
                 group.raft.install_snapshot(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
             Ok(peer_response::Body::InstallSnapshot(codec::install_snapshot_response_to_wire(&response)))
         }
+        peer_request::Body::Readmit(readmit) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            node.readmit(group, from, readmit.lost_at)?;
+            Ok(peer_response::Body::Done(riffle_proto::peer::Blank {}))
+        }
+        peer_request::Body::Readmitted(readmitted) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            node.readmitted(&group, readmitted.lost_at, readmitted.term).await?;
+            Ok(peer_response::Body::Done(riffle_proto::peer::Blank {}))
+        }
         peer_request::Body::Status(_) => Ok(peer_response::Body::Status(node.status_report())),
+        peer_request::Body::TakeLeadership(_) => {
+            let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
+            if group.awaiting_readmission() {
+                return Err(RouteError::Failed("this replica is catching up after a disk loss".into()));
+            }
+            tracing::info!(group = group_id, "taking over leadership");
+            group.raft.trigger().elect().await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            Ok(peer_response::Body::Status(riffle_proto::peer::NodeReport { node: node.id(), groups: Vec::new() }))
+        }
         peer_request::Body::Hello(_) => {
             // A metadata group that has committed an entry: a cluster whose members voted. (At a
             // new cluster's first start peers have initialized but not yet elected anyone.)
@@ -526,7 +585,7 @@ async fn handle_peer(node: &Arc<Node>, request: PeerRequest) -> Result<peer_resp
 }
 
 /// The greeting a node sends every peer when it starts.
-fn hello() -> PeerRequest {
+pub(crate) fn hello() -> PeerRequest {
     PeerRequest {
         group_id: META_GROUP,
         body: Some(peer_request::Body::Hello(riffle_proto::peer::Blank {})),

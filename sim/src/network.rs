@@ -135,5 +135,8 @@ fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {
         Body::LoadReport(_) => "load-report",
         Body::Hello(_) => "hello",
         Body::Status(_) => "status",
+        Body::TakeLeadership(_) => "take-leadership",
+        Body::Readmit(_) => "readmit",
+        Body::Readmitted(_) => "readmitted",
     }
 }

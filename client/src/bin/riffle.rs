@@ -55,6 +55,12 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Move every replica off a node, then remove it from the cluster. Returns at once; watch
+    /// `riffle cluster status` until the node shows `removed` (then stop its process).
+    Decommission {
+        /// The node's id.
+        node_id: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +240,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for name in client.list_streams().await?.stream_names {
                 writeln!(out, "{name}")?;
             }
+        }
+        Command::Cluster { command: ClusterCommand::Decommission { node_id } } => {
+            client.decommission_node(node_id).await?;
+            writeln!(out, "node {node_id} is decommissioning: its replicas move to other nodes, then it is removed")?;
         }
         Command::Cluster { command: ClusterCommand::Status { json } } => {
             let status = client.cluster_status().await?;
@@ -590,6 +600,7 @@ fn cluster_status_json(status: &riffle_client::proto::ClusterStatusResponse) -> 
         "Nodes": status.nodes.iter().map(|node| json!({
             "NodeId": node.node_id,
             "Zone": node.zone,
+            "State": node.state,
             "Reachable": node.reachable,
             "Replicas": node.replicas,
             "Leaders": node.leaders,
@@ -610,11 +621,19 @@ fn cluster_status_json(status: &riffle_client::proto::ClusterStatusResponse) -> 
 
 /// Nodes as a table, then the groups that need attention: no leader, or replicas behind.
 fn format_cluster_status(status: &riffle_client::proto::ClusterStatusResponse) -> String {
-    let mut text = format!("{:<6} {:<12} {:<10} {:>9} {:>8}\n", "node", "zone", "health", "replicas", "leaders");
+    let mut text =
+        format!("{:<6} {:<12} {:<16} {:<12} {:>9} {:>8}\n", "node", "zone", "state", "health", "replicas", "leaders");
     for node in &status.nodes {
-        let health = if node.reachable { "up" } else { "UNREACHABLE" };
-        text +=
-            &format!("{:<6} {:<12} {:<10} {:>9} {:>8}\n", node.node_id, node.zone, health, node.replicas, node.leaders);
+        let health = match (node.reachable, node.state.as_str()) {
+            (_, "removed") => "-",
+            (true, _) => "up",
+            (false, _) => "UNREACHABLE",
+        };
+        let state = if node.state.is_empty() { "active" } else { node.state.as_str() };
+        text += &format!(
+            "{:<6} {:<12} {:<16} {:<12} {:>9} {:>8}\n",
+            node.node_id, node.zone, state, health, node.replicas, node.leaders
+        );
     }
     let leaderless: Vec<&str> =
         status.groups.iter().filter(|group| group.leader.is_none()).map(|group| group.name.as_str()).collect();
@@ -909,6 +928,7 @@ mod tests {
             reachable,
             replicas: 3,
             leaders,
+            state: "active".into(),
         };
         let status = ClusterStatusResponse {
             answered_by: 1,
@@ -933,7 +953,7 @@ mod tests {
             ],
         };
         let text = format_cluster_status(&status);
-        assert!(text.contains("2      b            UNREACHABLE"), "{text}");
+        assert!(text.contains("2      b            active           UNREACHABLE"), "{text}");
         assert!(text.contains("groups: 2, without a leader: 1\n  no leader: s/shardId-000000000000"), "{text}");
         assert!(text.contains("lagging replicas: 1\n  metadata on node 2: 4 entries behind"), "{text}");
         let value = cluster_status_json(&status);

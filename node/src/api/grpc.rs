@@ -38,6 +38,16 @@ pub fn status(error: ApiError) -> Status {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+fn cluster_node(node: &crate::control::membership::NodeMeta) -> ClusterNode {
+    ClusterNode {
+        node_id: node.id,
+        zone: node.zone.clone(),
+        peer_address: node.peer_address.clone(),
+        grpc_address: node.grpc_address.clone(),
+        state: node.state.as_str().to_string(),
+    }
+}
+
 #[tonic::async_trait]
 impl Riffle for GrpcApi {
     async fn create_stream(&self, request: Request<CreateStreamRequest>) -> Reply<CreateStreamResponse> {
@@ -65,6 +75,31 @@ impl Riffle for GrpcApi {
 
     async fn cluster_status(&self, _request: Request<ClusterStatusRequest>) -> Reply<ClusterStatusResponse> {
         Ok(Response::new(self.service.node().cluster_status().await))
+    }
+
+    async fn join_cluster(&self, request: Request<JoinClusterRequest>) -> Reply<JoinClusterResponse> {
+        let node = request
+            .into_inner()
+            .node
+            .ok_or_else(|| status(ApiError::InvalidArgument("JoinCluster needs a node".into())))?;
+        let info = riffle_proto::peer::NodeInfo {
+            id: node.node_id,
+            zone: node.zone,
+            peer_address: node.peer_address,
+            grpc_address: node.grpc_address,
+        };
+        let (nodes, rejoined) = self.service.node().admit_node(info).await.map_err(status)?;
+        Ok(Response::new(JoinClusterResponse { nodes: nodes.iter().map(cluster_node).collect(), rejoined }))
+    }
+
+    async fn list_nodes(&self, _request: Request<ListNodesRequest>) -> Reply<ListNodesResponse> {
+        let nodes = self.service.node().list_nodes().await.map_err(status)?;
+        Ok(Response::new(ListNodesResponse { nodes: nodes.iter().map(cluster_node).collect() }))
+    }
+
+    async fn decommission_node(&self, request: Request<DecommissionNodeRequest>) -> Reply<DecommissionNodeResponse> {
+        self.service.node().decommission(request.into_inner().node_id).await.map_err(status)?;
+        Ok(Response::new(DecommissionNodeResponse {}))
     }
 
     async fn list_shards(&self, request: Request<ListShardsRequest>) -> Reply<ListShardsResponse> {

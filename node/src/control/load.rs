@@ -37,7 +37,7 @@ impl Node {
             if shards.is_empty() {
                 continue;
             }
-            let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
+            let replicas: Vec<NodeId> = self.member_ids();
             let body = peer_request::Body::LoadReport(wire::LoadReport { node: self.id(), shards });
             // A report that does not arrive is replaced by the next one.
             let _ = tokio::time::timeout(interval, self.route(META_GROUP, &replicas, body, true)).await;

@@ -82,6 +82,28 @@ pub struct ShardMeta {
     /// keeps its place (shard ids are positions) and children still name it as a parent.
     #[serde(default)]
     pub expired: bool,
+    /// A replica being moved (see `control::membership`): `replicas` still lists `from`; the
+    /// shard's leader adds `to` as a learner, changes the group's membership, and reports it.
+    #[serde(default)]
+    pub moving: Option<ReplicaMove>,
+    /// Replica moves completed. A group whose membership never changed is initialized by its
+    /// first replicas; after a move, a replica that has no log waits for the leader instead.
+    #[serde(default)]
+    pub moves: u32,
+}
+
+/// One replica of a shard moving from one node to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaMove {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl ShardMeta {
+    /// Whether `node` holds (or is receiving) a replica of this shard.
+    pub fn placed_on(&self, node: u64) -> bool {
+        self.replicas.contains(&node) || self.moving.is_some_and(|moving| moving.to == node)
+    }
 }
 
 fn serving() -> bool {
@@ -276,6 +298,10 @@ pub struct MetaState {
     pub next_group_id: u64,
     /// Groups of deleted streams, whose replicas must be removed.
     pub deleted_groups: Vec<u64>,
+    /// The cluster's nodes, by id (empty until the first metadata leader records the founders;
+    /// see `control::membership`).
+    #[serde(default)]
+    pub nodes: BTreeMap<u64, crate::control::membership::NodeMeta>,
 }
 
 impl MetaState {
@@ -410,6 +436,13 @@ impl MetaState {
             Some(meta_command::Command::Reshard(reshard)) => self.reshard(reshard),
             Some(meta_command::Command::ShardSealed(sealed)) => self.shard_sealed(sealed),
             Some(meta_command::Command::UpdateShardCount(update)) => self.update_shard_count(update),
+            Some(meta_command::Command::RegisterNodes(register)) => self.register_nodes(register),
+            Some(meta_command::Command::AddNode(add)) => self.add_node(add),
+            Some(meta_command::Command::DecommissionNode(decommission)) => self.decommission_node(decommission.id),
+            Some(meta_command::Command::RemoveNode(remove)) => self.remove_node(remove.id),
+            Some(meta_command::Command::MoveReplica(start)) => self.move_replica(start),
+            Some(meta_command::Command::ReplicaMoved(moved)) => self.replica_moved(moved),
+            Some(meta_command::Command::PreferLeader(prefer)) => self.prefer_leader(prefer),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }
@@ -562,6 +595,8 @@ impl MetaState {
                 created_ms: reshard.requested_ms,
                 closed_ms: None,
                 expired: false,
+                moving: None,
+                moves: 0,
             });
         }
         stream.status = StreamStatus::Updating;
@@ -722,6 +757,8 @@ impl MetaState {
                 created_ms: create.created_ms,
                 closed_ms: None,
                 expired: false,
+                moving: None,
+                moves: 0,
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 pub struct NodePlace {
     pub id: u64,
     pub zone: String,
+    /// Where peers (QUIC) and clients (gRPC) reach it, as HOST:PORT.
+    pub peer_address: String,
+    pub grpc_address: String,
 }
 
 /// Chooses `replication_factor` nodes in distinct zones for each of `shard_count` shards,
@@ -50,7 +53,12 @@ mod tests {
     fn placement_spreads_zones_and_leaders() {
         let nodes: Vec<NodePlace> = [(1, "a"), (2, "b"), (3, "c")]
             .iter()
-            .map(|(id, zone)| NodePlace { id: *id, zone: zone.to_string() })
+            .map(|(id, zone)| NodePlace {
+                id: *id,
+                zone: zone.to_string(),
+                peer_address: String::new(),
+                grpc_address: String::new(),
+            })
             .collect();
         let placement = place_replicas(&nodes, 6, 3, 0).expect("placed");
         for replicas in &placement {

@@ -11,9 +11,9 @@ use riffle_proto::peer::{self as wire, group_command, GroupCommand, MetaCommand}
 use tokio::sync::{mpsc, watch};
 
 use crate::api::ApiError;
+use crate::control::membership::NodeState;
 use crate::control::metadata::{MetaState, ShardMeta, ShardState, StreamMeta, StreamMode, StreamStatus};
 use crate::control::on_demand;
-use crate::control::placement::place_replicas;
 use crate::control::scaling::{next_step, OpenShard, ScalingStep};
 use crate::node::{initialize_group, Group, Node};
 use crate::raft::log_store::DurableFloor;
@@ -35,11 +35,24 @@ impl Node {
             let applied =
                 self.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).map_or(0, |id| id.index);
             let current = state.borrow_and_update().clone();
+            self.learn_addresses(&current);
+            if current.nodes.get(&self.id()).is_some_and(|node| node.state == NodeState::Removed) {
+                if !*self.departed.borrow() {
+                    tracing::warn!(
+                        node = self.id(),
+                        "this node was decommissioned and removed from the cluster; it stops"
+                    );
+                    self.departed.send_replace(true);
+                }
+                return;
+            }
             let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
+            let mut all_hosted = true;
             for stream in current.streams.values() {
                 for shard in stream.shards.iter().filter(|shard| !shard.expired) {
-                    if shard.replicas.contains(&self.id()) && self.group(shard.group_id).is_none() {
+                    if shard.placed_on(self.id()) && self.group(shard.group_id).is_none() {
                         if let Err(error) = self.host_shard(shard).await {
+                            all_hosted = false;
                             tracing::error!(group = shard.group_id, %error, "cannot host shard group");
                         }
                     }
@@ -61,7 +74,14 @@ impl Node {
                     }
                 }
             }
-            self.note_reconciled(applied);
+            // A node that lost its disk stays amnesiac until every group placed on it is hosted
+            // (a group started later would not know to stay out of votes).
+            if all_hosted {
+                self.note_reconciled(applied);
+            }
+            self.drop_unplaced_replicas(&current);
+            self.hand_over_leaderships(&current);
+            self.restore_voters(&current);
             self.drive_scaling(&current);
             // Woken by every applied change, and now and then regardless, so a scaling step
             // that failed is proposed again even when nothing else changes.
@@ -83,6 +103,7 @@ impl Node {
         if !leading {
             return;
         }
+        self.drive_membership(state);
         self.prune_loads(state);
         let settings = &self.options.limits.on_demand;
         let account_open: u32 = state.streams.values().map(|stream| stream.open_shard_count() as u32).sum();
@@ -147,13 +168,7 @@ impl Node {
         next_group_id: u64,
         scaling_step: bool,
     ) -> wire::Reshard {
-        let placement = place_replicas(
-            &self.options.nodes,
-            step.children.len() as u32,
-            3.min(self.options.nodes.len()),
-            next_group_id,
-        )
-        .unwrap_or_default();
+        let placement = self.place_new_shards(step.children.len() as u32, next_group_id).unwrap_or_default();
         let children = step
             .children
             .into_iter()
@@ -199,7 +214,13 @@ impl Node {
         let amnesiac = self.is_amnesiac();
         let restarted = raft.is_initialized().await.unwrap_or(false);
         let (appends, receiver) = mpsc::channel(self.options.limits.append_queue_depth_max.max(1));
-        let batcher = Batcher { raft: raft.clone(), seams: self.seams.clone(), limits: self.options.limits.clone() };
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(self.options.limits.appends_in_flight_max.max(1)));
+        let batcher = Batcher {
+            raft: raft.clone(),
+            seams: self.seams.clone(),
+            limits: self.options.limits.clone(),
+            in_flight: in_flight.clone(),
+        };
         self.seams.executor.spawn("shard-batcher", Box::pin(batcher.run(receiver)));
         let now = self.seams.clock.now_ms();
         let throttle = Mutex::new(ShardThrottle::new(&self.options.limits.throttling, now));
@@ -207,18 +228,29 @@ impl Node {
         let group = Arc::new(Group::new(
             group_id,
             raft.clone(),
-            Some(ShardGroup { seal, segments, appends, throttle, load, duties_running: AtomicBool::new(false) }),
+            Some(ShardGroup {
+                seal,
+                segments,
+                appends,
+                throttle,
+                load,
+                duties_running: AtomicBool::new(false),
+                in_flight,
+                leading_since: Mutex::new(None),
+            }),
         ));
-        if amnesiac {
-            self.rejoin_after_disk_loss(&group);
-        } else if restarted {
+        let lost_before = self.resume_readmission(&group, amnesiac).await?;
+        if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }
         // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, group);
         self.hosted.notify_waiters();
-        if !restarted {
-            let fresh = initialize_group(&raft, members).await && !amnesiac;
+        // Only a group whose membership never changed starts from its first replicas; a replica
+        // added later has no log and waits for the leader to send it one.
+        let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
+        if !restarted && founder && !lost_before {
+            let fresh = initialize_group(&raft, members).await;
             if fresh && shard.replicas.first() == Some(&self.id()) {
                 // The preferred replica campaigns at once, so leaders spread as placement chose.
                 let _ = raft.trigger().elect().await;
@@ -278,7 +310,9 @@ impl Node {
                 }
                 continue;
             }
-            let outcome = if !shard.ready && !matches!(shard.state, ShardState::Closed { .. }) {
+            let outcome = if let Some(moving) = shard.moving {
+                self.move_replica(&stream, &group, moving).await
+            } else if !shard.ready && !matches!(shard.state, ShardState::Closed { .. }) {
                 let ready = wire::MarkShardReady { stream: stream.clone(), group_id: group.id };
                 self.propose_meta(MetaCommand { command: Some(wire::meta_command::Command::MarkShardReady(ready)) })
                     .await
@@ -332,5 +366,5 @@ impl Node {
 /// Whether a shard's leader owes the metadata group something.
 fn duties_due(shard: &ShardMeta) -> bool {
     let closed = matches!(shard.state, ShardState::Closed { .. });
-    (!shard.ready && !closed) || shard.state == ShardState::Sealing
+    (!shard.ready && !closed) || shard.state == ShardState::Sealing || shard.moving.is_some()
 }

@@ -22,7 +22,7 @@ impl Node {
     /// answers afterwards reflects it (a client reads its own writes through the node it wrote
     /// through; through other nodes, [`Node::meta_read`] gives the same).
     pub async fn propose_meta(&self, command: MetaCommand) -> Result<Result<(), MetaRejection>, ApiError> {
-        let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
+        let replicas: Vec<NodeId> = self.member_ids();
         let applied_index = match self
             .route(META_GROUP, &replicas, peer_request::Body::ForwardMeta(command), false)
             .await
@@ -49,7 +49,7 @@ impl Node {
     /// are therefore linearizable, and in particular see every change acknowledged to any client
     /// before they began.
     pub async fn meta_read(&self) -> Result<Arc<MetaState>, ApiError> {
-        let replicas: Vec<NodeId> = self.options.nodes.iter().map(|node| node.id).collect();
+        let replicas: Vec<NodeId> = self.member_ids();
         let body = peer_request::Body::MetaBarrier(wire::Blank {});
         let index = match self.route(META_GROUP, &replicas, body, true).await {
             Ok(peer_response::Body::MetaBarrierIndex(index)) => index,

@@ -49,7 +49,13 @@ impl Node {
 
     /// The whole cluster's status, as far as the nodes answer.
     pub async fn cluster_status(&self) -> v1::ClusterStatusResponse {
-        let asks = self.options.nodes.iter().map(|place| async move {
+        let state = self.meta_state();
+        let mut known: Vec<(crate::control::placement::NodePlace, &'static str)> = match state.nodes.is_empty() {
+            true => self.options.nodes.iter().map(|place| (place.clone(), "active")).collect(),
+            false => state.nodes.values().map(|node| (node.place(), node.state.as_str())).collect(),
+        };
+        known.sort_by_key(|(place, _)| place.id);
+        let asks = known.iter().filter(|(_, state)| *state != "removed").map(|(place, _)| async move {
             if place.id == self.id() {
                 return (place.id, Some(self.status_report()));
             }
@@ -65,15 +71,21 @@ impl Node {
         });
         let reports: BTreeMap<u64, Option<wire::NodeReport>> =
             futures::future::join_all(asks).await.into_iter().collect();
-        let state = self.meta_state();
         // Every group the metadata places, with its name and replicas.
         let mut placed: BTreeMap<u64, (String, Vec<u64>)> = BTreeMap::new();
-        placed.insert(META_GROUP, ("metadata".to_string(), self.options.nodes.iter().map(|place| place.id).collect()));
+        let meta_members = self
+            .meta_raft()
+            .map(|raft| raft.metrics().borrow().membership_config.membership().voter_ids().collect())
+            .unwrap_or_default();
+        placed.insert(META_GROUP, ("metadata".to_string(), meta_members));
         for stream in state.streams.values() {
             for shard in stream.shards.iter().filter(|shard| !shard.expired) {
                 placed.insert(
                     shard.group_id,
-                    (format!("{}/{}", stream.name, crate::keys::shard_id(shard.index)), shard.replicas.clone()),
+                    (
+                        format!("{}/{}", stream.name, crate::keys::shard_id(shard.index)),
+                        shard.replicas.iter().copied().chain(shard.moving.map(|moving| moving.to)).collect(),
+                    ),
                 );
             }
         }
@@ -118,11 +130,9 @@ impl Node {
                 }
             })
             .collect::<Vec<_>>();
-        let nodes = self
-            .options
-            .nodes
+        let nodes = known
             .iter()
-            .map(|place| {
+            .map(|(place, node_state)| {
                 let report = reports.get(&place.id).and_then(Option::as_ref);
                 v1::NodeStatus {
                     node_id: place.id,
@@ -130,6 +140,7 @@ impl Node {
                     reachable: report.is_some(),
                     replicas: placed.values().filter(|(_, replicas)| replicas.contains(&place.id)).count() as u32,
                     leaders: groups.iter().filter(|group| group.leader == Some(place.id)).count() as u32,
+                    state: node_state.to_string(),
                 }
             })
             .collect();

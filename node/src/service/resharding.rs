@@ -188,13 +188,8 @@ impl StreamService {
         children: Vec<((u128, u128), Vec<u32>)>,
     ) -> Result<(), ApiError> {
         let state = self.node.meta_state();
-        let placement = crate::control::placement::place_replicas(
-            &self.node.options.nodes,
-            children.len() as u32,
-            3.min(self.node.options.nodes.len()),
-            state.next_group_id,
-        )
-        .map_err(ApiError::LimitExceeded)?;
+        let placement =
+            self.node.place_new_shards(children.len() as u32, state.next_group_id).map_err(ApiError::LimitExceeded)?;
         let children = children
             .into_iter()
             .zip(placement)

@@ -64,13 +64,8 @@ impl StreamService {
                 "This request would exceed the limit of {on_demand_streams_max} data streams in ON_DEMAND mode for the account."
             )));
         }
-        let placement = crate::control::placement::place_replicas(
-            &self.node.options.nodes,
-            request.shard_count,
-            3.min(self.node.options.nodes.len()),
-            state.next_group_id,
-        )
-        .map_err(ApiError::LimitExceeded)?;
+        let placement =
+            self.node.place_new_shards(request.shard_count, state.next_group_id).map_err(ApiError::LimitExceeded)?;
         let shards = keys::even_ranges(request.shard_count)
             .into_iter()
             .zip(placement)

@@ -76,7 +76,13 @@ async fn throttled_requests_get_kinesis_errors_and_change_nothing() {
     let options = crate::node::NodeOptions {
         id: 1,
         zone: "a".into(),
-        nodes: vec![crate::control::placement::NodePlace { id: 1, zone: "a".into() }],
+        nodes: vec![crate::control::placement::NodePlace {
+            id: 1,
+            zone: "a".into(),
+            peer_address: "127.0.0.1:1".into(),
+            grpc_address: "127.0.0.1:2".into(),
+        }],
+        join: false,
         data_dir: directory.path().to_path_buf(),
         mirror_file_names: false,
         raft: crate::node::RaftTiming {

@@ -25,11 +25,14 @@ pub(crate) struct Batcher {
     pub(crate) raft: Raft,
     pub(crate) seams: Seams,
     pub(crate) limits: DataLimits,
+    /// Permits for entries proposed and not yet committed; a leadership handoff takes them all
+    /// to pause proposals (see `control::members`).
+    pub(crate) in_flight: Arc<Semaphore>,
 }
 
 impl Batcher {
     pub(crate) async fn run(self, mut receiver: mpsc::Receiver<AppendRequest>) {
-        let in_flight = Arc::new(Semaphore::new(self.limits.appends_in_flight_max.max(1)));
+        let in_flight = self.in_flight.clone();
         let records_max = self.limits.batch_records_max.min(crate::sequence::BATCH_RECORDS_MAX - 1);
         let mut carried: Option<AppendRequest> = None;
         loop {

@@ -57,6 +57,11 @@ pub struct ShardGroup {
     /// A task carries out the shard's duties toward the metadata group (see
     /// `control::reconcile`); set while one runs.
     pub(crate) duties_running: std::sync::atomic::AtomicBool,
+    /// The batcher's permits for entries in flight (a handoff takes them all).
+    pub(crate) in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The term this node leads the group in and when it first saw itself lead in it (ms),
+    /// so that a leader hands over only after its lease has run.
+    pub(crate) leading_since: Mutex<Option<(u64, i64)>>,
     pub segments: ShardSegments,
     pub(crate) appends: mpsc::Sender<AppendRequest>,
     /// The shard's throughput budgets, used while this node leads it and throttling is on.

@@ -48,6 +48,11 @@ impl TransportError {
 pub trait PeerTransport: Send + Sync + 'static {
     /// Sends `request` to `target` and waits for its response.
     fn call(&self, target: NodeId, request: PeerRequest) -> BoxFuture<'_, Result<PeerResponse, TransportError>>;
+
+    /// Where `peer` is reached, learned from the cluster's metadata (a node that joined, or
+    /// moved). Known peers at the same address are left as they are. Transports that reach
+    /// nodes by id alone ignore it.
+    fn learn_peer(&self, _peer: NodeId, _address: std::net::SocketAddr) {}
 }
 
 /// Serves requests arriving from other nodes. The node installs one handler per transport.

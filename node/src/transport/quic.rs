@@ -365,6 +365,18 @@ impl QuicTransport {
 }
 
 impl PeerTransport for QuicTransport {
+    fn learn_peer(&self, peer: NodeId, address: SocketAddr) {
+        if peer == self.shared.local_id {
+            return;
+        }
+        let known =
+            self.shared.peers.read().unwrap_or_else(PoisonError::into_inner).get(&peer).map(|slot| slot.address);
+        if known != Some(address) {
+            tracing::info!(local = self.shared.local_id, peer, %address, "learned a peer's address");
+            self.set_peer_addr(peer, address);
+        }
+    }
+
     fn call(&self, target: NodeId, request: PeerRequest) -> BoxFuture<'_, Result<PeerResponse, TransportError>> {
         Box::pin(async move {
             let timeout_ms = self.shared.config.request_timeout_ms;

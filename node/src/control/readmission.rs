@@ -1,0 +1,373 @@
+//! Readmission of a replica that lost its disk.
+//!
+//! A replica whose disk was lost has forgotten its vote and the entries it acknowledged. While
+//! it still counts among its group's voters, nothing it says can be trusted: a vote from it may
+//! be a second vote in a term it already voted in, and an acknowledgement from it may help a
+//! leader of an old term — one it no longer knows is deposed — commit an entry that conflicts
+//! with one it helped commit before the loss. So such a replica takes no part in its group at
+//! all (no vote, no entry, no snapshot) until the group's leader has taken it out of the voters
+//! with a membership change committed by the other replicas alone. That commit leaves every
+//! entry committed before the loss on a majority that does not include the lost replica, and
+//! every leader from then on knows the replica is not a voter. The leader then tells the replica
+//! its term; from then on the replica listens only to leaders and candidates of that term or
+//! later, catches up as a learner, and is made a voter again by the leader (see
+//! [`Node::restore_voters`]) — to Raft it is a new, empty member, which is safe.
+//!
+//! What the replica keeps on disk (a key of the group's log), so that a crash in the middle
+//! resumes where it was: `L` + when the loss was found while it waits, `F` + the term floor
+//! once readmitted.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use riffle_proto::peer::{self as wire, peer_request, peer_response, PeerRequest, PeerResponse};
+
+use crate::control::metadata::{MetaState, META_GROUP};
+use crate::node::{Group, Node};
+use crate::routing::RouteError;
+use crate::transport::{NodeId, PeerTransport};
+
+/// A key of a group's log: where this replica stands in its readmission after a disk loss.
+const READMISSION_KEY: &[u8] = b"readmission";
+/// A key of the metadata group's log: when this node found its disk empty in a running
+/// cluster (8 bytes), or zero once it has caught up with everything that existed before.
+const AMNESIA_KEY: &[u8] = b"amnesia";
+
+/// Where a replica stands after its disk was lost, as kept on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readmission {
+    /// Out of the group until its leader readmits it; `lost_at` names the loss.
+    Awaiting { lost_at: u64 },
+    /// Readmitted: it listens only to leaders and candidates of `term` or later.
+    Readmitted { term: u64 },
+}
+
+impl Readmission {
+    fn encode(self) -> Vec<u8> {
+        let (tag, value) = match self {
+            Readmission::Awaiting { lost_at } => (b'L', lost_at),
+            Readmission::Readmitted { term } => (b'F', term),
+        };
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&value.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Readmission> {
+        let value = u64::from_le_bytes(bytes.get(1..9)?.try_into().ok()?);
+        match bytes.first()? {
+            b'L' => Some(Readmission::Awaiting { lost_at: value.max(1) }),
+            b'F' => Some(Readmission::Readmitted { term: value }),
+            _ => None,
+        }
+    }
+}
+
+impl Group {
+    /// Whether this replica lost its disk and waits to be readmitted (it takes no part in the
+    /// group meanwhile).
+    pub(crate) fn awaiting_readmission(&self) -> bool {
+        self.lost_at.load(Ordering::SeqCst) != 0
+    }
+
+    /// Why a Raft message of `term` must not reach this replica, if it must not.
+    pub(crate) fn refuses(&self, term: u64) -> Option<RouteError> {
+        if self.awaiting_readmission() {
+            return Some(RouteError::Failed(
+                "this replica lost its disk and takes no part in the group until it is readmitted".into(),
+            ));
+        }
+        let floor = self.term_floor.load(Ordering::SeqCst);
+        (term < floor).then(|| {
+            RouteError::Failed(format!(
+                "this replica was readmitted after a disk loss in term {floor}; a message of term {term} is older"
+            ))
+        })
+    }
+}
+
+impl Node {
+    /// Whether this node's disk records a disk loss it has not caught up from, and when it was
+    /// found.
+    pub(crate) fn stored_amnesia(&self) -> Option<u64> {
+        let bytes = self.logs.get(META_GROUP, AMNESIA_KEY)?;
+        let lost_at = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        (lost_at != 0).then_some(lost_at)
+    }
+
+    /// Records on disk that this node lost its data at `lost_at`, before anything else is
+    /// written, so a crash before it has caught up comes back amnesiac still.
+    pub(crate) async fn record_amnesia(&self, lost_at: u64) -> Result<(), String> {
+        self.amnesia_lost_at.store(lost_at, Ordering::SeqCst);
+        self.amnesiac.store(true, Ordering::SeqCst);
+        self.logs.put_durable(META_GROUP, AMNESIA_KEY, lost_at.to_le_bytes().to_vec()).await
+    }
+
+    /// The amnesia has ended: recorded in the background (a crash before that only prolongs it).
+    pub(crate) fn record_amnesia_ended(self: &Arc<Self>) {
+        let node = self.clone();
+        self.seams.executor.spawn(
+            "amnesia-ended",
+            Box::pin(async move {
+                if let Err(error) = node.logs.put_durable(META_GROUP, AMNESIA_KEY, 0u64.to_le_bytes().to_vec()).await {
+                    tracing::warn!(%error, "cannot record that this node has caught up after its disk loss");
+                }
+            }),
+        );
+    }
+
+    /// Where a group's replica here stands after a disk loss, as recorded on disk.
+    pub(crate) fn stored_readmission(&self, group: u64) -> Option<Readmission> {
+        self.logs.get(group, READMISSION_KEY).and_then(|bytes| Readmission::decode(&bytes))
+    }
+
+    /// Puts a newly started group's replica where its disk says it stands — or, on a node that
+    /// lost its disk (`amnesiac`), out of the group until readmitted. Returns whether the
+    /// replica comes from before a disk loss (it must never be initialized from placement).
+    pub(crate) async fn resume_readmission(
+        self: &Arc<Self>,
+        group: &Arc<Group>,
+        amnesiac: bool,
+    ) -> Result<bool, String> {
+        let stored = match self.stored_readmission(group.id) {
+            Some(stored) => Some(stored),
+            None if amnesiac => {
+                let lost_at = self.amnesia_lost_at.load(Ordering::SeqCst).max(1);
+                let awaiting = Readmission::Awaiting { lost_at };
+                self.logs.put_durable(group.id, READMISSION_KEY, awaiting.encode()).await?;
+                Some(awaiting)
+            }
+            None => None,
+        };
+        match stored {
+            Some(Readmission::Awaiting { lost_at }) => {
+                group.lost_at.store(lost_at, Ordering::SeqCst);
+                group.rejoining.store(true, Ordering::SeqCst);
+                group.raft.runtime_config().elect(false);
+                let node = self.clone();
+                let group = group.clone();
+                self.seams
+                    .executor
+                    .spawn("ask-readmission", Box::pin(async move { node.ask_readmission(group).await }));
+                Ok(true)
+            }
+            Some(Readmission::Readmitted { term }) => {
+                group.term_floor.store(term, Ordering::SeqCst);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Asks every peer, now and then, until one that leads the group has readmitted this replica.
+    async fn ask_readmission(self: Arc<Self>, group: Arc<Group>) {
+        let pause = Duration::from_millis(self.options.raft.election_timeout_max_ms);
+        loop {
+            let lost_at = group.lost_at.load(Ordering::SeqCst);
+            let hosted = self.group(group.id).is_some_and(|current| Arc::ptr_eq(&current, &group));
+            if lost_at == 0 || !hosted || self.is_stopped() {
+                return;
+            }
+            let request = PeerRequest {
+                group_id: group.id,
+                body: Some(peer_request::Body::Readmit(wire::Readmit { lost_at })),
+                incarnation: 0,
+            };
+            let node = &self;
+            let asks = self.peer_ids().into_iter().map(|peer| {
+                let request = request.clone();
+                async move {
+                    let _ = tokio::time::timeout(pause, node.transport.call(peer, request)).await;
+                }
+            });
+            futures::future::join_all(asks).await;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// On the replica: its group's leader has taken it out of the voters.
+    pub(crate) async fn readmitted(&self, group: &Group, lost_at: u64, term: u64) -> Result<(), RouteError> {
+        let waiting_for = group.lost_at.load(Ordering::SeqCst);
+        if waiting_for == 0 {
+            return Ok(());
+        }
+        if waiting_for != lost_at {
+            return Err(RouteError::Failed(format!(
+                "a readmission for the disk loss at {lost_at}, but this replica waits for one at {waiting_for}"
+            )));
+        }
+        let record = Readmission::Readmitted { term };
+        self.logs.put_durable(group.id, READMISSION_KEY, record.encode()).await.map_err(RouteError::Failed)?;
+        group.term_floor.fetch_max(term, Ordering::SeqCst);
+        group.lost_at.store(0, Ordering::SeqCst);
+        tracing::info!(group = group.id, term, "readmitted after a disk loss; catching up as a learner");
+        group.heard_from_leader();
+        Ok(())
+    }
+
+    /// On any node, asked by `replica`: if this node leads the group, takes the replica out of
+    /// the voters in the background (one such task per replica and group at a time).
+    pub(crate) fn readmit(
+        self: &Arc<Self>,
+        group: Arc<Group>,
+        replica: NodeId,
+        lost_at: u64,
+    ) -> Result<(), RouteError> {
+        let leader = group.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
+            return Err(RouteError::NotLeader(leader));
+        }
+        let now = self.seams.clock.now_ms();
+        self.readmissions_asked.lock().expect("lock is not poisoned").insert((group.id, replica), now);
+        let key = format!("readmit:{}:{replica}", group.id);
+        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
+            return Ok(());
+        }
+        let node = self.clone();
+        self.seams.executor.spawn(
+            "readmit",
+            Box::pin(async move {
+                if let Err(error) = node.remove_for_readmission(&group, replica, lost_at).await {
+                    tracing::debug!(group = group.id, replica, %error, "readmission not done yet; the replica asks again");
+                }
+                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
+            }),
+        );
+        Ok(())
+    }
+
+    async fn remove_for_readmission(&self, group: &Group, replica: NodeId, lost_at: u64) -> Result<(), String> {
+        let raft = &group.raft;
+        let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
+        let voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters.contains(&replica) {
+            tracing::info!(group = group.id, replica, "taking a replica that lost its disk out of the voters");
+            let removal = openraft::ChangeMembers::RemoveVoters(BTreeSet::from([replica]));
+            match tokio::time::timeout(timeout, raft.change_membership(removal, false)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(format!("removing the replica: {error}")),
+                Err(_) => return Err("removing the replica timed out".into()),
+            }
+        }
+        // The removal must be committed, and this node still the leader, before the replica may
+        // listen to anyone: a linearizable read proves both (it commits this term's entry).
+        match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(format!("confirming leadership: {error}")),
+            Err(_) => return Err("confirming leadership timed out".into()),
+        }
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.clone();
+        let committed = membership.log_id() <= &metrics.last_applied;
+        if !committed || membership.membership().voter_ids().any(|id| id == replica) {
+            return Err("the replica's removal is not committed yet".into());
+        }
+        let term = metrics.current_term;
+        let request = PeerRequest {
+            group_id: group.id,
+            body: Some(peer_request::Body::Readmitted(wire::Readmitted { lost_at, term })),
+            incarnation: 0,
+        };
+        match tokio::time::timeout(timeout, self.transport.call(replica, request)).await {
+            Ok(Ok(PeerResponse { body: Some(peer_response::Body::Done(_)) })) => {
+                tracing::info!(group = group.id, replica, term, "readmitted a replica that lost its disk");
+                self.readmissions_asked.lock().expect("lock is not poisoned").remove(&(group.id, replica));
+                Ok(())
+            }
+            Ok(Ok(PeerResponse { body: Some(peer_response::Body::Error(error)) })) => Err(error.message),
+            Ok(Ok(_)) => Err("an unexpected answer to a readmission".into()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("telling the replica timed out".into()),
+        }
+    }
+}
+
+impl Node {
+    /// On every shard group this node leads: a replica the metadata places there but that is not
+    /// among the voters (taken out for its readmission, and no move under way) is added back — it
+    /// catches up as a learner first, then becomes a voter. A replica still asking to be
+    /// readmitted is left out until it has been. (The metadata group's voters are
+    /// kept by `control::membership` instead.)
+    pub(crate) fn restore_voters(self: &Arc<Self>, state: &MetaState) {
+        for shard in state.streams.values().flat_map(|stream| stream.shards.iter()) {
+            if shard.expired || shard.moving.is_some() {
+                continue;
+            }
+            let Some(group) = self.group(shard.group_id) else { continue };
+            let metrics = group.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            if metrics.current_leader != Some(self.id()) || membership.get_joint_config().len() != 1 {
+                continue;
+            }
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let waiting = self.readmissions_waiting(group.id);
+            let missing: BTreeSet<u64> =
+                shard.replicas.iter().copied().filter(|id| !voters.contains(id) && !waiting.contains(id)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let key = format!("restore:{}", group.id);
+            if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
+                continue;
+            }
+            let node = self.clone();
+            self.seams.executor.spawn(
+                "restore-voters",
+                Box::pin(async move {
+                    if let Err(error) = node.add_voters(&group, missing).await {
+                        tracing::debug!(group = group.id, %error, "a replica is not a voter again yet");
+                    }
+                    node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
+                }),
+            );
+        }
+    }
+
+    /// The replicas of `group` that asked this node to readmit them lately (they ask once per
+    /// maximal election timeout while they wait).
+    pub(crate) fn readmissions_waiting(&self, group: u64) -> BTreeSet<NodeId> {
+        let recent_ms = 2 * self.options.raft.election_timeout_max_ms as i64;
+        let now = self.seams.clock.now_ms();
+        let mut asked = self.readmissions_asked.lock().expect("lock is not poisoned");
+        asked.retain(|_, at| now - *at < recent_ms);
+        asked.keys().filter(|(asked_group, _)| *asked_group == group).map(|(_, replica)| *replica).collect()
+    }
+
+    async fn add_voters(&self, group: &Group, missing: BTreeSet<u64>) -> Result<(), String> {
+        let raft = &group.raft;
+        let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
+        for id in &missing {
+            match tokio::time::timeout(timeout, raft.add_learner(*id, openraft::EmptyNode {}, true)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(format!("adding learner {id}: {error}")),
+                Err(_) => return Err(format!("learner {id} is still catching up")),
+            }
+        }
+        let change = openraft::ChangeMembers::AddVoterIds(missing.clone());
+        match tokio::time::timeout(timeout, raft.change_membership(change, false)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(group = group.id, ?missing, "replicas are voters again");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(format!("making {missing:?} voters: {error}")),
+            Err(_) => Err("making the replicas voters timed out".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readmission_records_round_trip() {
+        for record in [Readmission::Awaiting { lost_at: 7 }, Readmission::Readmitted { term: u64::MAX }] {
+            assert_eq!(Readmission::decode(&record.encode()), Some(record));
+        }
+        assert_eq!(Readmission::decode(b""), None);
+        assert_eq!(Readmission::decode(b"F123"), None);
+        assert_eq!(Readmission::decode(b"X\0\0\0\0\0\0\0\0"), None);
+    }
+}
