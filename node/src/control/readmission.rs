@@ -164,12 +164,20 @@ impl Node {
     /// Asks every peer, now and then, until one that leads the group has readmitted this replica.
     async fn ask_readmission(self: Arc<Self>, group: Arc<Group>) {
         let pause = Duration::from_millis(self.options.raft.election_timeout_max_ms);
+        // The group is registered just after this task is spawned; once it has been, its
+        // absence means it was dropped (or replaced) and the task ends.
+        let mut registered = false;
         loop {
             let lost_at = group.lost_at.load(Ordering::SeqCst);
-            let hosted = self.group(group.id).is_some_and(|current| Arc::ptr_eq(&current, &group));
-            if lost_at == 0 || !hosted || self.is_stopped() {
+            let current = self.group(group.id);
+            if current.as_ref().is_some_and(|current| !Arc::ptr_eq(current, &group))
+                || (current.is_none() && registered)
+                || lost_at == 0
+                || self.is_stopped()
+            {
                 return;
             }
+            registered |= current.is_some();
             let request = PeerRequest {
                 group_id: group.id,
                 body: Some(peer_request::Body::Readmit(wire::Readmit { lost_at })),
