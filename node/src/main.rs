@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use riffle_node::api::grpc::GrpcApi;
 use riffle_node::api::kinesis::{self, KinesisApi};
 use riffle_node::config::NodeConfig;
+use riffle_node::control::placement::NodePlace;
 use riffle_node::dev::{self, DevPorts};
 use riffle_node::fs::real::RealFileSystem;
 use riffle_node::node::Node;
@@ -191,8 +192,17 @@ async fn serve(config: NodeConfig) -> Result<()> {
         QuicConfig::default(),
         node.peer_handler(),
     )?;
+    if !config.join.is_empty() && node.has_data() {
+        // A node that joined restarts knowing only itself from its configuration: it learns
+        // where the cluster's nodes are first, since its metadata replica may need them to
+        // catch up before it knows them itself.
+        if let Some(members) = list_cluster(&config, &transport).await {
+            node.learn_members(members);
+        }
+    }
     if !config.join.is_empty() && !node.has_data() {
-        let rejoined = join_cluster(&config, &transport).await?;
+        let (rejoined, members) = join_cluster(&config, &transport).await?;
+        node.learn_members(members);
         if rejoined {
             tracing::warn!(
                 node = config.node_id,
@@ -277,7 +287,7 @@ const JOIN_PAUSE: Duration = Duration::from_secs(1);
 /// Asks the nodes of `join`, in turn, to admit this node, after learning the cluster's nodes
 /// (so that the transport accepts them when they reach this node). Returns whether the cluster
 /// knew this node before (it lost its data).
-async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<bool> {
+async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<(bool, Vec<NodePlace>)> {
     use riffle_proto::v1::{riffle_client::RiffleClient, ClusterNode, JoinClusterRequest, ListNodesRequest};
     let zone =
         config.peers.iter().find(|peer| peer.id == config.node_id).map(|peer| peer.zone.clone()).unwrap_or_default();
@@ -311,7 +321,17 @@ async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<
             Ok(reply) => {
                 let reply = reply.into_inner();
                 tracing::info!(node = config.node_id, %seed, nodes = reply.nodes.len(), "joined the cluster");
-                return Ok(reply.rejoined);
+                let members = reply
+                    .nodes
+                    .iter()
+                    .map(|node| NodePlace {
+                        id: node.node_id,
+                        zone: node.zone.clone(),
+                        peer_address: node.peer_address.clone(),
+                        grpc_address: node.grpc_address.clone(),
+                    })
+                    .collect();
+                return Ok((reply.rejoined, members));
             }
             // A refusal by the cluster is final; an unreachable seed or a missing leader is not.
             Err(message) if message.starts_with("InvalidArgumentException") => {
@@ -325,6 +345,38 @@ async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<
         tokio::time::sleep(JOIN_PAUSE).await;
     }
     bail!("could not join through {:?} after {JOIN_ATTEMPTS_MAX} attempts: {last_error}", config.join)
+}
+
+/// Asks the nodes of `join`, once each, for the cluster's nodes, and tells the transport where
+/// they are; `None` if none answers.
+async fn list_cluster(config: &NodeConfig, transport: &QuicTransport) -> Option<Vec<NodePlace>> {
+    use riffle_proto::v1::{riffle_client::RiffleClient, ListNodesRequest};
+    for seed in &config.join {
+        let listed = tokio::time::timeout(JOIN_PAUSE * 2, async {
+            let mut client = RiffleClient::connect(format!("http://{seed}")).await.ok()?;
+            client.list_nodes(ListNodesRequest {}).await.ok()
+        })
+        .await;
+        let Ok(Some(reply)) = listed else { continue };
+        let nodes = reply.into_inner().nodes;
+        for known in nodes.iter().filter(|known| known.node_id != config.node_id) {
+            if let Ok(address) = known.peer_address.parse() {
+                transport.set_peer_addr(known.node_id, address);
+            }
+        }
+        return Some(
+            nodes
+                .iter()
+                .map(|node| NodePlace {
+                    id: node.node_id,
+                    zone: node.zone.clone(),
+                    peer_address: node.peer_address.clone(),
+                    grpc_address: node.grpc_address.clone(),
+                })
+                .collect(),
+        );
+    }
+    None
 }
 
 /// Exits of one node within [`CRASH_LOOP_WINDOW`] after which `dev` stops restarting it.

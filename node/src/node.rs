@@ -203,6 +203,9 @@ pub struct Node {
     /// On a group leader: when a replica that lost its disk last asked to be readmitted (it is
     /// not made a voter again meanwhile).
     pub(crate) readmissions_asked: Mutex<BTreeMap<(u64, NodeId), i64>>,
+    /// The cluster's nodes as the node that admitted this one listed them (see
+    /// `Node::learn_members`).
+    pub(crate) told_members: Mutex<Vec<NodePlace>>,
     /// When this node found its disk empty in a running cluster (names the loss).
     pub(crate) amnesia_lost_at: std::sync::atomic::AtomicU64,
     /// The metadata log index that, once applied (and its groups started), ends the amnesia:
@@ -267,6 +270,7 @@ impl Node {
             amnesiac: std::sync::atomic::AtomicBool::new(false),
             amnesia_lost_at: std::sync::atomic::AtomicU64::new(0),
             readmissions_asked: Mutex::new(BTreeMap::new()),
+            told_members: Mutex::new(Vec::new()),
             amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
             departed: watch::channel(false).0,
         }))
@@ -339,7 +343,9 @@ impl Node {
         // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         let group = Arc::new(Group::new(META_GROUP, raft.clone(), None));
         let restarted = raft.is_initialized().await.unwrap_or(false);
-        let lost_before = self.resume_readmission(&group, self.is_amnesiac()).await?;
+        // A joining node's metadata replica is a new, empty member of a running group.
+        let fresh = self.is_amnesiac() || (self.options.join && !restarted);
+        let lost_before = self.resume_readmission(&group, fresh).await?;
         if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }
@@ -355,11 +361,16 @@ impl Node {
         // (a node with an empty disk has greeted them already).
         if !self.logs.groups().is_empty() {
             for peer in self.peer_ids() {
-                let transport = self.transport.clone();
+                let node = self.clone();
                 self.seams.executor.spawn(
                     "hello",
                     Box::pin(async move {
-                        let _ = transport.call(peer, hello()).await;
+                        let reply = node.transport.call(peer, hello()).await;
+                        if let Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) }) = reply {
+                            if reply.removed {
+                                node.depart();
+                            }
+                        }
                     }),
                 );
             }
@@ -554,7 +565,10 @@ async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Re
         }
         peer_request::Body::Readmit(readmit) => {
             let group = node.group(group_id).ok_or(RouteError::NoGroup)?;
-            node.readmit(group, from, readmit.lost_at)?;
+            if readmit.replica != from && !readmit.forwarded {
+                return Err(RouteError::Failed(format!("node {from} asked to readmit node {}", readmit.replica)));
+            }
+            node.readmit(group, readmit).await?;
             Ok(peer_response::Body::Done(riffle_proto::peer::Blank {}))
         }
         peer_request::Body::Readmitted(readmitted) => {
@@ -578,7 +592,12 @@ async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Re
             let committed =
                 node.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).is_some_and(|id| id.index >= 1);
             let knows_cluster = committed && !node.is_amnesiac();
-            Ok(peer_response::Body::Hello(riffle_proto::peer::HelloReply { knows_cluster }))
+            let removed = node
+                .meta_state()
+                .nodes
+                .get(&from)
+                .is_some_and(|known| known.state == crate::control::membership::NodeState::Removed);
+            Ok(peer_response::Body::Hello(riffle_proto::peer::HelloReply { knows_cluster, removed }))
         }
         forwarded => node.serve(group_id, forwarded).await,
     }

@@ -26,6 +26,8 @@ struct NetworkState {
     isolated: BTreeSet<NodeId>,
     rng: ChaCha8Rng,
     messages: u64,
+    /// Requests being handled, by target and kind (each holds its target node while it runs).
+    handling: BTreeMap<(NodeId, &'static str), u64>,
 }
 
 /// One network shared by every simulated node.
@@ -37,7 +39,13 @@ pub struct SimNetwork {
 impl SimNetwork {
     pub fn new(rng: ChaCha8Rng, trace: Arc<Trace>) -> Arc<SimNetwork> {
         Arc::new(SimNetwork {
-            state: Mutex::new(NetworkState { handlers: BTreeMap::new(), isolated: BTreeSet::new(), rng, messages: 0 }),
+            state: Mutex::new(NetworkState {
+                handlers: BTreeMap::new(),
+                isolated: BTreeSet::new(),
+                rng,
+                messages: 0,
+                handling: BTreeMap::new(),
+            }),
             trace,
         })
     }
@@ -66,6 +74,16 @@ impl SimNetwork {
 
     pub fn messages(&self) -> u64 {
         self.lock().messages
+    }
+
+    /// The requests `node` is handling, by kind.
+    pub fn handling(&self, node: NodeId) -> Vec<(&'static str, u64)> {
+        self.lock()
+            .handling
+            .iter()
+            .filter(|((target, _), _)| *target == node)
+            .map(|((_, kind), count)| (*kind, *count))
+            .collect()
     }
 
     fn connected(&self, from: NodeId, to: NodeId) -> bool {
@@ -109,7 +127,10 @@ impl PeerTransport for SimEndpoint {
             if !network.connected(self.local, target) {
                 return Err(unreachable());
             }
+            *network.lock().handling.entry((target, kind)).or_insert(0) += 1;
+            let handling = Handling { network: network.clone(), key: (target, kind) };
             let response = handler.handle(self.local, request).await;
+            drop(handling);
             tokio::time::sleep(network.latency()).await;
             if !network.connected(target, self.local) {
                 return Err(TransportError::Lost {
@@ -119,6 +140,24 @@ impl PeerTransport for SimEndpoint {
             }
             Ok(response)
         })
+    }
+}
+
+/// Counts a request as being handled until it is answered or dropped.
+struct Handling {
+    network: Arc<SimNetwork>,
+    key: (NodeId, &'static str),
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        let mut state = self.network.lock();
+        if let Some(count) = state.handling.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                state.handling.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -53,16 +53,49 @@ impl Clock for SimClock {
     }
 }
 
-/// Every task, dedicated loops included, runs on the simulation's one thread.
-#[derive(Debug)]
-struct SimExecutor;
+/// Every task, dedicated loops included, runs on the simulation's one thread. Each node
+/// process has its own executor, which counts the node's live tasks by name (to name what keeps
+/// a stopped node's storage open).
+#[derive(Debug, Default)]
+struct SimExecutor {
+    live: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+/// Counts a task as live until it finishes or is dropped.
+struct LiveTask {
+    name: &'static str,
+    live: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        let mut live = self.live.lock().expect("task table lock");
+        if let Some(count) = live.get_mut(self.name) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(self.name);
+            }
+        }
+    }
+}
+
+impl SimExecutor {
+    fn counted(&self, name: &'static str, task: BoxFuture<()>) -> BoxFuture<()> {
+        *self.live.lock().expect("task table lock").entry(name).or_insert(0) += 1;
+        let guard = LiveTask { name, live: self.live.clone() };
+        Box::pin(async move {
+            let _guard = guard;
+            task.await
+        })
+    }
+}
 
 impl Executor for SimExecutor {
-    fn spawn(&self, _name: &'static str, task: BoxFuture<()>) {
-        tokio::spawn(task);
+    fn spawn(&self, name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(self.counted(name, task));
     }
-    fn spawn_dedicated(&self, _name: &'static str, task: BoxFuture<()>) {
-        tokio::spawn(task);
+    fn spawn_dedicated(&self, name: &'static str, task: BoxFuture<()>) {
+        tokio::spawn(self.counted(name, task));
     }
 }
 
@@ -71,6 +104,8 @@ struct SimNode {
     fs: Arc<MemoryFileSystem>,
     data_dir: PathBuf,
     running: Option<(Arc<Node>, StreamService)>,
+    /// The live tasks of the running (or last) process, by name.
+    tasks: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
 }
 
 /// What one seed produced.
@@ -93,6 +128,9 @@ pub struct SeedReport {
     pub retention_hour_ms: Option<u64>,
     pub expired_shards: usize,
     pub disk_losses: u32,
+    /// Whether a fourth node joined, and whether node 1 was decommissioned and removed.
+    pub joined: bool,
+    pub decommissioned: bool,
     /// Metadata reads that succeeded, and metadata writes acknowledged, all checked.
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
@@ -109,7 +147,20 @@ pub struct World {
     network: Arc<SimNetwork>,
     clock: Arc<SimClock>,
     nodes: Vec<SimNode>,
+    /// Every node's place; the first three are the founders, a fourth joins later.
     places: Vec<NodePlace>,
+    founders: usize,
+    /// A third of the seeds: node 4 (zone a) joins during the workload, then node 1 is
+    /// decommissioned.
+    membership: bool,
+    /// Node 4 has been admitted; node 1's decommissioning was accepted.
+    admitted: bool,
+    decommissioned: bool,
+    /// Nodes that left the cluster (decommissioned and removed); they never start again.
+    removed: Vec<bool>,
+    /// The service of every running node, which clients pick from (a stopped node's entry is
+    /// cleared before it stops, so no client keeps it alive).
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
     _scratch: tempfile::TempDir,
     crashes: u32,
     partitions: u32,
@@ -123,12 +174,18 @@ pub struct World {
     retention_hour_ms: Option<u64>,
 }
 
-fn node_options(id: u64, places: &[NodePlace], data_dir: PathBuf, retention_hour_ms: Option<u64>) -> NodeOptions {
+fn node_options(
+    id: u64,
+    places: &[NodePlace],
+    join: bool,
+    data_dir: PathBuf,
+    retention_hour_ms: Option<u64>,
+) -> NodeOptions {
     NodeOptions {
         id,
         zone: places.iter().find(|place| place.id == id).map(|place| place.zone.clone()).unwrap_or_default(),
         nodes: places.to_vec(),
-        join: false,
+        join,
         data_dir,
         mirror_file_names: true,
         raft: RaftTiming {
@@ -174,7 +231,11 @@ impl World {
             .prefix(&format!("riffle-sim-{seed}-"))
             .tempdir()
             .map_err(|error| format!("scratch directory: {error}"))?;
-        let places: Vec<NodePlace> = ["a", "b", "c"]
+        let on_demand = rng.gen_bool(1.0 / 3.0);
+        let retention_hour_ms = rng.gen_bool(1.0 / 3.0).then(|| rng.gen_range(100..=500));
+        let membership = options.membership && rng.gen_bool(1.0 / 3.0);
+        let zones: &[&str] = if membership { &["a", "b", "c", "a"] } else { &["a", "b", "c"] };
+        let places: Vec<NodePlace> = zones
             .iter()
             .enumerate()
             .map(|(index, zone)| NodePlace {
@@ -191,10 +252,11 @@ impl World {
                 fs: Arc::new(MemoryFileSystem::new()),
                 data_dir: scratch.path().join(format!("node-{}", place.id)),
                 running: None,
+                tasks: Arc::default(),
             })
-            .collect();
-        let on_demand = rng.gen_bool(1.0 / 3.0);
-        let retention_hour_ms = rng.gen_bool(1.0 / 3.0).then(|| rng.gen_range(100..=500));
+            .collect::<Vec<SimNode>>();
+        let removed = vec![false; nodes.len()];
+        let services = Rc::new(RefCell::new(vec![None; nodes.len()]));
         Ok(World {
             options,
             seed,
@@ -204,6 +266,12 @@ impl World {
             clock: Arc::new(SimClock { start: tokio::time::Instant::now() }),
             nodes,
             places,
+            founders: 3,
+            membership,
+            admitted: false,
+            decommissioned: false,
+            removed,
+            services,
             _scratch: scratch,
             crashes: 0,
             partitions: 0,
@@ -214,18 +282,29 @@ impl World {
     }
 
     async fn start_node(&mut self, position: usize) -> Result<(), String> {
-        let slot = &mut self.nodes[position];
-        let seams = Seams {
-            clock: self.clock.clone(),
-            executor: Arc::new(SimExecutor),
-            fs: slot.fs.clone() as Arc<dyn FileSystem>,
+        let (id, fs, data_dir) = {
+            let slot = &self.nodes[position];
+            (slot.id, slot.fs.clone(), slot.data_dir.clone())
         };
-        let options = node_options(slot.id, &self.places, slot.data_dir.clone(), self.retention_hour_ms);
-        let node = Node::open(options, seams).map_err(|error| format!("node {} does not open: {error}", slot.id))?;
-        self.network.attach(slot.id, node.peer_handler());
-        node.start(self.network.endpoint(slot.id))
-            .await
-            .map_err(|error| format!("node {} does not start: {error}", slot.id))?;
+        let executor = SimExecutor::default();
+        self.nodes[position].tasks = executor.live.clone();
+        let seams = Seams { clock: self.clock.clone(), executor: Arc::new(executor), fs: fs as Arc<dyn FileSystem> };
+        // A founder knows the founders; a joiner knows only itself, asks to be admitted whenever
+        // its disk is empty and learns the cluster's nodes from the answer (as `riffle-node`
+        // does with `join` addresses).
+        let joiner = position >= self.founders;
+        let places = if joiner { vec![self.places[position].clone()] } else { self.places[..self.founders].to_vec() };
+        let options = node_options(id, &places, joiner, data_dir, self.retention_hour_ms);
+        let node = Node::open(options, seams).map_err(|error| format!("node {id} does not open: {error}"))?;
+        self.network.attach(id, node.peer_handler());
+        if joiner && !node.has_data() {
+            let (members, rejoined) = self.admit(position).await?;
+            node.learn_members(members);
+            if rejoined {
+                node.rejoins_after_disk_loss();
+            }
+        }
+        node.start(self.network.endpoint(id)).await.map_err(|error| format!("node {id} does not start: {error}"))?;
         let settings = ServiceSettings {
             region: "us-east-1".into(),
             account: "000000000000".into(),
@@ -234,8 +313,9 @@ impl World {
             iterator_secret: b"simulated cluster secret".to_vec(),
         };
         let service = StreamService::new(node.clone(), settings);
-        slot.running = Some((node, service));
-        self.trace.record(&format!("start node {}", slot.id));
+        self.services.borrow_mut()[position] = Some(service.clone());
+        self.nodes[position].running = Some((node, service));
+        self.trace.record(&format!("start node {id}"));
         Ok(())
     }
 
@@ -243,6 +323,7 @@ impl World {
     /// not synced (possibly tearing the last write).
     async fn crash_node(&mut self, position: usize) -> Result<(), String> {
         let id = self.nodes[position].id;
+        self.services.borrow_mut()[position] = None;
         let Some((node, service)) = self.nodes[position].running.take() else { return Ok(()) };
         self.network.detach(id);
         self.trace.record(&format!("crash node {id}"));
@@ -250,6 +331,7 @@ impl World {
         let engine =
             node.log_engine().upgrade().map(|logs| logs.raft_engine()).ok_or("the raft log is already gone")?;
         drop(service);
+        let weak_node = Arc::downgrade(&node);
         drop(node);
         // Tasks of the stopped node finish on their own; raft-engine must be released before
         // the node can reopen its directory.
@@ -257,7 +339,12 @@ impl World {
         while engine.upgrade().is_some() {
             attempts += 1;
             if attempts > ENGINE_RELEASE_ATTEMPTS_MAX {
-                return Err(format!("node {id} did not release its raft log after stopping"));
+                let tasks = self.nodes[position].tasks.lock().expect("task table lock").clone();
+                let holders = weak_node.strong_count();
+                let handling = self.network.handling(id);
+                return Err(format!(
+                    "node {id} did not release its raft log after stopping; live tasks: {tasks:?}; node still held {holders} times; requests it handles: {handling:?}"
+                ));
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -269,6 +356,93 @@ impl World {
 
     fn service(&self, position: usize) -> Option<StreamService> {
         self.nodes[position].running.as_ref().map(|(_, service)| service.clone())
+    }
+
+    /// A node that runs and has not left the cluster, to ask things of.
+    fn any_member(&self) -> Option<(Arc<Node>, StreamService)> {
+        (0..self.nodes.len())
+            .filter(|position| !self.removed[*position])
+            .find_map(|position| self.nodes[position].running.clone())
+    }
+
+    /// Asks the cluster to admit the joiner at `position` (running, not started) until it does;
+    /// returns whether the cluster knew the node already (it lost its disk).
+    async fn admit(&mut self, position: usize) -> Result<(Vec<NodePlace>, bool), String> {
+        let place = self.places[position].clone();
+        let info = riffle_proto::peer::NodeInfo {
+            id: place.id,
+            zone: place.zone.clone(),
+            peer_address: place.peer_address.clone(),
+            grpc_address: place.grpc_address.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let Some((admitter, _)) = self.any_member() else { return Err("no node runs to admit a joiner".into()) };
+            match tokio::time::timeout(OPERATION_TIMEOUT, admitter.admit_node(info.clone())).await {
+                Ok(Ok((nodes, rejoined))) => {
+                    self.admitted = true;
+                    self.trace.record(&format!(
+                        "node {} admitted by node {} (rejoined: {rejoined})",
+                        place.id,
+                        admitter.id()
+                    ));
+                    return Ok((nodes.iter().map(|node| node.place()).collect(), rejoined));
+                }
+                Ok(Err(error)) if error.error_type() == "InvalidArgumentException" => {
+                    return Err(format!("the cluster refused to admit node {}: {}", place.id, error.message()));
+                }
+                Ok(Err(error)) => self.trace.record(&format!("admission of node {}: {}", place.id, error.message())),
+                Err(_) => self.trace.record(&format!("admission of node {} timed out", place.id)),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("node {} was not admitted in time", place.id));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Asks the cluster to decommission the node at `position`, through any member, a few times.
+    async fn decommission(&mut self, position: usize) {
+        let id = self.nodes[position].id;
+        for _ in 0..10 {
+            let Some((node, _)) = self.any_member() else { return };
+            match tokio::time::timeout(OPERATION_TIMEOUT, node.decommission(id)).await {
+                Ok(Ok(())) => {
+                    self.decommissioned = true;
+                    self.trace.record(&format!("decommissioning node {id}"));
+                    return;
+                }
+                Ok(Err(error)) => {
+                    self.trace.record(&format!("decommission of node {id}: {}", error.message()));
+                    if error.error_type() == "InvalidArgumentException" {
+                        return;
+                    }
+                }
+                Err(_) => self.trace.record(&format!("decommission of node {id} timed out")),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether the metadata, as a member sees it, records the node as removed.
+    fn removed_in_metadata(&self, id: u64) -> bool {
+        use riffle_node::control::membership::NodeState;
+        self.any_member().is_some_and(|(node, _)| {
+            node.meta_state().nodes.get(&id).is_some_and(|known| known.state == NodeState::Removed)
+        })
+    }
+
+    /// Stops every running node that learned it was removed (its process would exit).
+    async fn stop_departed(&mut self) -> Result<(), String> {
+        for position in 0..self.nodes.len() {
+            let gone = self.nodes[position].running.as_ref().is_some_and(|(node, _)| *node.departed().borrow());
+            if gone && !self.removed[position] {
+                self.crash_node(position).await?;
+                self.removed[position] = true;
+                self.trace.record(&format!("node {} left the cluster", self.nodes[position].id));
+            }
+        }
+        Ok(())
     }
 
     /// Replaces a stopped node's disk with an empty one: it restarts with no data at all.
@@ -296,8 +470,7 @@ impl World {
         let clients: Vec<(u32, u64)> =
             (0..self.options.clients).map(|client| (client, self.rng.gen::<u64>())).collect();
         // Clients pick a node per operation; a shared table says which services are up.
-        let services: Rc<RefCell<Vec<Option<StreamService>>>> =
-            Rc::new(RefCell::new((0..self.nodes.len()).map(|position| self.service(position)).collect()));
+        let services = self.services.clone();
         let local = tokio::task::LocalSet::new();
         let start = tokio::time::Instant::now();
         for (client, seed) in clients {
@@ -397,10 +570,23 @@ impl World {
                     _ = &mut clients_done => break,
                     _ = tokio::time::sleep(pause) => {}
                 }
+                self.stop_departed().await?;
+                if self.membership && !self.admitted && self.rng.gen_bool(0.3) {
+                    let joiner = self.founders;
+                    self.start_node(joiner).await?;
+                    continue;
+                }
+                if self.admitted && !self.decommissioned && self.rng.gen_bool(0.25) {
+                    self.decommission(0).await;
+                    continue;
+                }
                 if !self.options.faults {
                     continue;
                 }
-                let victim = self.rng.gen_range(0..self.nodes.len());
+                let members: Vec<usize> = (0..self.nodes.len())
+                    .filter(|position| !self.removed[*position] && self.nodes[*position].running.is_some())
+                    .collect();
+                let victim = members[self.rng.gen_range(0..members.len())];
                 if self.rng.gen_bool(0.5) {
                     self.partitions += 1;
                     self.network.isolate(self.nodes[victim].id);
@@ -409,7 +595,6 @@ impl World {
                     self.network.heal();
                     self.trace.record("heal");
                 } else {
-                    services.borrow_mut()[victim] = None;
                     self.crash_node(victim).await?;
                     // Once per seed at most, the crash also loses the node's disk (two lost
                     // disks could lose acknowledged data legitimately).
@@ -417,13 +602,19 @@ impl World {
                         self.lose_disk(victim);
                     }
                     tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
-                    self.start_node(victim).await?;
-                    services.borrow_mut()[victim] = self.service(victim);
+                    // A node removed while it was down stays down (it would exit at once).
+                    if self.removed_in_metadata(self.nodes[victim].id) {
+                        self.removed[victim] = true;
+                        self.trace.record(&format!("node {} left the cluster while down", victim + 1));
+                    } else {
+                        self.start_node(victim).await?;
+                    }
                 }
             }
             Ok::<(), String>(())
         });
         workload.await?;
+        drop(local);
         self.network.heal();
         self.trace.record("final heal");
 
@@ -474,6 +665,8 @@ impl World {
             retention_hour_ms: self.retention_hour_ms,
             expired_shards,
             disk_losses: self.disk_losses,
+            joined: self.admitted,
+            decommissioned: self.decommissioned,
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,
@@ -514,26 +707,33 @@ impl World {
         self.wait_until_active().await
     }
 
-    async fn wait_until_active(&self) -> Result<(), String> {
+    async fn wait_until_active(&mut self) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
         loop {
+            self.stop_departed().await?;
             let mut active = true;
+            let mut statuses = Vec::new();
             for position in 0..self.nodes.len() {
                 let Some(service) = self.service(position) else { continue };
                 let request = v1::DescribeStreamSummaryRequest { stream_name: STREAM.into() };
-                let status = service
-                    .describe_stream_summary(request)
-                    .await
+                let described = service.describe_stream_summary(request).await;
+                let status = described
+                    .as_ref()
                     .ok()
-                    .and_then(|response| response.stream_description_summary)
+                    .and_then(|response| response.stream_description_summary.as_ref())
                     .map(|summary| summary.stream_status);
                 active &= status == Some(v1::StreamStatus::Active as i32);
+                let seen = match (&described, status.and_then(|status| v1::StreamStatus::try_from(status).ok())) {
+                    (Err(error), _) => error.message(),
+                    (Ok(_), status) => format!("{status:?}"),
+                };
+                statuses.push((position + 1, seen));
             }
             if active {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err("the stream did not become ACTIVE on every node".into());
+                return Err(format!("the stream did not become ACTIVE on every node: (node, status) {statuses:?}"));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -545,15 +745,21 @@ impl World {
     /// closed shard that expired whole.
     async fn settle_and_read(&mut self) -> Result<(Vec<ShardRead>, check::Lineage, Trimmed), String> {
         for position in 0..self.nodes.len() {
-            if self.nodes[position].running.is_none() {
+            let joiner_outside = position >= self.founders && !self.admitted;
+            if self.removed_in_metadata(self.nodes[position].id) && self.nodes[position].running.is_none() {
+                self.removed[position] = true;
+            }
+            if self.nodes[position].running.is_none() && !self.removed[position] && !joiner_outside {
                 self.start_node(position).await?;
             }
         }
         self.wait_until_active().await?;
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        if self.decommissioned {
+            self.wait_for_removal(0, deadline).await?;
+        }
         let stream = self
-            .service(0)
-            .ok_or("node 1 is down")?
+            .reader()?
             .stream_meta(STREAM)
             .await
             .map_err(|error| format!("the stream cannot be described after healing: {error}"))?;
@@ -588,8 +794,25 @@ impl World {
                 if let Some(records) = records {
                     let mut differing = Vec::new();
                     let mut example = String::new();
-                    for position in 0..self.nodes.len() {
-                        let replica = self.replica_records(position, group_id, shard)?;
+                    // The replicas the metadata places now (a move may be under way).
+                    let placed: Vec<usize> = match self.reader()?.stream_meta(STREAM).await {
+                        Ok(stream) => stream
+                            .shard(shard)
+                            .map(|known| known.replicas.iter().map(|id| *id as usize - 1).collect())
+                            .unwrap_or_default(),
+                        Err(_) => (0..self.founders).collect(),
+                    };
+                    for position in placed {
+                        // A replica being dropped (a move just completed) may fail a read: look
+                        // again; an error that persists ends in the disagreement below.
+                        let replica = match self.replica_records(position, group_id, shard) {
+                            Ok(replica) => replica,
+                            Err(error) => {
+                                differing.push((position + 1, 0));
+                                example = format!("; {error}");
+                                continue;
+                            }
+                        };
                         if replica != records {
                             differing.push((position + 1, replica.len()));
                             if example.is_empty() {
@@ -628,12 +851,80 @@ impl World {
             }
             reads.push(ShardRead { shard, records });
         }
+        self.check_placement().await?;
         Ok((reads, lineage, trimmed))
     }
 
-    /// Whether the shard expired whole (retention removed a closed shard), as node 1 sees it.
+    /// The service the final reads go through: the first member that runs.
+    fn reader(&self) -> Result<StreamService, String> {
+        self.any_member().map(|(_, service)| service).ok_or_else(|| "no node runs".to_string())
+    }
+
+    /// Waits until the decommissioned node at `position` is removed, and stops it.
+    async fn wait_for_removal(&mut self, position: usize, deadline: tokio::time::Instant) -> Result<(), String> {
+        let id = self.nodes[position].id;
+        loop {
+            self.stop_departed().await?;
+            if self.removed_in_metadata(id) {
+                if self.nodes[position].running.is_some() {
+                    self.crash_node(position).await?;
+                }
+                self.removed[position] = true;
+                self.trace.record(&format!("node {id} is removed"));
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                // What still holds the removal up: shards placed on the node, and their groups.
+                let mut pending = Vec::new();
+                if let Some((node, _)) = self.any_member() {
+                    for shard in node.meta_state().streams.values().flat_map(|stream| stream.shards.iter()) {
+                        if shard.replicas.contains(&id) && !shard.expired {
+                            let voters: Vec<String> = self
+                                .nodes
+                                .iter()
+                                .filter_map(|slot| slot.running.as_ref())
+                                .filter_map(|(node, _)| node.group(shard.group_id))
+                                .map(|group| {
+                                    let metrics = group.raft.metrics().borrow().clone();
+                                    format!("{:?}", metrics.membership_config.membership().get_joint_config())
+                                })
+                                .collect();
+                            pending
+                                .push(format!("group {} moving {:?} voters {voters:?}", shard.group_id, shard.moving));
+                        }
+                    }
+                }
+                return Err(format!("decommissioned node {id} was not removed after healing; placed: {pending:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every shard that still holds data has three replicas, in three zones, on nodes that are
+    /// members.
+    async fn check_placement(&self) -> Result<(), String> {
+        let stream = self.reader()?.stream_meta(STREAM).await.map_err(|error| error.to_string())?;
+        for shard in stream.shards.iter().filter(|shard| !shard.expired) {
+            let zones: std::collections::BTreeSet<&str> = shard
+                .replicas
+                .iter()
+                .filter_map(|id| self.places.iter().find(|place| place.id == *id))
+                .map(|place| place.zone.as_str())
+                .collect();
+            let on_removed = shard.replicas.iter().any(|id| self.removed[*id as usize - 1]);
+            if shard.replicas.len() != 3 || zones.len() != 3 || on_removed {
+                return Err(format!(
+                    "shard {} is placed on {:?} (zones {zones:?}) after healing; removed nodes: {:?}",
+                    shard.index, shard.replicas, self.removed
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the shard expired whole (retention removed a closed shard), as a member sees it.
     async fn shard_expired(&self, shard: u32) -> bool {
-        let Some(service) = self.service(0) else { return false };
+        let Ok(service) = self.reader() else { return false };
         match service.stream_meta(STREAM).await {
             Ok(stream) => stream.shard(shard).is_some_and(|shard| shard.expired),
             Err(_) => false,
@@ -665,7 +956,7 @@ impl World {
     }
 
     async fn read_shard(&self, shard: u32) -> Result<Vec<(String, String)>, String> {
-        let service = self.service(0).ok_or("node 1 is down")?;
+        let service = self.reader()?;
         let request = v1::GetShardIteratorRequest {
             stream_name: STREAM.into(),
             shard_id: riffle_node::keys::shard_id(shard),

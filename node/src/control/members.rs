@@ -24,6 +24,8 @@ use crate::transport::{NodeId, PeerTransport};
 const MOVES_IN_FLIGHT_MAX: usize = 2;
 /// Preferred-leader changes proposed per pass, at most (each leads to one handoff).
 const PREFERENCE_CHANGES_MAX: usize = 4;
+/// Entries a metadata learner may lag behind and still be made a voter.
+const META_LEARNER_LAG_MAX: u64 = 16;
 /// How long a handoff waits for in-flight appends to commit and the new leader to catch up.
 const HANDOFF_PAUSE_MAX: Duration = Duration::from_secs(1);
 /// How long an admission waits for the new node to answer over the peer transport.
@@ -44,7 +46,8 @@ impl Node {
     fn nodes_where(&self, keep: impl Fn(NodeState) -> bool) -> Vec<NodePlace> {
         let state = self.meta_state();
         if state.nodes.is_empty() {
-            return self.options.nodes.clone();
+            let told = self.told_members.lock().expect("lock is not poisoned").clone();
+            return if told.is_empty() { self.options.nodes.clone() } else { told };
         }
         state.nodes.values().filter(|node| keep(node.state)).map(NodeMeta::place).collect()
     }
@@ -59,6 +62,13 @@ impl Node {
     /// The ids of [`Node::cluster_nodes`].
     pub(crate) fn member_ids(&self) -> Vec<NodeId> {
         self.cluster_nodes().iter().map(|place| place.id).collect()
+    }
+
+    /// A joining node: the cluster's nodes as the node that admitted it listed them, known
+    /// before its own metadata replica has caught up (so that it can ask to be admitted into the
+    /// metadata group). Call before [`Node::start`].
+    pub fn learn_members(&self, nodes: Vec<NodePlace>) {
+        *self.told_members.lock().expect("lock is not poisoned") = nodes;
     }
 
     /// Tells the transport where every recorded node is.
@@ -98,7 +108,14 @@ impl Node {
             }
         }
         let id = info.id;
-        let rejoined = self.meta_read().await?.nodes.contains_key(&id);
+        let known = self.meta_read().await?;
+        if known.nodes.is_empty() {
+            // The first metadata leader records the founders soon after the cluster starts.
+            return Err(ApiError::Internal(
+                "the cluster has not recorded its founding nodes yet; retry in a moment".into(),
+            ));
+        }
+        let rejoined = known.nodes.contains_key(&id);
         let add = MetaCommand { command: Some(meta_command::Command::AddNode(wire::AddNode { node: Some(info) })) };
         self.propose_meta(add).await?.map_err(rejection)?;
         tracing::info!(node = id, rejoined, "admitted a node");
@@ -158,7 +175,15 @@ impl Node {
             let membership = raft.metrics().borrow().membership_config.clone();
             let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
             let learners: BTreeSet<u64> = membership.membership().learner_ids().collect();
-            let waiting = self.readmissions_waiting(META_GROUP);
+            // A learner is made a voter only once it has caught up (and so has been admitted).
+            let metrics = raft.metrics().borrow().clone();
+            let lagging = learners.iter().copied().filter(|id| {
+                let matched = metrics.replication.as_ref().and_then(|progress| progress.get(id).cloned()).flatten();
+                let behind =
+                    metrics.last_log_index.unwrap_or(0).saturating_sub(matched.map_or(0, |log_id| log_id.index));
+                matched.is_none() || behind > META_LEARNER_LAG_MAX
+            });
+            let waiting: BTreeSet<u64> = self.readmissions_waiting(META_GROUP).into_iter().chain(lagging).collect();
             if let Some(step) = next_meta_membership_step(state, &voters, &learners, &waiting) {
                 self.step_meta_membership(step);
             }
@@ -241,12 +266,13 @@ impl Node {
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
         if !voters.contains(&moving.to) || voters.contains(&moving.from) {
-            let added = tokio::time::timeout(timeout, raft.add_learner(moving.to, openraft::EmptyNode {}, true)).await;
+            let added = tokio::time::timeout(timeout, raft.add_learner(moving.to, openraft::EmptyNode {}, false)).await;
             match added {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(ApiError::Internal(format!("adding learner {}: {error}", moving.to))),
-                Err(_) => return Err(ApiError::Internal(format!("learner {} is still catching up", moving.to))),
+                Err(_) => return Err(ApiError::Internal(format!("adding learner {} timed out", moving.to))),
             }
+            crate::control::readmission::wait_caught_up(raft, moving.to, timeout).await.map_err(ApiError::Internal)?;
             let mut wanted = voters.clone();
             wanted.remove(&moving.from);
             wanted.insert(moving.to);
@@ -259,6 +285,27 @@ impl Node {
                 Err(_) => return Err(ApiError::Internal(format!("changing group {}'s voters timed out", group.id))),
             }
             tracing::info!(group = group.id, from = moving.from, to = moving.to, "replica moved");
+        }
+        // The old replica drops its data once the move is recorded, so the new voters must be
+        // committed first (the membership seen here may still be uncommitted, for instance
+        // appended by a leader that failed): a linearizable read commits this term's entry.
+        match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                return Err(ApiError::Internal(format!("confirming group {}'s leader: {error}", group.id)))
+            }
+            Err(_) => return Err(ApiError::Internal(format!("confirming group {}'s leader timed out", group.id))),
+        }
+        let metrics = raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let committed = metrics.membership_config.log_id() <= &metrics.last_applied;
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if !committed
+            || membership.get_joint_config().len() != 1
+            || !voters.contains(&moving.to)
+            || voters.contains(&moving.from)
+        {
+            return Err(ApiError::Internal(format!("group {}'s move is not committed yet", group.id)));
         }
         let moved =
             wire::ReplicaMoved { stream: stream.to_string(), group_id: group.id, from: moving.from, to: moving.to };
@@ -404,6 +451,44 @@ impl Node {
         groups.extend(self.hosted_groups());
         groups.remove(&META_GROUP);
         groups
+    }
+
+    /// This node was decommissioned and removed from the cluster: its process stops.
+    pub(crate) fn depart(&self) {
+        if !*self.departed.borrow() {
+            tracing::warn!(node = self.id(), "this node was decommissioned and removed from the cluster; it stops");
+            self.departed.send_replace(true);
+        }
+    }
+
+    /// On a node being decommissioned: asks its peers whether the metadata records it as
+    /// removed (one round at a time). A removed node leaves the metadata group and may never
+    /// apply its own removal, so a peer's answer is how it learns to stop.
+    pub(crate) fn ask_whether_removed(self: &Arc<Self>) {
+        let key = "membership:removed?".to_string();
+        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
+            return;
+        }
+        let node = self.clone();
+        self.seams.executor.spawn(
+            "ask-whether-removed",
+            Box::pin(async move {
+                let wait = Duration::from_millis(node.options.raft.election_timeout_max_ms);
+                for peer in node.peer_ids() {
+                    let reply = tokio::time::timeout(wait, node.transport.call(peer, crate::node::hello())).await;
+                    if let Ok(Ok(riffle_proto::peer::PeerResponse {
+                        body: Some(riffle_proto::peer::peer_response::Body::Hello(reply)),
+                    })) = reply
+                    {
+                        if reply.removed {
+                            node.depart();
+                            break;
+                        }
+                    }
+                }
+                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
+            }),
+        );
     }
 
     /// Stops a group hosted here and removes its raft log and segments.

@@ -123,18 +123,19 @@ impl Node {
         self.logs.get(group, READMISSION_KEY).and_then(|bytes| Readmission::decode(&bytes))
     }
 
-    /// Puts a newly started group's replica where its disk says it stands — or, on a node that
-    /// lost its disk (`amnesiac`), out of the group until readmitted. Returns whether the
-    /// replica comes from before a disk loss (it must never be initialized from placement).
-    pub(crate) async fn resume_readmission(
-        self: &Arc<Self>,
-        group: &Arc<Group>,
-        amnesiac: bool,
-    ) -> Result<bool, String> {
+    /// Puts a newly started group's replica where its disk says it stands — or, for a `fresh`
+    /// replica (an empty one in a group that existed before it: on a node that lost its disk,
+    /// or added by a replica move or a join), out of the group until its leader admits it.
+    /// Returns whether the replica goes (or went) through an admission: such a replica is never
+    /// initialized from placement.
+    pub(crate) async fn resume_readmission(self: &Arc<Self>, group: &Arc<Group>, fresh: bool) -> Result<bool, String> {
         let stored = match self.stored_readmission(group.id) {
             Some(stored) => Some(stored),
-            None if amnesiac => {
-                let lost_at = self.amnesia_lost_at.load(Ordering::SeqCst).max(1);
+            None if fresh => {
+                let lost_at = match self.amnesia_lost_at.load(Ordering::SeqCst) {
+                    0 => self.seams.clock.now_ms().max(1) as u64,
+                    lost_at => lost_at,
+                };
                 let awaiting = Readmission::Awaiting { lost_at };
                 self.logs.put_durable(group.id, READMISSION_KEY, awaiting.encode()).await?;
                 Some(awaiting)
@@ -180,7 +181,11 @@ impl Node {
             registered |= current.is_some();
             let request = PeerRequest {
                 group_id: group.id,
-                body: Some(peer_request::Body::Readmit(wire::Readmit { lost_at })),
+                body: Some(peer_request::Body::Readmit(wire::Readmit {
+                    lost_at,
+                    replica: self.id(),
+                    forwarded: false,
+                })),
                 incarnation: 0,
             };
             let node = &self;
@@ -215,17 +220,28 @@ impl Node {
         Ok(())
     }
 
-    /// On any node, asked by `replica`: if this node leads the group, takes the replica out of
-    /// the voters in the background (one such task per replica and group at a time).
-    pub(crate) fn readmit(
-        self: &Arc<Self>,
-        group: Arc<Group>,
-        replica: NodeId,
-        lost_at: u64,
-    ) -> Result<(), RouteError> {
+    /// On any node, asked by a replica: if this node leads the group, takes the replica out of
+    /// the voters in the background (one such task per replica and group at a time); if it
+    /// knows another leader, passes the request on (the replica may not know every node: one
+    /// that lost its disk knows only the cluster's founders).
+    pub(crate) async fn readmit(self: &Arc<Self>, group: Arc<Group>, request: wire::Readmit) -> Result<(), RouteError> {
+        let (replica, lost_at) = (request.replica, request.lost_at);
         let leader = group.raft.metrics().borrow().current_leader;
-        if leader != Some(self.id()) {
-            return Err(RouteError::NotLeader(leader));
+        match leader {
+            Some(leader) if leader == self.id() => {}
+            Some(leader) if !request.forwarded && leader != replica => {
+                let forwarded = PeerRequest {
+                    group_id: group.id,
+                    body: Some(peer_request::Body::Readmit(wire::Readmit { forwarded: true, ..request })),
+                    incarnation: 0,
+                };
+                let wait = Duration::from_millis(self.options.raft.election_timeout_max_ms);
+                return match tokio::time::timeout(wait, self.transport.call(leader, forwarded)).await {
+                    Ok(Ok(PeerResponse { body: Some(peer_response::Body::Done(_)) })) => Ok(()),
+                    _ => Err(RouteError::NotLeader(Some(leader))),
+                };
+            }
+            other => return Err(RouteError::NotLeader(other)),
         }
         let now = self.seams.clock.now_ms();
         self.readmissions_asked.lock().expect("lock is not poisoned").insert((group.id, replica), now);
@@ -347,11 +363,12 @@ impl Node {
         let raft = &group.raft;
         let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
         for id in &missing {
-            match tokio::time::timeout(timeout, raft.add_learner(*id, openraft::EmptyNode {}, true)).await {
+            match tokio::time::timeout(timeout, raft.add_learner(*id, openraft::EmptyNode {}, false)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(format!("adding learner {id}: {error}")),
-                Err(_) => return Err(format!("learner {id} is still catching up")),
+                Err(_) => return Err(format!("adding learner {id} timed out")),
             }
+            wait_caught_up(raft, *id, timeout).await?;
         }
         let change = openraft::ChangeMembers::AddVoterIds(missing.clone());
         match tokio::time::timeout(timeout, raft.change_membership(change, false)).await {
@@ -363,6 +380,30 @@ impl Node {
             Err(_) => Err("making the replicas voters timed out".into()),
         }
     }
+}
+
+/// On a group's leader: waits until replica `id` has acknowledged every entry the leader had
+/// when called. (openraft's blocking `add_learner` counts a learner within
+/// `replication_lag_threshold` entries as caught up, and counts nothing a replica does not
+/// acknowledge — one still waiting for its admission acknowledges nothing — so a learner is
+/// made a voter only once this returns.)
+pub(crate) async fn wait_caught_up(
+    raft: &crate::raft::types::Raft,
+    id: NodeId,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = raft.metrics().borrow().last_log_index;
+    raft.wait(Some(timeout))
+        .metrics(
+            |metrics| {
+                let matched = metrics.replication.as_ref().and_then(|progress| progress.get(&id).cloned()).flatten();
+                matched.map(|log_id| log_id.index) >= target
+            },
+            "the learner has every entry",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| format!("learner {id} is still catching up"))
 }
 
 #[cfg(test)]

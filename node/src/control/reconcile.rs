@@ -36,15 +36,13 @@ impl Node {
                 self.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).map_or(0, |id| id.index);
             let current = state.borrow_and_update().clone();
             self.learn_addresses(&current);
-            if current.nodes.get(&self.id()).is_some_and(|node| node.state == NodeState::Removed) {
-                if !*self.departed.borrow() {
-                    tracing::warn!(
-                        node = self.id(),
-                        "this node was decommissioned and removed from the cluster; it stops"
-                    );
-                    self.departed.send_replace(true);
+            match current.nodes.get(&self.id()).map(|node| node.state) {
+                Some(NodeState::Removed) => {
+                    self.depart();
+                    return;
                 }
-                return;
+                Some(NodeState::Decommissioning) => self.ask_whether_removed(),
+                _ => {}
             }
             let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
             let mut all_hosted = true;
@@ -191,6 +189,9 @@ impl Node {
 
     pub(crate) async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
         let group_id = shard.group_id;
+        // Only a group whose membership never changed starts from its first replicas; a replica
+        // added later (or after a disk loss) has no log, and is admitted by the leader first.
+        let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
@@ -239,16 +240,13 @@ impl Node {
                 leading_since: Mutex::new(None),
             }),
         ));
-        let lost_before = self.resume_readmission(&group, amnesiac).await?;
+        let lost_before = self.resume_readmission(&group, amnesiac || (!restarted && !founder)).await?;
         if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }
         // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         self.groups.lock().expect("groups lock is not poisoned").insert(group_id, group);
         self.hosted.notify_waiters();
-        // Only a group whose membership never changed starts from its first replicas; a replica
-        // added later has no log and waits for the leader to send it one.
-        let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
         if !restarted && founder && !lost_before {
             let fresh = initialize_group(&raft, members).await;
             if fresh && shard.replicas.first() == Some(&self.id()) {
