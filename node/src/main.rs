@@ -321,16 +321,7 @@ async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<
             Ok(reply) => {
                 let reply = reply.into_inner();
                 tracing::info!(node = config.node_id, %seed, nodes = reply.nodes.len(), "joined the cluster");
-                let members = reply
-                    .nodes
-                    .iter()
-                    .map(|node| NodePlace {
-                        id: node.node_id,
-                        zone: node.zone.clone(),
-                        peer_address: node.peer_address.clone(),
-                        grpc_address: node.grpc_address.clone(),
-                    })
-                    .collect();
+                let members = reply.nodes.iter().map(place_of).collect();
                 return Ok((reply.rejoined, members));
             }
             // A refusal by the cluster is final; an unreachable seed or a missing leader is not.
@@ -345,6 +336,15 @@ async fn join_cluster(config: &NodeConfig, transport: &QuicTransport) -> Result<
         tokio::time::sleep(JOIN_PAUSE).await;
     }
     bail!("could not join through {:?} after {JOIN_ATTEMPTS_MAX} attempts: {last_error}", config.join)
+}
+
+fn place_of(node: &riffle_proto::v1::ClusterNode) -> NodePlace {
+    NodePlace {
+        id: node.node_id,
+        zone: node.zone.clone(),
+        peer_address: node.peer_address.clone(),
+        grpc_address: node.grpc_address.clone(),
+    }
 }
 
 /// Asks the nodes of `join`, once each, for the cluster's nodes, and tells the transport where
@@ -364,17 +364,7 @@ async fn list_cluster(config: &NodeConfig, transport: &QuicTransport) -> Option<
                 transport.set_peer_addr(known.node_id, address);
             }
         }
-        return Some(
-            nodes
-                .iter()
-                .map(|node| NodePlace {
-                    id: node.node_id,
-                    zone: node.zone.clone(),
-                    peer_address: node.peer_address.clone(),
-                    grpc_address: node.grpc_address.clone(),
-                })
-                .collect(),
-        );
+        return Some(nodes.iter().map(place_of).collect());
     }
     None
 }

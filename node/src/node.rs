@@ -297,6 +297,28 @@ impl Node {
     /// is known" proves nothing; only hearing from one does. Without this, a returning replica
     /// whose peers have not reconnected yet times out, campaigns with ever higher terms, and
     /// deposes the healthy leader as soon as that leader's replication reaches it.
+    /// Runs `task` in the background unless a task with the same `key` runs; the key is free
+    /// again once the task ends. Background steps that are retried from a periodic pass (scaling,
+    /// membership, readmission) use it so that a pass never starts a second one.
+    pub(crate) fn spawn_keyed(
+        self: &Arc<Self>,
+        name: &'static str,
+        key: String,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
+            return;
+        }
+        let node = self.clone();
+        self.seams.executor.spawn(
+            name,
+            Box::pin(async move {
+                task.await;
+                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
+            }),
+        );
+    }
+
     pub(crate) fn rejoin_quietly(&self, group: &Arc<Group>) {
         group.rejoining.store(true, std::sync::atomic::Ordering::SeqCst);
         group.raft.runtime_config().elect(false);

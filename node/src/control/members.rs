@@ -207,53 +207,40 @@ impl Node {
 
     fn step_meta_membership(self: &Arc<Self>, step: MetaMembershipStep) {
         let key = "membership:meta-group".to_string();
-        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-            return;
-        }
         let node = self.clone();
-        self.seams.executor.spawn(
-            "meta-membership",
-            Box::pin(async move {
-                if let Some(raft) = node.meta_raft() {
-                    tracing::info!(?step, "changing the metadata group's membership");
-                    let outcome = match &step {
-                        MetaMembershipStep::AddLearner(id) => {
-                            raft.add_learner(*id, openraft::EmptyNode {}, false).await.map(|_| ())
-                        }
-                        MetaMembershipStep::SetVoters(voters) => {
-                            raft.change_membership(voters.clone(), true).await.map(|_| ())
-                        }
-                        MetaMembershipStep::Remove(gone) => raft
-                            .change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
-                            .await
-                            .map(|_| ()),
-                    };
-                    if let Err(error) = outcome {
-                        tracing::debug!(?step, %error, "a metadata membership step failed; retrying later");
+        self.spawn_keyed("meta-membership", key, async move {
+            if let Some(raft) = node.meta_raft() {
+                tracing::info!(?step, "changing the metadata group's membership");
+                let outcome = match &step {
+                    MetaMembershipStep::AddLearner(id) => {
+                        raft.add_learner(*id, openraft::EmptyNode {}, false).await.map(|_| ())
                     }
+                    MetaMembershipStep::SetVoters(voters) => {
+                        raft.change_membership(voters.clone(), true).await.map(|_| ())
+                    }
+                    MetaMembershipStep::Remove(gone) => raft
+                        .change_membership(openraft::ChangeMembers::RemoveNodes(gone.clone()), false)
+                        .await
+                        .map(|_| ()),
+                };
+                if let Err(error) = outcome {
+                    tracing::debug!(?step, %error, "a metadata membership step failed; retrying later");
                 }
-                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-            }),
-        );
+            }
+        });
     }
 
     /// Proposes `command` in a task of its own unless one with the same key runs.
-    fn propose_in_background(self: &Arc<Self>, key: String, command: meta_command::Command) {
-        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-            return;
-        }
+    pub(crate) fn propose_in_background(self: &Arc<Self>, key: String, command: meta_command::Command) {
         let node = self.clone();
-        self.seams.executor.spawn(
-            "membership-step",
-            Box::pin(async move {
-                match node.propose_meta(MetaCommand { command: Some(command) }).await {
-                    Ok(Err(rejection)) => tracing::debug!(%key, %rejection, "a membership step was refused"),
-                    Err(error) => tracing::debug!(%key, %error, "a membership step failed; retrying later"),
-                    Ok(Ok(())) => {}
-                }
-                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-            }),
-        );
+        let step = key.clone();
+        self.spawn_keyed("control-step", key, async move {
+            match node.propose_meta(MetaCommand { command: Some(command) }).await {
+                Ok(Err(rejection)) => tracing::debug!(%step, %rejection, "a control step was refused"),
+                Err(error) => tracing::debug!(%step, %error, "a control step failed; retrying later"),
+                Ok(Ok(())) => {}
+            }
+        });
     }
 
     /// On a shard's leader: moves one replica — the new node becomes a learner and catches up
@@ -350,23 +337,16 @@ impl Node {
                     continue;
                 }
                 let key = format!("handoff:{}", group.id);
-                if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-                    continue;
-                }
                 let node = self.clone();
-                self.seams.executor.spawn(
-                    "leader-handoff",
-                    Box::pin(async move {
-                        if let Err(reason) = node.hand_over(&group, preferred).await {
-                            tracing::debug!(group = group.id, to = preferred, %reason, "a leadership handoff did not complete");
-                            if let Some(shard_group) = &group.shard {
-                                let mut leading = shard_group.leading_since.lock().expect("lock is not poisoned");
-                                *leading = leading.map(|(term, _)| (term, node.seams.clock.now_ms()));
-                            }
+                self.spawn_keyed("leader-handoff", key, async move {
+                    if let Err(reason) = node.hand_over(&group, preferred).await {
+                        tracing::debug!(group = group.id, to = preferred, %reason, "a leadership handoff did not complete");
+                        if let Some(shard_group) = &group.shard {
+                            let mut leading = shard_group.leading_since.lock().expect("lock is not poisoned");
+                            *leading = leading.map(|(term, _)| (term, node.seams.clock.now_ms()));
                         }
-                        node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-                    }),
-                );
+                    }
+                });
             }
         }
     }
@@ -425,25 +405,15 @@ impl Node {
             return;
         }
         let key = "membership:drop".to_string();
-        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-            return;
-        }
         let node = self.clone();
-        self.seams.executor.spawn(
-            "drop-replicas",
-            Box::pin(async move {
-                if let Ok(current) = node.meta_read().await {
-                    for group_id in unplaced_groups(&current, node.id(), candidates) {
-                        tracing::info!(
-                            group = group_id,
-                            "this node no longer holds a replica of the group: removing it"
-                        );
-                        node.remove_group_data(group_id).await;
-                    }
+        self.spawn_keyed("drop-replicas", key, async move {
+            if let Ok(current) = node.meta_read().await {
+                for group_id in unplaced_groups(&current, node.id(), candidates) {
+                    tracing::info!(group = group_id, "this node no longer holds a replica of the group: removing it");
+                    node.remove_group_data(group_id).await;
                 }
-                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-            }),
-        );
+            }
+        });
     }
 
     fn hosted_or_stored(&self) -> BTreeSet<u64> {
@@ -466,29 +436,22 @@ impl Node {
     /// apply its own removal, so a peer's answer is how it learns to stop.
     pub(crate) fn ask_whether_removed(self: &Arc<Self>) {
         let key = "membership:removed?".to_string();
-        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-            return;
-        }
         let node = self.clone();
-        self.seams.executor.spawn(
-            "ask-whether-removed",
-            Box::pin(async move {
-                let wait = Duration::from_millis(node.options.raft.election_timeout_max_ms);
-                for peer in node.peer_ids() {
-                    let reply = tokio::time::timeout(wait, node.transport.call(peer, crate::node::hello())).await;
-                    if let Ok(Ok(riffle_proto::peer::PeerResponse {
-                        body: Some(riffle_proto::peer::peer_response::Body::Hello(reply)),
-                    })) = reply
-                    {
-                        if reply.removed {
-                            node.depart();
-                            break;
-                        }
+        self.spawn_keyed("ask-whether-removed", key, async move {
+            let wait = Duration::from_millis(node.options.raft.election_timeout_max_ms);
+            for peer in node.peer_ids() {
+                let reply = tokio::time::timeout(wait, node.transport.call(peer, crate::node::hello())).await;
+                if let Ok(Ok(riffle_proto::peer::PeerResponse {
+                    body: Some(riffle_proto::peer::peer_response::Body::Hello(reply)),
+                })) = reply
+                {
+                    if reply.removed {
+                        node.depart();
+                        break;
                     }
                 }
-                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-            }),
-        );
+            }
+        });
     }
 
     /// Stops a group hosted here and removes its raft log and segments.

@@ -246,19 +246,12 @@ impl Node {
         let now = self.seams.clock.now_ms();
         self.readmissions_asked.lock().expect("lock is not poisoned").insert((group.id, replica), now);
         let key = format!("readmit:{}:{replica}", group.id);
-        if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-            return Ok(());
-        }
         let node = self.clone();
-        self.seams.executor.spawn(
-            "readmit",
-            Box::pin(async move {
-                if let Err(error) = node.remove_for_readmission(&group, replica, lost_at).await {
-                    tracing::debug!(group = group.id, replica, %error, "readmission not done yet; the replica asks again");
-                }
-                node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-            }),
-        );
+        self.spawn_keyed("readmit", key, async move {
+            if let Err(error) = node.remove_for_readmission(&group, replica, lost_at).await {
+                tracing::debug!(group = group.id, replica, %error, "readmission not done yet; the replica asks again");
+            }
+        });
         Ok(())
     }
 
@@ -333,19 +326,12 @@ impl Node {
                 continue;
             }
             let key = format!("restore:{}", group.id);
-            if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(key.clone()) {
-                continue;
-            }
             let node = self.clone();
-            self.seams.executor.spawn(
-                "restore-voters",
-                Box::pin(async move {
-                    if let Err(error) = node.add_voters(&group, missing).await {
-                        tracing::debug!(group = group.id, %error, "a replica is not a voter again yet");
-                    }
-                    node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&key);
-                }),
-            );
+            self.spawn_keyed("restore-voters", key, async move {
+                if let Err(error) = node.add_voters(&group, missing).await {
+                    tracing::debug!(group = group.id, %error, "a replica is not a voter again yet");
+                }
+            });
         }
     }
 

@@ -135,24 +135,9 @@ impl Node {
             } else {
                 continue;
             };
-            if !self.scaling_in_flight.lock().expect("scaling lock is not poisoned").insert(stream.name.clone()) {
-                continue;
-            }
-            let node = self.clone();
-            let name = stream.name.clone();
-            self.seams.executor.spawn(
-                "control-step",
-                Box::pin(async move {
-                    match node.propose_meta(MetaCommand { command: Some(command) }).await {
-                        // Another proposer took this step first, or the stream changed: the
-                        // next pass decides again.
-                        Ok(Err(rejection)) => tracing::debug!(stream = %name, %rejection, "a control step was refused"),
-                        Err(error) => tracing::debug!(stream = %name, %error, "a control step failed; retrying later"),
-                        Ok(Ok(())) => {}
-                    }
-                    node.scaling_in_flight.lock().expect("scaling lock is not poisoned").remove(&name);
-                }),
-            );
+            // Another proposer may take this step first, or the stream change: the next pass
+            // decides again.
+            self.propose_in_background(stream.name.clone(), command);
         }
     }
 
