@@ -196,6 +196,9 @@ pub struct Node {
     pub(crate) stopped: std::sync::atomic::AtomicBool,
     /// Notified whenever this node starts hosting a group.
     pub(crate) hosted: tokio::sync::Notify,
+    /// Held while a shard group is started here or removed with its data, so the two never
+    /// interleave (a replica moved back here while its old copy is being removed).
+    pub(crate) group_changes: tokio::sync::Mutex<()>,
     /// Streams whose next scaling step this node (as metadata leader) is proposing.
     pub(crate) scaling_in_flight: Mutex<BTreeSet<String>>,
     /// Started on an empty disk in a running cluster, and not caught up yet (see `is_amnesiac`).
@@ -270,6 +273,7 @@ impl Node {
             amnesiac: std::sync::atomic::AtomicBool::new(false),
             amnesia_lost_at: std::sync::atomic::AtomicU64::new(0),
             readmissions_asked: Mutex::new(BTreeMap::new()),
+            group_changes: tokio::sync::Mutex::new(()),
             told_members: Mutex::new(Vec::new()),
             amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
             departed: watch::channel(false).0,
@@ -353,6 +357,8 @@ impl Node {
             tracing::warn!(node = self.id(), "this node's disk is empty but its peers run a cluster: it lost its data, and rejoins every group as a new replica");
             self.record_amnesia(self.seams.clock.now_ms().max(1) as u64).await?;
         }
+        // After the amnesia is on disk: this is the first write of a node that lost its disk.
+        self.keep_told_members().await?;
         let floor = DurableFloor::new(META_GROUP, self.logs.clone()).map_err(|error| error.to_string())?;
         let (machine, state) =
             MetaStateMachine::open(META_GROUP, self.logs.clone(), floor.clone()).map_err(|error| error.to_string())?;

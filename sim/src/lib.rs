@@ -36,9 +36,26 @@ pub struct SimOptions {
     /// Let one crash per seed also lose the node's disk.
     pub disk_loss: bool,
     /// In a third of the seeds, a fourth node joins during the workload and node 1 is then
-    /// decommissioned (its replicas move, mostly to the new node in its zone). Off by default
-    /// for now: about 4 seeds in 600 still end without every move done (see docs/simulator.md).
+    /// decommissioned (its replicas move, mostly to the new node in its zone).
     pub membership: bool,
+}
+
+impl SimOptions {
+    /// The `riffle-sim` flags that select this scenario where it differs from the default
+    /// (workload sizes are not flags and are left out).
+    pub fn flags(&self) -> String {
+        let mut flags = String::new();
+        if !self.faults {
+            flags.push_str(" --no-faults");
+        }
+        if !self.disk_loss {
+            flags.push_str(" --no-disk-loss");
+        }
+        if !self.membership {
+            flags.push_str(" --no-membership");
+        }
+        flags
+    }
 }
 
 impl Default for SimOptions {
@@ -52,7 +69,7 @@ impl Default for SimOptions {
             reshards: 3,
             faults: true,
             disk_loss: true,
-            membership: false,
+            membership: true,
         }
     }
 }
@@ -64,12 +81,14 @@ pub struct SimFailure {
     pub message: String,
     /// The last events of the trace before the failure.
     pub recent_events: Vec<String>,
+    /// The command-line flags of the scenario that failed (for the replay command).
+    pub flags: String,
 }
 
 impl SimFailure {
     /// The command that replays this failure.
     pub fn replay_command(&self) -> String {
-        format!("cargo run --release -p riffle-sim -- --seed {}", self.seed)
+        format!("cargo run --release -p riffle-sim -- --seed {}{}", self.seed, self.flags)
     }
 }
 
@@ -119,12 +138,16 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFailur
     let outcome = run_seed_inner(seed, options);
     SIMULATING.with(|flag| flag.set(false));
     let panics = PANICS.with(|panics| std::mem::take(&mut *panics.borrow_mut()));
-    match (outcome, panics.first()) {
-        (Ok(_), Some(first)) => {
-            Err(SimFailure { seed, message: format!("a task panicked: {first}"), recent_events: Vec::new() })
-        }
+    let outcome = match (outcome, panics.first()) {
+        (Ok(_), Some(first)) => Err(SimFailure {
+            seed,
+            message: format!("a task panicked: {first}"),
+            recent_events: Vec::new(),
+            flags: String::new(),
+        }),
         (outcome, _) => outcome,
-    }
+    };
+    outcome.map_err(|failure| SimFailure { flags: options.flags(), ..failure })
 }
 
 fn run_seed_inner(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFailure> {
@@ -134,7 +157,12 @@ fn run_seed_inner(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFail
         .start_paused(true)
         .rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()))
         .build()
-        .map_err(|error| SimFailure { seed, message: format!("runtime: {error}"), recent_events: Vec::new() })?;
+        .map_err(|error| SimFailure {
+            seed,
+            message: format!("runtime: {error}"),
+            recent_events: Vec::new(),
+            flags: String::new(),
+        })?;
     let recent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recent_for_run = recent.clone();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -153,14 +181,14 @@ fn run_seed_inner(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFail
     let recent_events = recent.lock().map(|events| events.clone()).unwrap_or_default();
     match outcome {
         Ok(Ok(report)) => Ok(report),
-        Ok(Err(message)) => Err(SimFailure { seed, message, recent_events }),
+        Ok(Err(message)) => Err(SimFailure { seed, message, recent_events, flags: String::new() }),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|text| text.to_string()))
                 .unwrap_or_else(|| "a task panicked".to_string());
-            Err(SimFailure { seed, message: format!("panic: {message}"), recent_events })
+            Err(SimFailure { seed, message: format!("panic: {message}"), recent_events, flags: String::new() })
         }
     }
 }

@@ -40,10 +40,10 @@ struct Arguments {
     /// probability 0.15).
     #[arg(long)]
     no_disk_loss: bool,
-    /// Membership changes in a third of the seeds: a fourth node joins during the workload,
-    /// then node 1 is decommissioned.
+    /// No membership changes (by default, in a third of the seeds a fourth node joins during
+    /// the workload, then node 1 is decommissioned).
     #[arg(long)]
-    membership: bool,
+    no_membership: bool,
 }
 
 fn main() -> Result<()> {
@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         operations_per_client: arguments.operations,
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
-        membership: arguments.membership,
+        membership: !arguments.no_membership,
         ..SimOptions::default()
     };
     if let Some(seed) = arguments.seed {
@@ -99,6 +99,7 @@ fn main() -> Result<()> {
                                 first.trace_hash, second.trace_hash
                             ),
                             recent_events: Vec::new(),
+                            flags: options.flags(),
                         });
                     }
                     Ok(first)

@@ -362,7 +362,35 @@ impl World {
     fn any_member(&self) -> Option<(Arc<Node>, StreamService)> {
         (0..self.nodes.len())
             .filter(|position| !self.removed[*position])
-            .find_map(|position| self.nodes[position].running.clone())
+            .filter_map(|position| self.nodes[position].running.clone())
+            .find(|(node, _)| !*node.departed().borrow())
+    }
+
+    /// How each running node sees group `group_id`: term, leader, log, membership, and (on
+    /// its leader) replication progress — for failure messages.
+    fn group_report(&self, group_id: u64) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter_map(|slot| slot.running.as_ref())
+            .filter_map(|(node, _)| Some((node.id(), node.group(group_id)?)))
+            .map(|(node, group)| {
+                let metrics = group.raft.metrics().borrow().clone();
+                format!(
+                    "node {node}: term {} leader {:?} last log {:?} applied {:?} voters {:?} learners {:?} \
+                     replication {:?}",
+                    metrics.current_term,
+                    metrics.current_leader,
+                    metrics.last_log_index,
+                    metrics.last_applied.map(|log_id| log_id.index),
+                    metrics.membership_config.membership().get_joint_config(),
+                    metrics.membership_config.membership().learner_ids().collect::<Vec<_>>(),
+                    metrics.replication.as_ref().map(|progress| progress
+                        .iter()
+                        .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index)))
+                        .collect::<Vec<_>>()),
+                )
+            })
+            .collect()
     }
 
     /// Asks the cluster to admit the joiner at `position` (running, not started) until it does;
@@ -395,7 +423,11 @@ impl World {
                 Err(_) => self.trace.record(&format!("admission of node {} timed out", place.id)),
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("node {} was not admitted in time", place.id));
+                return Err(format!(
+                    "node {} was not admitted in time; the metadata group: {:?}",
+                    place.id,
+                    self.group_report(riffle_node::control::metadata::META_GROUP)
+                ));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -758,11 +790,16 @@ impl World {
         if self.decommissioned {
             self.wait_for_removal(0, deadline).await?;
         }
-        let stream = self
-            .reader()?
-            .stream_meta(STREAM)
-            .await
-            .map_err(|error| format!("the stream cannot be described after healing: {error}"))?;
+        // The metadata group may be electing a leader (the removed node may have led it).
+        let stream = loop {
+            match self.reader()?.stream_meta(STREAM).await {
+                Ok(stream) => break stream,
+                Err(error) if tokio::time::Instant::now() > deadline => {
+                    return Err(format!("the stream cannot be described after healing: {error}"));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         let mut lineage = check::Lineage::default();
         for shard in &stream.shards {
             lineage.parents.insert(shard.index, shard.parents.clone());
@@ -846,6 +883,11 @@ impl World {
                 .filter(|trim| *trim > 0)
                 .min()
                 .unwrap_or(0);
+            // The shard may have expired whole while it was read (its groups are then gone).
+            if self.shard_expired(shard).await {
+                trimmed.insert(shard, None);
+                continue;
+            }
             if lowest_trim > 0 {
                 trimmed.insert(shard, Some(riffle_node::sequence::render(shard, lowest_trim)));
             }
@@ -879,16 +921,7 @@ impl World {
                 if let Some((node, _)) = self.any_member() {
                     for shard in node.meta_state().streams.values().flat_map(|stream| stream.shards.iter()) {
                         if shard.replicas.contains(&id) && !shard.expired {
-                            let voters: Vec<String> = self
-                                .nodes
-                                .iter()
-                                .filter_map(|slot| slot.running.as_ref())
-                                .filter_map(|(node, _)| node.group(shard.group_id))
-                                .map(|group| {
-                                    let metrics = group.raft.metrics().borrow().clone();
-                                    format!("{:?}", metrics.membership_config.membership().get_joint_config())
-                                })
-                                .collect();
+                            let voters = self.group_report(shard.group_id);
                             pending
                                 .push(format!("group {} moving {:?} voters {voters:?}", shard.group_id, shard.moving));
                         }

@@ -19,6 +19,9 @@ use crate::control::placement::NodePlace;
 use crate::node::{Group, Node};
 use crate::transport::{NodeId, PeerTransport};
 
+/// The metadata group's key under which a joined node keeps the nodes it was told of.
+const TOLD_MEMBERS_KEY: &[u8] = b"told-members";
+
 /// Replica moves running at once across the cluster, at most: each copies a shard's data to a
 /// new node, so a few at a time keep the foreground traffic unharmed.
 const MOVES_IN_FLIGHT_MAX: usize = 2;
@@ -69,6 +72,32 @@ impl Node {
     /// metadata group). Call before [`Node::start`].
     pub fn learn_members(&self, nodes: Vec<NodePlace>) {
         *self.told_members.lock().expect("lock is not poisoned") = nodes;
+    }
+
+    /// Keeps on disk the nodes a joining node was told of, or — on a restart, when it was told
+    /// nothing this time — takes them from there: a joined node whose metadata replica has not
+    /// caught up yet knows the cluster only from them (it must reach the metadata group's
+    /// leader to catch up, or to be readmitted after a disk loss).
+    pub(crate) async fn keep_told_members(&self) -> Result<(), String> {
+        let told = self.told_members.lock().expect("lock is not poisoned").clone();
+        if told.is_empty() {
+            let stored = self.logs.get(META_GROUP, TOLD_MEMBERS_KEY);
+            if let Some(nodes) = stored.and_then(|bytes| serde_json::from_slice::<Vec<NodePlace>>(&bytes).ok()) {
+                self.learn_addresses_of(&nodes);
+                *self.told_members.lock().expect("lock is not poisoned") = nodes;
+            }
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&told).map_err(|error| error.to_string())?;
+        self.logs.put_durable(META_GROUP, TOLD_MEMBERS_KEY, bytes).await
+    }
+
+    fn learn_addresses_of(&self, nodes: &[NodePlace]) {
+        for node in nodes.iter().filter(|node| node.id != self.id()) {
+            if let Ok(address) = node.peer_address.parse() {
+                self.transport.learn_peer(node.id, address);
+            }
+        }
     }
 
     /// Tells the transport where every recorded node is.
@@ -409,6 +438,13 @@ impl Node {
         self.spawn_keyed("drop-replicas", key, async move {
             if let Ok(current) = node.meta_read().await {
                 for group_id in unplaced_groups(&current, node.id(), candidates) {
+                    let _changing = node.group_changes.lock().await;
+                    // The metadata applied here is at least as new as the read: if it still
+                    // leaves the group out, no move back here has started.
+                    let now = node.meta_state();
+                    if unplaced_groups(&now, node.id(), BTreeSet::from([group_id])).is_empty() {
+                        continue;
+                    }
                     tracing::info!(group = group_id, "this node no longer holds a replica of the group: removing it");
                     node.remove_group_data(group_id).await;
                 }
@@ -454,7 +490,8 @@ impl Node {
         });
     }
 
-    /// Stops a group hosted here and removes its raft log and segments.
+    /// Stops a group hosted here and removes its raft log and segments; the caller holds
+    /// `group_changes`.
     pub(crate) async fn remove_group_data(&self, group_id: u64) {
         let hosted = self.groups.lock().expect("groups lock is not poisoned").remove(&group_id);
         if let Some(group) = &hosted {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 /// A node and its zone, as placement sees them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodePlace {
     pub id: u64,
     pub zone: String,

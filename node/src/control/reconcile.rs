@@ -59,17 +59,9 @@ impl Node {
             }
             let stored: BTreeSet<u64> = self.logs.groups().into_iter().collect();
             for group_id in deleted {
-                let hosted = self.groups.lock().expect("groups lock is not poisoned").remove(&group_id);
-                if let Some(group) = &hosted {
-                    let _ = group.raft.shutdown().await;
-                }
-                if hosted.is_some() || stored.contains(&group_id) {
-                    if let Err(error) = self.logs.remove_group(group_id).await {
-                        tracing::error!(group = group_id, %error, "cannot remove the raft log of a deleted group");
-                    }
-                    if let Err(error) = self.segments.remove_shard(group_id) {
-                        tracing::error!(group = group_id, %error, "cannot remove the segments of a deleted group");
-                    }
+                if self.group(group_id).is_some() || stored.contains(&group_id) {
+                    let _changing = self.group_changes.lock().await;
+                    self.remove_group_data(group_id).await;
                 }
             }
             // A node that lost its disk stays amnesiac until every group placed on it is hosted
@@ -174,6 +166,11 @@ impl Node {
 
     pub(crate) async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
         let group_id = shard.group_id;
+        // A removal of an old copy of this replica under way finishes first.
+        let _changing = self.group_changes.lock().await;
+        if self.group(group_id).is_some() {
+            return Ok(());
+        }
         // Only a group whose membership never changed starts from its first replicas; a replica
         // added later (or after a disk loss) has no log, and is admitted by the leader first.
         let founder = shard.moves == 0 && shard.replicas.contains(&self.id());

@@ -75,7 +75,14 @@ impl Node {
                 if group.raft.metrics().borrow().current_leader != Some(self.id()) {
                     continue;
                 }
-                if shard_group.segments.oldest_timestamp_ms().is_some_and(|oldest| oldest < horizon) {
+                let oldest = match shard_group.segments.oldest_timestamp_ms() {
+                    Ok(oldest) => oldest,
+                    Err(error) => {
+                        tracing::warn!(group = group.id, %error, "cannot find the oldest record; no trim this pass");
+                        continue;
+                    }
+                };
+                if oldest.is_some_and(|oldest| oldest < horizon) {
                     let trim =
                         GroupCommand { command: Some(group_command::Command::Trim(wire::Trim { before_ms: horizon })) };
                     match tokio::time::timeout(timeout, group.raft.client_write(trim)).await {
@@ -90,7 +97,7 @@ impl Node {
                 }
                 let closed_long_enough = matches!(shard.state, ShardState::Closed { .. })
                     && shard.closed_ms.is_some_and(|closed| closed.saturating_add(retention_ms) <= now);
-                if closed_long_enough && shard_group.segments.oldest_timestamp_ms().is_none() {
+                if closed_long_enough && matches!(shard_group.segments.oldest_timestamp_ms(), Ok(None)) {
                     let expired = wire::ShardExpired { stream: stream.name.clone(), group_id: shard.group_id };
                     let command = MetaCommand { command: Some(wire::meta_command::Command::ShardExpired(expired)) };
                     if let Err(error) = self.propose_meta(command).await {

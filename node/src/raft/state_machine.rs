@@ -215,7 +215,7 @@ impl ShardStateMachine {
     /// Expires the records that arrived before `before_ms`: the first kept sequence is made
     /// durable, then the segments drop what they can.
     async fn trim(&self, before_ms: i64) -> Result<(), StorageError> {
-        self.trim_to(self.segments.sequence_at_timestamp(before_ms)).await
+        self.trim_to(self.segments.sequence_at_timestamp(before_ms).map_err(read_error)?).await
     }
 
     /// Expires every record below `keep_from` (durably first); a lower point changes nothing.

@@ -17,12 +17,13 @@ pub(crate) fn read_shard(
     read: ForwardRead,
 ) -> Result<ReadResult, RouteError> {
     use wire::forward_read::Start;
+    let failed = |error: crate::storage::error::StorageError| RouteError::Failed(format!("reading shard: {error}"));
     let end = segments.end_sequence();
     let start = match read.start {
         Some(Start::AtSequence(sequence)) => sequence,
-        Some(Start::AtTimestampMs(timestamp)) => segments.sequence_at_timestamp(timestamp),
+        Some(Start::AtTimestampMs(timestamp)) => segments.sequence_at_timestamp(timestamp).map_err(failed)?,
         Some(Start::Latest(_)) => end,
-        Some(Start::TrimHorizon(_)) | None => segments.first_sequence(),
+        Some(Start::TrimHorizon(_)) | None => segments.first_sequence().map_err(failed)?,
     };
     // Every batch before the seal is applied, so a sealed shard's end is final.
     let past_end = |next: u64| match seal.sealed_at() {
@@ -37,9 +38,7 @@ pub(crate) fn read_shard(
             sealed_at_index: seal.sealed_at(),
         });
     }
-    let outcome = segments
-        .read(start, read.limit as usize, read.bytes_max as usize)
-        .map_err(|error| RouteError::Failed(format!("reading shard: {error}")))?;
+    let outcome = segments.read(start, read.limit as usize, read.bytes_max as usize).map_err(failed)?;
     let millis_behind_latest = match (outcome.records.last(), segments.last_timestamp_ms()) {
         (Some(last), Some(latest)) if outcome.next_sequence < end => (latest - last.timestamp_ms).max(0),
         _ => 0,

@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{IoResultExt, StorageError};
 use super::segment_format::{
-    self, contains_valid_batch, decode_header, decode_records, encode_batch, BatchHeader, BATCH_PAYLOAD_BYTES_MAX,
-    BATCH_RECORDS_MAX,
+    self, contains_valid_batch, decode_header, decode_records, encode_batch, peek_header, BatchHeader,
+    BATCH_PAYLOAD_BYTES_MAX, BATCH_RECORDS_MAX,
 };
 use crate::fs::{FileHandle, FileSystem, OpenMode};
 use crate::seam::Executor;
@@ -81,6 +81,11 @@ pub struct SegmentStoreConfig {
     /// Segment files the store keeps open for reading at most, over all shards; the least
     /// recently read is closed beyond it. Default 256; bounds 1 ..= 1 048 576.
     pub open_read_files_max: usize,
+    /// Index entries (one per batch, about 80 bytes) of closed segments the store keeps loaded
+    /// for reads, over all shards; the least recently used segment's are dropped beyond it.
+    /// Only the newest segment of each shard keeps its entries in memory otherwise.
+    /// Default 262 144; bounds 1 ..= 67 108 864.
+    pub index_cache_entries_max: usize,
 }
 
 impl Default for SegmentStoreConfig {
@@ -90,6 +95,7 @@ impl Default for SegmentStoreConfig {
             write_queue_depth_max: 1024,
             write_batch_bytes_max: 4 << 20,
             open_read_files_max: 256,
+            index_cache_entries_max: 1 << 18,
         }
     }
 }
@@ -124,6 +130,12 @@ impl SegmentStoreConfig {
                 self.write_batch_bytes_max,
                 Self::WRITE_BATCH_BYTES_MIN,
                 Self::WRITE_BATCH_BYTES_LIMIT
+            )));
+        }
+        if !(1..=1 << 26).contains(&self.index_cache_entries_max) {
+            return Err(StorageError::InvalidConfig(format!(
+                "index_cache_entries_max {} is outside 1..=67108864",
+                self.index_cache_entries_max
             )));
         }
         if !(1..=1 << 20).contains(&self.open_read_files_max) {
@@ -291,11 +303,43 @@ struct Segment {
     path: PathBuf,
     /// Bytes assigned to the file, written or still pending.
     len: u64,
+    /// What the file holds, kept for every segment: a closed segment's batches leave memory
+    /// (see `ShardState::batches`), and this finds the segment a sequence or a time is in.
+    summary: SegmentSummary,
+}
+
+/// A segment's batches in brief.
+#[derive(Debug, Clone, Copy)]
+struct SegmentSummary {
+    last_log_id: BatchLogId,
+    last_timestamp_ms: i64,
+    /// Whether any batch holds records.
+    has_records: bool,
+    /// The end sequence of the last batch (past every record in the segment; a batch without
+    /// records ends where it starts).
+    end_sequence: u64,
 }
 
 impl Segment {
-    fn new(dir: &Path, first_index: u64, len: u64) -> Self {
-        Self { path: dir.join(segment_file_name(first_index)), len }
+    /// A segment whose first batch is `first`.
+    fn new(dir: &Path, first: &BatchEntry) -> Self {
+        let summary = SegmentSummary {
+            last_log_id: first.log_id,
+            last_timestamp_ms: first.timestamp_ms,
+            has_records: false,
+            end_sequence: first.first_sequence(),
+        };
+        Self { path: dir.join(segment_file_name(first.log_id.index)), len: 0, summary }
+    }
+
+    /// Counts `batch`, placed at the end of this segment, in its length and summary.
+    fn add(&mut self, batch: &BatchEntry) {
+        self.len += batch.length;
+        let summary = &mut self.summary;
+        summary.last_log_id = batch.log_id;
+        summary.last_timestamp_ms = batch.timestamp_ms;
+        summary.end_sequence = batch.end_sequence();
+        summary.has_records |= batch.record_count > 0;
     }
 }
 
@@ -361,6 +405,109 @@ impl ReadFiles {
     }
 }
 
+/// The index entries of closed segments, loaded from their files' batch headers when a read
+/// needs them: over every shard of a store, at most `entries_max` entries (the least recently
+/// used segment's dropped first; one segment is always kept, however large).
+#[derive(Debug)]
+struct SegmentIndexes {
+    entries_max: usize,
+    state: Mutex<SegmentIndexesState>,
+}
+
+#[derive(Debug, Default)]
+struct SegmentIndexesState {
+    loaded: std::collections::HashMap<PathBuf, (Arc<Vec<BatchEntry>>, u64)>,
+    entries: usize,
+    tick: u64,
+}
+
+impl SegmentIndexes {
+    fn new(entries_max: usize) -> SegmentIndexes {
+        SegmentIndexes { entries_max: entries_max.max(1), state: Mutex::default() }
+    }
+
+    /// The entries of the closed segment at `path` (position `segment` in its shard), loading
+    /// them from the file if needed.
+    fn get(
+        &self,
+        fs: &dyn FileSystem,
+        files: &ReadFiles,
+        path: &Path,
+        segment: usize,
+    ) -> Result<Arc<Vec<BatchEntry>>, StorageError> {
+        {
+            let mut state = lock(&self.state);
+            state.tick += 1;
+            let tick = state.tick;
+            if let Some((entries, used)) = state.loaded.get_mut(path) {
+                *used = tick;
+                return Ok(entries.clone());
+            }
+        }
+        // Loaded outside the lock; a concurrent loader of the same file may win, either will do.
+        let entries = Arc::new(index_segment(files.get(fs, path)?.as_ref(), path, segment)?);
+        let mut state = lock(&self.state);
+        state.tick += 1;
+        let tick = state.tick;
+        if !state.loaded.contains_key(path) {
+            state.entries += entries.len();
+            state.loaded.insert(path.to_path_buf(), (entries.clone(), tick));
+        }
+        while state.entries > self.entries_max && state.loaded.len() > 1 {
+            let oldest = state.loaded.iter().min_by_key(|(_, (_, used))| *used).map(|(path, _)| path.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some((dropped, _)) = state.loaded.remove(&oldest) {
+                state.entries -= dropped.len();
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Forgets the entries of files under `prefix` (removed or replaced files).
+    fn forget_under(&self, prefix: &Path) {
+        let mut state = lock(&self.state);
+        let gone: Vec<PathBuf> = state.loaded.keys().filter(|path| path.starts_with(prefix)).cloned().collect();
+        for path in gone {
+            if let Some((dropped, _)) = state.loaded.remove(&path) {
+                state.entries -= dropped.len();
+            }
+        }
+    }
+
+    fn entry_count(&self) -> usize {
+        lock(&self.state).entries
+    }
+}
+
+/// The index entries of a closed segment, read from its batch headers (the checksums, which
+/// cover whole batches, are verified when a batch is read).
+fn index_segment(file: &dyn FileHandle, path: &Path, segment: usize) -> Result<Vec<BatchEntry>, StorageError> {
+    let len = file.len().context(|| format!("size of segment {}", path.display()))?;
+    let mut entries = Vec::new();
+    let mut header = [0u8; segment_format::BATCH_HEADER_BYTES];
+    let mut offset = 0u64;
+    while offset < len {
+        let read = file.read_at(&mut header, offset).context(|| format!("read segment {}", path.display()))?;
+        let parsed =
+            peek_header(&header[..read]).map_err(|error| corruption(path, offset as usize, error.to_string()))?;
+        let length = parsed.encoded_bytes() as u64;
+        if offset + length > len {
+            return Err(corruption(path, offset as usize, format!("a {length}-byte batch runs past the file's end")));
+        }
+        entries.push(BatchEntry {
+            log_id: parsed.log_id,
+            timestamp_ms: parsed.timestamp_ms,
+            record_count: parsed.record_count,
+            segment,
+            offset,
+            length,
+            pending: None,
+        });
+        offset += length;
+    }
+    Ok(entries)
+}
+
 /// The sparse index entry of one batch.
 #[derive(Debug, Clone)]
 struct BatchEntry {
@@ -383,6 +530,14 @@ impl BatchEntry {
     fn end_sequence(&self) -> u64 {
         self.first_sequence() + u64::from(self.record_count)
     }
+
+    /// Where to read the batch: its bytes while they are pending, else its place in `path`.
+    fn source(&self, path: &Path) -> BatchSource {
+        match &self.pending {
+            Some(encoded) => BatchSource::Memory(encoded.clone()),
+            None => BatchSource::File { path: path.to_path_buf(), offset: self.offset, length: self.length },
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -392,6 +547,11 @@ struct ShardState {
     /// The directory of the live generation: where `segments` are.
     data_dir: PathBuf,
     segments: Vec<Segment>,
+    /// The index entries of the newest segments, from the first one not yet wholly durable
+    /// (and always the newest one). Older segments are closed and durable: their entries
+    /// leave memory, and a read that needs them loads them from the file's headers (through
+    /// the store's bounded `SegmentIndexes` cache), so memory stays bounded however much a
+    /// shard holds.
     batches: Vec<BatchEntry>,
     /// Batches before this position are durable; the rest are pending.
     durable_count: usize,
@@ -414,11 +574,39 @@ impl ShardState {
     }
 
     fn last_durable(&self) -> Option<BatchLogId> {
-        self.durable_count.checked_sub(1).map(|position| self.batches[position].log_id)
+        match self.durable_count.checked_sub(1) {
+            Some(position) => Some(self.batches[position].log_id),
+            None => self.segments[..self.indexed_from()].last().map(|segment| segment.summary.last_log_id),
+        }
     }
 
     fn end_sequence(&self) -> u64 {
-        self.batches.iter().rev().find(|batch| batch.record_count > 0).map_or(0, BatchEntry::end_sequence)
+        self.segments
+            .iter()
+            .rev()
+            .find(|segment| segment.summary.has_records)
+            .map_or(0, |segment| segment.summary.end_sequence)
+    }
+
+    /// The first segment whose batches are in `batches` (every segment has at least one).
+    fn indexed_from(&self) -> usize {
+        self.batches.first().map_or(self.segments.len(), |batch| batch.segment)
+    }
+
+    /// Drops the entries of leading segments that are closed (not the newest) and wholly
+    /// durable. Only under the shard's I/O lock: a writer round addresses batches by position.
+    fn evict_closed(&mut self) {
+        let newest = self.segments.len().saturating_sub(1);
+        let mut evicted = self.batches[..self.durable_count].partition_point(|batch| batch.segment < newest);
+        // Whole segments only: back off to the start of a segment only partly durable.
+        if let Some(partial) = self.batches.get(evicted).filter(|batch| batch.segment < newest) {
+            let segment = partial.segment;
+            evicted = self.batches.partition_point(|batch| batch.segment < segment);
+        }
+        if evicted > 0 {
+            self.batches.drain(..evicted);
+            self.durable_count -= evicted;
+        }
     }
 
     fn check_usable(&self) -> Result<(), StorageError> {
@@ -434,32 +622,29 @@ impl ShardState {
     /// Places a batch of `length` bytes at the end of the newest segment, rolling to a new one
     /// (named after `index`, in the live generation's directory) if it would go past
     /// `segment_bytes_max`.
-    fn place(&mut self, index: u64, length: u64, segment_bytes_max: u64) -> usize {
+    fn push_batch(&mut self, header: &BatchHeader, pending: Option<Bytes>, segment_bytes_max: u64) {
+        let length = header.encoded_bytes() as u64;
+        let mut batch = BatchEntry {
+            log_id: header.log_id,
+            timestamp_ms: header.timestamp_ms,
+            record_count: header.record_count,
+            segment: self.segments.len(),
+            offset: 0,
+            length,
+            pending,
+        };
         let roll = match self.segments.last() {
             None => true,
             Some(segment) => segment.len > 0 && segment.len + length > segment_bytes_max,
         };
         if roll {
-            let segment = Segment::new(&self.data_dir, index, 0);
-            self.segments.push(segment);
+            self.segments.push(Segment::new(&self.data_dir, &batch));
         }
-        self.segments.len() - 1
-    }
-
-    fn push_batch(&mut self, header: &BatchHeader, pending: Option<Bytes>, segment_bytes_max: u64) {
-        let length = header.encoded_bytes() as u64;
-        let segment = self.place(header.log_id.index, length, segment_bytes_max);
-        let offset = self.segments[segment].len;
-        self.segments[segment].len += length;
-        self.batches.push(BatchEntry {
-            log_id: header.log_id,
-            timestamp_ms: header.timestamp_ms,
-            record_count: header.record_count,
-            segment,
-            offset,
-            length,
-            pending,
-        });
+        batch.segment = self.segments.len() - 1;
+        let segment = &mut self.segments[batch.segment];
+        batch.offset = segment.len;
+        segment.add(&batch);
+        self.batches.push(batch);
     }
 }
 
@@ -485,6 +670,7 @@ struct ShardInner {
     io: Mutex<WriterFile>,
     link: Arc<WriterLink>,
     read_files: Arc<ReadFiles>,
+    indexes: Arc<SegmentIndexes>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -630,6 +816,7 @@ fn write_shard_round(shard: &Arc<ShardInner>) -> bool {
                 batch.pending = None;
             }
             state.durable_count = plan.durable_end;
+            state.evict_closed();
             plan.more_pending
         }
         Err(error) => {
@@ -764,33 +951,38 @@ fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, Sto
         if headers[0].log_id.index != *first_index {
             return Err(corruption(&path, 0, format!("first batch has index {}", headers[0].log_id.index)));
         }
-        state.segments.push(Segment::new(dir, *first_index, 0));
-        let segment = state.segments.len() - 1;
+        let segment = state.segments.len();
+        let mut offset = 0u64;
         for header in headers {
             if last_index.is_some_and(|last| header.log_id.index <= last) {
                 return Err(corruption(
                     &path,
-                    state.segments[segment].len as usize,
+                    offset as usize,
                     format!("batch index {} does not increase", header.log_id.index),
                 ));
             }
             last_index = Some(header.log_id.index);
             last_timestamp_ms = last_timestamp_ms.max(header.timestamp_ms);
-            let length = header.encoded_bytes() as u64;
-            let offset = state.segments[segment].len;
-            state.segments[segment].len += length;
-            state.batches.push(BatchEntry {
+            let batch = BatchEntry {
                 log_id: header.log_id,
                 timestamp_ms: header.timestamp_ms,
                 record_count: header.record_count,
                 segment,
                 offset,
-                length,
+                length: header.encoded_bytes() as u64,
                 pending: None,
-            });
+            };
+            if offset == 0 {
+                state.segments.push(Segment::new(dir, &batch));
+            }
+            state.segments[segment].add(&batch);
+            offset += batch.length;
+            state.batches.push(batch);
         }
+        // Only the newest segment's entries stay in memory.
+        state.durable_count = state.batches.len();
+        state.evict_closed();
     }
-    state.durable_count = state.batches.len();
     Ok(state)
 }
 
@@ -824,6 +1016,7 @@ struct StoreInner {
     shards: Mutex<BTreeMap<u64, ShardSegments>>,
     next_instance: AtomicU64,
     read_files: Arc<ReadFiles>,
+    indexes: Arc<SegmentIndexes>,
 }
 
 /// The segment store of a node: every shard's segments and the one writer loop.
@@ -851,6 +1044,7 @@ impl SegmentStore {
                 root,
                 config: config.clone(),
                 read_files: Arc::new(ReadFiles::new(config.open_read_files_max)),
+                indexes: Arc::new(SegmentIndexes::new(config.index_cache_entries_max)),
                 link: Arc::new(WriterLink { sender, dirty }),
                 shards: Mutex::default(),
                 next_instance: AtomicU64::new(0),
@@ -890,6 +1084,7 @@ impl SegmentStore {
                 io: Mutex::default(),
                 link: self.inner.link.clone(),
                 read_files: self.inner.read_files.clone(),
+                indexes: self.inner.indexes.clone(),
             }),
         };
         shards.insert(group_id, shard.clone());
@@ -908,6 +1103,7 @@ impl SegmentStore {
         }
         let dir = self.shard_dir(group_id);
         self.inner.read_files.forget_under(&dir);
+        self.inner.indexes.forget_under(&dir);
         if self.inner.fs.exists(&dir) {
             self.inner
                 .fs
@@ -1024,41 +1220,76 @@ impl ShardSegments {
         Ok(outcome)
     }
 
-    /// Under the lock: where the batches a read needs are (enough for `limit` records and
-    /// `bytes_max` bytes).
+    /// Where the batches a read needs are (enough for `limit` records and `bytes_max` bytes).
     fn read_sources(
         &self,
         from_sequence: u64,
         limit: usize,
         bytes_max: usize,
     ) -> Result<Vec<(u64, i64, BatchSource)>, StorageError> {
-        let state = self.inner.state();
-        if state.removed {
-            return Err(StorageError::Closed);
-        }
-        let start = state.batches.partition_point(|batch| batch.end_sequence() <= from_sequence);
         let mut sources = Vec::new();
         let (mut records, mut bytes) = (0usize, 0usize);
-        for batch in &state.batches[start..] {
-            if batch.record_count == 0 {
-                continue;
-            }
-            let source = match &batch.pending {
-                Some(encoded) => BatchSource::Memory(encoded.clone()),
-                None => {
-                    let segment = &state.segments[batch.segment];
-                    BatchSource::File { path: segment.path.clone(), offset: batch.offset, length: batch.length }
+        self.walk(
+            |segment| segment.summary.end_sequence <= from_sequence,
+            |batch| batch.end_sequence() <= from_sequence,
+            |batch, path| {
+                if batch.record_count == 0 {
+                    return true;
                 }
-            };
-            sources.push((batch.first_sequence(), batch.timestamp_ms, source));
-            let wanted = batch.end_sequence() - batch.first_sequence().max(from_sequence);
-            records = records.saturating_add(usize::try_from(wanted).unwrap_or(usize::MAX));
-            bytes += batch.length as usize;
-            if records >= limit || bytes >= bytes_max {
-                break;
-            }
-        }
+                sources.push((batch.first_sequence(), batch.timestamp_ms, batch.source(path)));
+                let wanted = batch.end_sequence() - batch.first_sequence().max(from_sequence);
+                records = records.saturating_add(usize::try_from(wanted).unwrap_or(usize::MAX));
+                bytes += batch.length as usize;
+                records < limit && bytes < bytes_max
+            },
+        )?;
         Ok(sources)
+    }
+
+    /// Visits the shard's batches in order with the path of each one's file, until `visit`
+    /// returns `false`: from the first segment `segment_before` is false for, skipping the
+    /// batches `batch_before` is true for (both hold for a prefix). The newest segments'
+    /// entries are visited under the shard's lock; closed segments' are loaded (or found in
+    /// the store's cache) outside it.
+    fn walk(
+        &self,
+        segment_before: impl Fn(&Segment) -> bool,
+        batch_before: impl Fn(&BatchEntry) -> bool,
+        mut visit: impl FnMut(&BatchEntry, &Path) -> bool,
+    ) -> Result<(), StorageError> {
+        // The last log index of the closed segment visited last.
+        let mut after: Option<u64> = None;
+        loop {
+            let (path, position, last_index) = {
+                let state = self.inner.state();
+                if state.removed {
+                    return Err(StorageError::Closed);
+                }
+                let position = match after {
+                    None => state.segments.partition_point(|segment| segment_before(segment)),
+                    Some(after) => state.segments.partition_point(|segment| segment.summary.last_log_id.index <= after),
+                };
+                let Some(segment) = state.segments.get(position) else { return Ok(()) };
+                if position >= state.indexed_from() {
+                    let first = state.batches.partition_point(|batch| batch.segment < position || batch_before(batch));
+                    for batch in &state.batches[first..] {
+                        if !visit(batch, &state.segments[batch.segment].path) {
+                            break;
+                        }
+                    }
+                    return Ok(());
+                }
+                (segment.path.clone(), position, segment.summary.last_log_id.index)
+            };
+            let entries = self.inner.indexes.get(self.inner.fs.as_ref(), &self.inner.read_files, &path, position)?;
+            let first = entries.partition_point(|batch| batch_before(batch));
+            for batch in &entries[first..] {
+                if !visit(batch, &path) {
+                    return Ok(());
+                }
+            }
+            after = Some(last_index);
+        }
     }
 
     /// The bytes of one batch, with the file and offset to name in errors.
@@ -1084,13 +1315,19 @@ impl ShardSegments {
 
     /// The first sequence whose arrival timestamp is `>= timestamp_ms`, or
     /// [`Self::end_sequence`] if there is none.
-    pub fn sequence_at_timestamp(&self, timestamp_ms: i64) -> u64 {
-        let state = self.inner.state();
-        let start = state.batches.partition_point(|batch| batch.timestamp_ms < timestamp_ms);
-        state.batches[start..]
-            .iter()
-            .find(|batch| batch.record_count > 0)
-            .map_or_else(|| state.end_sequence(), BatchEntry::first_sequence)
+    pub fn sequence_at_timestamp(&self, timestamp_ms: i64) -> Result<u64, StorageError> {
+        let mut found = None;
+        self.walk(
+            |segment| segment.summary.last_timestamp_ms < timestamp_ms,
+            |batch| batch.timestamp_ms < timestamp_ms,
+            |batch, _| {
+                if batch.record_count > 0 {
+                    found = Some(batch.first_sequence());
+                }
+                found.is_none()
+            },
+        )?;
+        Ok(found.unwrap_or_else(|| self.end_sequence()))
     }
 
     /// One past the last appended record's sequence; 0 for a shard that never held a record.
@@ -1098,16 +1335,27 @@ impl ShardSegments {
         self.inner.state().end_sequence()
     }
 
+    /// The sequence and arrival time of the first record not trimmed, if any.
+    fn first_kept(&self) -> Result<Option<(u64, i64)>, StorageError> {
+        let trim = self.trim_sequence();
+        let mut found = None;
+        self.walk(
+            |segment| segment.summary.end_sequence <= trim,
+            |batch| batch.end_sequence() <= trim,
+            |batch, _| {
+                if batch.record_count > 0 {
+                    found = Some((batch.first_sequence().max(trim), batch.timestamp_ms));
+                }
+                found.is_none()
+            },
+        )?;
+        Ok(found)
+    }
+
     /// The sequence of the first stored record not trimmed, or [`Self::end_sequence`] if there
     /// is none.
-    pub fn first_sequence(&self) -> u64 {
-        let state = self.inner.state();
-        let trim = state.trim_sequence;
-        state
-            .batches
-            .iter()
-            .find(|batch| batch.record_count > 0 && batch.end_sequence() > trim)
-            .map_or_else(|| state.end_sequence(), |batch| batch.first_sequence().max(trim))
+    pub fn first_sequence(&self) -> Result<u64, StorageError> {
+        Ok(self.first_kept()?.map_or_else(|| self.end_sequence(), |(sequence, _)| sequence))
     }
 
     /// Records below this sequence are expired.
@@ -1116,10 +1364,8 @@ impl ShardSegments {
     }
 
     /// The arrival timestamp of the oldest record not trimmed, if any.
-    pub fn oldest_timestamp_ms(&self) -> Option<i64> {
-        let state = self.inner.state();
-        let trim = state.trim_sequence;
-        state.batches.iter().find(|batch| batch.record_count > 0 && batch.end_sequence() > trim).map(|b| b.timestamp_ms)
+    pub fn oldest_timestamp_ms(&self) -> Result<Option<i64>, StorageError> {
+        Ok(self.first_kept()?.map(|(_, timestamp_ms)| timestamp_ms))
     }
 
     /// Expires every record below `sequence` (a later call with a lower one changes nothing):
@@ -1138,30 +1384,32 @@ impl ShardSegments {
             state.check_usable()?;
             state.trim_sequence = state.trim_sequence.max(sequence);
             let trim = state.trim_sequence;
-            let last_segment = state.segments.len().saturating_sub(1);
-            // Leading segments whose every batch is expired and durable.
-            let mut removable = 0usize;
-            for (position, batch) in state.batches.iter().enumerate() {
-                if batch.segment >= last_segment || batch.end_sequence() > trim || position >= state.durable_count {
-                    removable = removable.min(batch.segment);
-                    break;
-                }
-                removable = batch.segment + 1;
-            }
+            let newest = state.segments.len().saturating_sub(1);
+            let indexed_from = state.indexed_from();
+            let durable_segments = match state.batches.get(state.durable_count) {
+                Some(pending) => pending.segment,
+                None => state.segments.len(),
+            };
+            // Leading segments, not the newest, whose every batch is expired and durable.
+            let removable = state.segments[..newest.min(durable_segments)]
+                .partition_point(|segment| segment.summary.end_sequence <= trim);
             if removable == 0 {
                 return Ok(0);
             }
-            let batches_removed = state.batches.partition_point(|batch| batch.segment < removable);
-            state.batches.drain(..batches_removed);
+            if removable > indexed_from {
+                let batches_removed = state.batches.partition_point(|batch| batch.segment < removable);
+                state.batches.drain(..batches_removed);
+                state.durable_count -= batches_removed;
+            }
             for batch in &mut state.batches {
                 batch.segment -= removable;
             }
-            state.durable_count -= batches_removed;
             let paths: Vec<PathBuf> = state.segments.drain(..removable).map(|segment| segment.path).collect();
             (paths, state.data_dir.clone())
         };
         for path in &paths {
             inner.read_files.forget(path);
+            inner.indexes.forget_under(path);
             inner.fs.remove_file(path).context(|| format!("remove expired segment {}", path.display()))?;
         }
         inner.fs.sync_dir(&dir).context(|| format!("sync directory {}", dir.display()))?;
@@ -1171,6 +1419,12 @@ impl ShardSegments {
     /// Segment files the shard has (expired ones not yet removed included).
     pub fn segment_count(&self) -> usize {
         self.inner.state().segments.len()
+    }
+
+    /// Index entries in memory: this shard's newest segments', and the store's cache of
+    /// closed segments' (over every shard).
+    pub fn index_entries_in_memory(&self) -> (usize, usize) {
+        (self.inner.state().batches.len(), self.inner.indexes.entry_count())
     }
 
     /// Segment files the whole store has open for reading.
@@ -1237,23 +1491,20 @@ impl ShardSegments {
     /// Every batch of the shard, encoded as in the segment files and concatenated: a snapshot
     /// for a replica that fell behind. Verifies every batch read from disk.
     pub fn export(&self) -> Result<Vec<u8>, StorageError> {
-        let sources: Vec<BatchSource> = {
+        let trim = {
             let state = self.inner.state();
             state.check_usable()?;
-            let trim = state.trim_sequence;
-            state
-                .batches
-                .iter()
-                .filter(|batch| batch.end_sequence() > trim || batch.first_sequence() >= trim)
-                .map(|batch| match &batch.pending {
-                    Some(encoded) => BatchSource::Memory(encoded.clone()),
-                    None => {
-                        let segment = &state.segments[batch.segment];
-                        BatchSource::File { path: segment.path.clone(), offset: batch.offset, length: batch.length }
-                    }
-                })
-                .collect()
+            state.trim_sequence
         };
+        let mut sources = Vec::new();
+        self.walk(
+            |segment| segment.summary.end_sequence < trim,
+            |batch| batch.end_sequence() <= trim && batch.first_sequence() < trim,
+            |batch, path| {
+                sources.push(batch.source(path));
+                true
+            },
+        )?;
         let mut snapshot = Vec::new();
         for source in sources {
             let (bytes, path, offset) = self.load(source)?;
@@ -1346,10 +1597,12 @@ impl ShardSegments {
                 batch.pending = None;
             }
             state.durable_count = plan.durable_end;
+            state.evict_closed();
         }
         // The new contents are live and durable; the old generation is garbage. Failing to
         // remove it is not an error: the next import or recovery removes it first.
         inner.read_files.forget_under(&generation_dir(&inner.dir, old_generation));
+        inner.indexes.forget_under(&generation_dir(&inner.dir, old_generation));
         let removed = remove_generation(fs, &inner.dir, old_generation)
             .and_then(|_| fs.sync_dir(&inner.dir).context(|| format!("sync directory {}", inner.dir.display())));
         if let Err(error) = removed {

@@ -107,8 +107,9 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("an 8-byte slice"))
 }
 
-/// Decodes and verifies the batch at the start of `bytes` (which may continue past it).
-pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+/// Decodes the header at the start of `bytes` without the checksum, which covers the whole
+/// batch: enough to index a file by its headers. [`decode_header`] verifies the batch.
+pub fn peek_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
     if bytes.len() < BATCH_HEADER_BYTES {
         // A short tail that does not even start with the magic is still "incomplete": torn
         // writes cut anywhere.
@@ -127,6 +128,18 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         record_count: read_u32(bytes, 44),
         payload_bytes: read_u32(bytes, 48),
     };
+    if u16::from_le_bytes([bytes[6], bytes[7]]) != 0 {
+        return Err(DecodeError::Invalid("reserved header bytes are not zero".to_string()));
+    }
+    if header.record_count as usize >= BATCH_RECORDS_MAX {
+        return Err(DecodeError::Invalid(format!("record count {} is over the limit", header.record_count)));
+    }
+    Ok(header)
+}
+
+/// Decodes and verifies the batch at the start of `bytes` (which may continue past it).
+pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+    let header = peek_header(bytes)?;
     let end = header.encoded_bytes();
     if bytes.len() < end {
         return Err(DecodeError::Incomplete);
@@ -137,12 +150,6 @@ pub fn decode_header(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
         return Err(DecodeError::Invalid(format!(
             "batch checksum mismatch (stored {stored_crc:#010x}, computed {actual_crc:#010x})"
         )));
-    }
-    if u16::from_le_bytes([bytes[6], bytes[7]]) != 0 {
-        return Err(DecodeError::Invalid("reserved header bytes are not zero".to_string()));
-    }
-    if header.record_count as usize >= BATCH_RECORDS_MAX {
-        return Err(DecodeError::Invalid(format!("record count {} is over the limit", header.record_count)));
     }
     Ok(header)
 }

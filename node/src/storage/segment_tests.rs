@@ -67,7 +67,7 @@ fn sequence(index: u64, position: u64) -> u64 {
 async fn appended_records_read_back_in_order() {
     let store = open_store(Arc::new(MemoryFileSystem::new()), Default::default());
     let shard = store.shard(1).expect("shard");
-    assert_eq!((shard.end_sequence(), shard.first_sequence()), (0, 0));
+    assert_eq!((shard.end_sequence(), shard.first_sequence().unwrap()), (0, 0));
 
     assert!(shard.append(log_id(3), &batch(10, 2, 5)).expect("append"));
     assert!(shard.append(log_id(4), &batch(11, 0, 0)).expect("append empty"));
@@ -90,7 +90,7 @@ async fn appended_records_read_back_in_order() {
     assert_eq!(sequences, [sequence(3, 1), sequence(7, 0)]);
     assert_eq!(middle.next_sequence, sequence(7, 0) + 1);
 
-    assert_eq!(shard.first_sequence(), sequence(3, 0));
+    assert_eq!(shard.first_sequence().unwrap(), sequence(3, 0));
     assert_eq!(shard.end_sequence(), sequence(7, 3));
     let past_end = shard.read(shard.end_sequence(), 10, 1000).expect("read at end");
     assert!(past_end.records.is_empty());
@@ -134,10 +134,10 @@ async fn timestamps_never_decrease_and_index_reads() {
     assert_eq!(timestamps, [100, 100, 200]);
     assert_eq!(shard.last_timestamp_ms(), Some(200));
 
-    assert_eq!(shard.sequence_at_timestamp(0), sequence(1, 0));
-    assert_eq!(shard.sequence_at_timestamp(100), sequence(1, 0));
-    assert_eq!(shard.sequence_at_timestamp(150), sequence(3, 0));
-    assert_eq!(shard.sequence_at_timestamp(201), shard.end_sequence());
+    assert_eq!(shard.sequence_at_timestamp(0).unwrap(), sequence(1, 0));
+    assert_eq!(shard.sequence_at_timestamp(100).unwrap(), sequence(1, 0));
+    assert_eq!(shard.sequence_at_timestamp(150).unwrap(), sequence(3, 0));
+    assert_eq!(shard.sequence_at_timestamp(201).unwrap(), shard.end_sequence());
 }
 
 #[tokio::test]
@@ -877,12 +877,12 @@ async fn trimming_hides_expired_records_and_removes_whole_expired_files() {
         shard.append(log_id(index), &batch(index as i64 * 1000, 3, 500)).expect("append");
     }
     // Not durable yet: the trim point holds, but no file goes.
-    let keep_from = shard.sequence_at_timestamp(4_000);
+    let keep_from = shard.sequence_at_timestamp(4_000).unwrap();
     assert_eq!(keep_from, sequence(4, 0));
     assert_eq!(shard.trim(keep_from).expect("trim"), 0);
-    assert_eq!(shard.first_sequence(), sequence(4, 0));
+    assert_eq!(shard.first_sequence().unwrap(), sequence(4, 0));
     assert_eq!(read_all(&shard).first().map(|record| record.sequence), Some(sequence(4, 0)));
-    assert_eq!(shard.oldest_timestamp_ms(), Some(4_000));
+    assert_eq!(shard.oldest_timestamp_ms().unwrap(), Some(4_000));
 
     shard.flush().await.expect("flush");
     // The file of batches 1-2 holds only expired records; the one of 3-4 still holds batch 4.
@@ -902,7 +902,7 @@ async fn trimming_hides_expired_records_and_removes_whole_expired_files() {
     assert_eq!(shard.trim(sequence(7, 0)).expect("trim"), 1);
     assert_eq!(memory.list_dir(&PathBuf::from(ROOT).join("9")).expect("list"), [segment_file_name(5)]);
     assert!(read_all(&shard).is_empty());
-    assert_eq!(shard.first_sequence(), shard.end_sequence());
+    assert_eq!(shard.first_sequence().unwrap(), shard.end_sequence());
     // Appends continue after it, and a restart recovers from the remaining file.
     shard.append(log_id(7), &batch(7_000, 1, 10)).expect("append");
     shard.flush().await.expect("flush");
@@ -939,4 +939,70 @@ async fn open_read_files_stay_within_their_bound() {
     store.remove_shard(10).expect("remove");
     assert!(shard.open_read_files() <= 2);
     assert_eq!(read_all(&shard).len(), 30);
+}
+
+#[tokio::test]
+async fn only_the_newest_segment_keeps_its_index_in_memory() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    // Ten batches of one small record per 4 KiB file; the cache holds about one file's entries.
+    let config = SegmentStoreConfig { index_cache_entries_max: 12, ..small_segments() };
+    let store = open_store(fs.clone(), config.clone());
+    let shard = store.shard(9).expect("shard");
+    let batches = 200u64;
+    for index in 1..=batches {
+        shard.append(log_id(index), &batch(index as i64 * 10, 1, 300)).expect("append");
+    }
+    // Pending batches stay indexed (and in memory) until they are durable.
+    assert_eq!(shard.index_entries_in_memory().0, batches as usize);
+    shard.flush().await.expect("flush");
+    let files = shard.segment_count();
+    assert!(files >= 10, "{files} files");
+    let (newest, cached) = shard.index_entries_in_memory();
+    assert!(newest <= 12 && cached == 0, "{newest} entries of the newest file, {cached} cached");
+
+    // Reads, positions by time and by sequence, and exports reach every closed file through
+    // the bounded cache.
+    let all = read_all(&shard);
+    assert_eq!(all.len(), batches as usize);
+    assert!(all.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+    assert!(shard.index_entries_in_memory().1 <= 2 * 12);
+    assert_eq!(shard.read(sequence(57, 0), 3, usize::MAX).expect("read").records[0].sequence, sequence(57, 0));
+    assert_eq!(shard.read(sequence(57, 0) + 1, 1, usize::MAX).expect("read").records[0].sequence, sequence(58, 0));
+    assert_eq!(shard.sequence_at_timestamp(575).unwrap(), sequence(58, 0));
+    assert_eq!(shard.sequence_at_timestamp(10).unwrap(), sequence(1, 0));
+    assert_eq!(shard.sequence_at_timestamp(batches as i64 * 10 + 1).unwrap(), shard.end_sequence());
+    assert_eq!(shard.end_sequence(), sequence(batches, 0) + 1);
+    assert_eq!(shard.last_durable(), Some(log_id(batches)));
+
+    // A trim inside a closed file: the file stays, the first record is the first kept one.
+    let keep_from = shard.sequence_at_timestamp(1_005).unwrap();
+    assert_eq!(keep_from, sequence(101, 0));
+    shard.trim(keep_from).expect("trim");
+    assert_eq!(shard.first_sequence().unwrap(), sequence(101, 0));
+    assert_eq!(shard.oldest_timestamp_ms().unwrap(), Some(1_010));
+    assert_eq!(read_all(&shard).len(), 100);
+    let exported = shard.export().expect("export");
+    let imported = store.shard(10).expect("another shard");
+    imported.import(&exported).expect("import");
+    assert_eq!(read_all(&imported), read_all(&shard));
+    assert!(imported.index_entries_in_memory().0 <= 12);
+
+    // Recovery keeps only the newest file's entries too, and finds everything again.
+    shard.append(log_id(batches + 1), &batch(5_000, 1, 300)).expect("append");
+    shard.flush().await.expect("flush");
+    drop((shard, imported));
+    drop(store);
+    let store = open_store(fs, config);
+    let shard = store.shard(9).expect("reopen");
+    assert!(shard.index_entries_in_memory().0 <= 12);
+    assert_eq!(shard.last_durable(), Some(log_id(batches + 1)));
+    // The files wholly expired are gone; the rest of the one holding the trim point is read
+    // until the trim is applied again.
+    let recovered = read_all(&shard);
+    let first = recovered.first().map(|record| record.sequence).expect("records");
+    assert!(first < sequence(101, 0) && first > sequence(80, 0), "first recovered {first}");
+    assert_eq!(recovered.last().map(|record| record.sequence), Some(sequence(batches + 1, 0)));
+    shard.trim(keep_from).expect("trim again");
+    assert_eq!(read_all(&shard).len(), 101);
 }
