@@ -151,6 +151,12 @@ impl Group {
 
     /// A leader's AppendEntries was accepted (or, after a disk loss, the replica was
     /// readmitted): a rejoining replica takes part in elections again.
+    /// Whether this replica stays out of elections for now (rejoining after a restart, or
+    /// waiting to be readmitted after a disk loss).
+    pub fn sits_out_elections(&self) -> bool {
+        self.rejoining.load(std::sync::atomic::Ordering::SeqCst) || self.awaiting_readmission()
+    }
+
     pub(crate) fn heard_from_leader(&self) {
         if self.awaiting_readmission() {
             return;
@@ -447,7 +453,8 @@ impl Node {
     }
 
     /// On a node that lost its disk: once a metadata leader has reached it, takes a read index,
-    /// so that reconciliation knows when every group that existed before is started.
+    /// so that reconciliation knows when every group that existed before is started. Until
+    /// then it asks its peers whether it was removed from the cluster.
     async fn learn_where_amnesia_ends(self: Arc<Self>) {
         let pause = std::time::Duration::from_millis(self.options.raft.heartbeat_interval_ms);
         while !self.is_stopped() {
@@ -458,6 +465,9 @@ impl Node {
                 self.amnesia_ends_at.store(applied.max(1), std::sync::atomic::Ordering::SeqCst);
                 return;
             }
+            // It may have been decommissioned and removed meanwhile: then no metadata leader
+            // ever reaches it, and only its peers can tell it to stop.
+            self.ask_whether_removed();
             tokio::time::sleep(pause).await;
         }
     }

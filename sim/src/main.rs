@@ -75,13 +75,14 @@ fn main() -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<SimFailure>>> = Arc::default();
+    let totals: Arc<Mutex<Totals>> = Arc::default();
     let started = Instant::now();
     let total = seeds.len() as u64;
     let seeds = Arc::new(seeds);
     let workers: Vec<_> = (0..arguments.jobs.max(1))
         .map(|_| {
-            let (seeds, next, done, failures, options) =
-                (seeds.clone(), next.clone(), done.clone(), failures.clone(), options.clone());
+            let (seeds, next, done, failures, totals, options) =
+                (seeds.clone(), next.clone(), done.clone(), failures.clone(), totals.clone(), options.clone());
             let check_determinism = arguments.check_determinism;
             std::thread::spawn(move || loop {
                 let index = next.fetch_add(1, Ordering::SeqCst);
@@ -104,9 +105,12 @@ fn main() -> Result<()> {
                     }
                     Ok(first)
                 });
-                if let Err(failure) = outcome {
-                    eprintln!("\n{failure}");
-                    failures.lock().expect("failure list lock").push(failure);
+                match outcome {
+                    Ok(report) => totals.lock().expect("totals lock").add(&report),
+                    Err(failure) => {
+                        eprintln!("\n{failure}");
+                        failures.lock().expect("failure list lock").push(failure);
+                    }
                 }
                 let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
                 let line = format!(
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
     eprintln!();
     let failures = failures.lock().expect("failure list lock");
     println!("{} passed, {} failed", total - failures.len() as u64, failures.len());
+    println!("{}", totals.lock().expect("totals lock"));
     if !failures.is_empty() {
         for failure in failures.iter() {
             println!("failed seed {}: replay with `{}`", failure.seed, failure.replay_command());
@@ -135,4 +140,68 @@ fn main() -> Result<()> {
         bail!("{} seed(s) failed", failures.len());
     }
     Ok(())
+}
+
+/// What the passing seeds did, summed.
+#[derive(Debug, Default)]
+struct Totals {
+    acknowledged: u64,
+    crashes: u64,
+    partitions: u64,
+    zone_losses: u64,
+    disk_losses: u64,
+    joins: u64,
+    decommissions: u64,
+    splits: u64,
+    merges: u64,
+    expired_shards: u64,
+    /// The failover probe's slowest new leader over the seeds, and the sum (for the mean).
+    failover_ms_max: u64,
+    failover_ms_sum: u64,
+    /// Probes slower than two maximal election timeouts (3.2 s).
+    failover_over_two_timeouts: u64,
+    seeds: u64,
+}
+
+impl Totals {
+    fn add(&mut self, report: &riffle_sim::SeedReport) {
+        self.acknowledged += report.acknowledged as u64;
+        self.crashes += u64::from(report.crashes);
+        self.partitions += u64::from(report.partitions);
+        self.zone_losses += u64::from(report.zone_losses);
+        self.disk_losses += u64::from(report.disk_losses);
+        self.joins += u64::from(report.joined);
+        self.decommissions += u64::from(report.decommissioned);
+        self.splits += report.splits as u64;
+        self.merges += report.merges as u64;
+        self.expired_shards += report.expired_shards as u64;
+        self.failover_ms_max = self.failover_ms_max.max(report.failover_ms);
+        self.failover_ms_sum += report.failover_ms;
+        self.failover_over_two_timeouts += u64::from(report.failover_ms > 3_200);
+        self.seeds += 1;
+    }
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "passing seeds together: {} acknowledged puts checked; {} crashes, {} partitions ({} of a whole zone), \
+             {} disk losses; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
+             failover probe: new leaders {} ms after the kill on average, {} ms at most, {} probes over 3,200 ms",
+            self.acknowledged,
+            self.crashes,
+            self.partitions,
+            self.zone_losses,
+            self.disk_losses,
+            self.joins,
+            self.decommissions,
+            self.splits,
+            self.merges,
+            self.expired_shards,
+            self.failover_ms_sum / self.seeds.max(1),
+            self.failover_ms_max,
+            self.failover_over_two_timeouts
+        )
+    }
 }

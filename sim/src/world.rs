@@ -3,6 +3,7 @@
 //! checks.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,6 +37,13 @@ const EPOCH_MS: i64 = 1_767_225_600_000;
 /// Bounds on waiting, in virtual time.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// The failover bound the liveness phase asserts, in maximal election timeouts (1.6 s): a group
+/// whose leader is killed in a healthy cluster has a new one within five. openraft 0.9 lets a
+/// follower campaign only once its leader's lease (one maximal timeout) and a random election
+/// timeout have passed since the last heartbeat — 1.5 to 2 timeouts, the usual case — and adds
+/// two more for a follower that lost an earlier election to a longer log (until its next
+/// campaign); a split vote takes one more round.
+const FAILOVER_ELECTION_TIMEOUTS: u64 = 5;
 const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 100_000;
 
 /// Per shard: the lowest trim point among its replicas, or `None` when it expired whole.
@@ -136,6 +144,11 @@ pub struct SeedReport {
     pub meta_writes_acknowledged: usize,
     pub crashes: u32,
     pub partitions: u32,
+    /// Partitions that cut a whole zone (every running node in it) off.
+    pub zone_losses: u32,
+    /// The liveness phase's failover probe: how long after the kill the last group the killed
+    /// node led had a new leader (see `World::check_failover`).
+    pub failover_ms: u64,
     pub virtual_ms: u64,
 }
 
@@ -164,6 +177,7 @@ pub struct World {
     _scratch: tempfile::TempDir,
     crashes: u32,
     partitions: u32,
+    zone_losses: u32,
     /// Crashes that also lost the node's disk (at most one per seed).
     disk_losses: u32,
     /// The stream is created ON_DEMAND (a third of the seeds): it scales with the workload's
@@ -275,6 +289,7 @@ impl World {
             _scratch: scratch,
             crashes: 0,
             partitions: 0,
+            zone_losses: 0,
             disk_losses: 0,
             on_demand,
             retention_hour_ms,
@@ -366,18 +381,143 @@ impl World {
             .find(|(node, _)| !*node.departed().borrow())
     }
 
-    /// How each running node sees group `group_id`: term, leader, log, membership, and (on
-    /// its leader) replication progress — for failure messages.
-    fn group_report(&self, group_id: u64) -> Vec<String> {
+    /// The liveness phase's failover probe, in the healed cluster: once every open shard's
+    /// group and the metadata group have a leader and all their replicas as voters, the node
+    /// leading the most of them is killed. Every group it led must have a new leader within
+    /// [`FAILOVER_ELECTION_TIMEOUTS`] maximal election timeouts, and no other group may lose
+    /// its leader meanwhile. Returns how long the slowest took.
+    async fn check_failover(&mut self) -> Result<u64, String> {
+        let election_timeout_ms = RaftTiming::default().election_timeout_max_ms;
+        let bound = Duration::from_millis(FAILOVER_ELECTION_TIMEOUTS * election_timeout_ms);
+        // Settled: each group led by its preferred replica (a shard's first; the handoff to it
+        // is over), with three voters that all run, and no leader changed for a while.
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        let mut stable: Option<(Vec<u64>, Vec<u64>, tokio::time::Instant)> = None;
+        let (groups, leaders) = loop {
+            let stream =
+                self.reader()?.stream_meta(STREAM).await.map_err(|error| format!("failover probe: {error}"))?;
+            let open = stream
+                .shards
+                .iter()
+                .filter(|shard| !shard.expired && shard.state == riffle_node::control::metadata::ShardState::Open);
+            let mut groups: Vec<(u64, Option<u64>)> =
+                open.map(|shard| (shard.group_id, shard.replicas.first().copied())).collect();
+            groups.push((riffle_node::control::metadata::META_GROUP, None));
+            let leaders: Vec<Option<u64>> =
+                groups.iter().map(|(group, preferred)| self.settled_leader(*group, *preferred)).collect();
+            let ids: Vec<u64> = groups.iter().map(|(group, _)| *group).collect();
+            if leaders.iter().all(Option::is_some) {
+                let leaders: Vec<u64> = leaders.into_iter().flatten().collect();
+                match &stable {
+                    Some((known, same, since)) if *known == ids && *same == leaders => {
+                        if since.elapsed() >= Duration::from_millis(2 * election_timeout_ms) {
+                            break (ids, leaders);
+                        }
+                    }
+                    _ => stable = Some((ids, leaders, tokio::time::Instant::now())),
+                }
+            } else {
+                stable = None;
+                if tokio::time::Instant::now() > deadline {
+                    let unsettled: Vec<(u64, Vec<String>)> = ids
+                        .iter()
+                        .zip(&leaders)
+                        .filter(|(_, leader)| leader.is_none())
+                        .map(|(group, _)| (*group, self.group_report(*group)))
+                        .collect();
+                    return Err(format!(
+                        "after healing, groups have no leader with three running voters: {unsettled:?}"
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for leader in &leaders {
+            *led.entry(*leader).or_default() += 1;
+        }
+        let Some((&victim, _)) = led.iter().max_by_key(|(id, count)| (**count, std::cmp::Reverse(**id))) else {
+            return Ok(0);
+        };
+        let position = self.nodes.iter().position(|slot| slot.id == victim).ok_or("the victim is not a node")?;
+        self.trace.record(&format!("failover probe: killing node {victim}, which leads {} groups", led[&victim]));
+        self.crash_node(position).await?;
+        let killed = tokio::time::Instant::now();
+        let mut slowest = Duration::ZERO;
+        let mut waiting: Vec<u64> =
+            groups.iter().zip(&leaders).filter(|(_, leader)| **leader == victim).map(|(group, _)| *group).collect();
+        while !waiting.is_empty() {
+            for (group, before) in groups.iter().zip(&leaders).filter(|(_, leader)| **leader != victim) {
+                if self.current_leader(*group) != Some(*before) {
+                    return Err(format!(
+                        "failover probe: killing node {victim} also cost group {group} its leader (node {before}): {:?}",
+                        self.group_report(*group)
+                    ));
+                }
+            }
+            waiting.retain(|group| self.current_leader(*group).is_none());
+            slowest = killed.elapsed();
+            if slowest > bound && !waiting.is_empty() {
+                let reports: Vec<(u64, Vec<String>)> =
+                    waiting.iter().map(|group| (*group, self.group_report(*group))).collect();
+                return Err(format!(
+                    "failover probe: {} ms after node {victim} was killed, groups it led have no leader yet \
+                     (bound {} ms): {reports:?}",
+                    slowest.as_millis(),
+                    bound.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.trace.record(&format!("failover probe: new leaders after {} ms", slowest.as_millis()));
+        Ok(slowest.as_millis() as u64)
+    }
+
+    /// The replicas of group `group_id` on running nodes, with their nodes' ids.
+    fn replicas_of(&self, group_id: u64) -> impl Iterator<Item = (u64, Arc<riffle_node::node::Group>)> + '_ {
         self.nodes
             .iter()
             .filter_map(|slot| slot.running.as_ref())
-            .filter_map(|(node, _)| Some((node.id(), node.group(group_id)?)))
+            .filter_map(move |(node, _)| Some((node.id(), node.group(group_id)?)))
+    }
+
+    /// The leader of `group`, if a running node leads it by its own account.
+    fn current_leader(&self, group_id: u64) -> Option<u64> {
+        self.replicas_of(group_id)
+            .find(|(id, group)| {
+                let metrics = group.raft.metrics().borrow().clone();
+                metrics.current_leader == Some(*id) && metrics.state.is_leader()
+            })
+            .map(|(id, _)| id)
+    }
+
+    /// The leader of `group` if it has three voters, all running, no membership change under
+    /// way, and it is the `preferred` replica (if that one runs).
+    fn settled_leader(&self, group_id: u64, preferred: Option<u64>) -> Option<u64> {
+        let leader = self.current_leader(group_id)?;
+        let (node, _) = self.nodes.iter().find(|slot| slot.id == leader)?.running.as_ref()?;
+        let metrics = node.group(group_id)?.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let running: BTreeSet<u64> =
+            self.nodes.iter().filter(|slot| slot.running.is_some()).map(|slot| slot.id).collect();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let preferred = preferred.filter(|preferred| running.contains(preferred)).unwrap_or(leader);
+        let settled = membership.get_joint_config().len() == 1
+            && voters.len() == 3
+            && voters.is_subset(&running)
+            && leader == preferred;
+        settled.then_some(leader)
+    }
+
+    /// How each running node sees group `group_id`: term, leader, log, membership, and (on
+    /// its leader) replication progress — for failure messages.
+    fn group_report(&self, group_id: u64) -> Vec<String> {
+        self.replicas_of(group_id)
             .map(|(node, group)| {
                 let metrics = group.raft.metrics().borrow().clone();
                 format!(
                     "node {node}: term {} leader {:?} last log {:?} applied {:?} voters {:?} learners {:?} \
-                     replication {:?}",
+                     replication {:?}{}",
                     metrics.current_term,
                     metrics.current_leader,
                     metrics.last_log_index,
@@ -388,6 +528,7 @@ impl World {
                         .iter()
                         .map(|(id, matched)| (*id, matched.map(|log_id| log_id.index)))
                         .collect::<Vec<_>>()),
+                    if group.sits_out_elections() { " (sits out elections)" } else { "" },
                 )
             })
             .collect()
@@ -621,8 +762,22 @@ impl World {
                 let victim = members[self.rng.gen_range(0..members.len())];
                 if self.rng.gen_bool(0.5) {
                     self.partitions += 1;
-                    self.network.isolate(self.nodes[victim].id);
-                    self.trace.record(&format!("partition node {}", victim + 1));
+                    // One partition in four cuts the victim's whole zone off (with a fourth node,
+                    // zone a holds two): every shard keeps a quorum in the other two zones.
+                    let zone = self.places[victim].zone.clone();
+                    if self.rng.gen_bool(0.25) {
+                        self.zone_losses += 1;
+                        let cut: Vec<usize> =
+                            members.iter().copied().filter(|position| self.places[*position].zone == zone).collect();
+                        for position in &cut {
+                            self.network.isolate(self.nodes[*position].id);
+                        }
+                        let ids: Vec<u64> = cut.iter().map(|position| self.nodes[*position].id).collect();
+                        self.trace.record(&format!("partition zone {zone} (nodes {ids:?})"));
+                    } else {
+                        self.network.isolate(self.nodes[victim].id);
+                        self.trace.record(&format!("partition node {}", victim + 1));
+                    }
                     tokio::time::sleep(Duration::from_millis(self.rng.gen_range(300..3_000))).await;
                     self.network.heal();
                     self.trace.record("heal");
@@ -671,6 +826,7 @@ impl World {
                 read.records.iter().map(|(sequence, value)| format!("{sequence}={value}")).collect();
             self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
         }
+        let failover_ms = self.check_failover().await?;
         let acknowledged = history.iter().filter(|operation| matches!(operation.outcome, Outcome::Ok { .. })).count();
         let meta_history = meta_history.borrow();
         let meta_reads = meta_history
@@ -703,6 +859,8 @@ impl World {
             meta_writes_acknowledged,
             crashes: self.crashes,
             partitions: self.partitions,
+            zone_losses: self.zone_losses,
+            failover_ms,
             virtual_ms: start.elapsed().as_millis() as u64,
         })
     }

@@ -361,8 +361,11 @@ impl Node {
                         }
                     }
                 };
-                let voters: BTreeSet<u64> = metrics.membership_config.membership().voter_ids().collect();
-                if preferred == self.id() || !voters.contains(&preferred) || now - since < settle_ms {
+                let membership = metrics.membership_config.membership();
+                let voters: BTreeSet<u64> = membership.voter_ids().collect();
+                // Not in the middle of a membership change: a replica being added may not win.
+                let joint = membership.get_joint_config().len() != 1;
+                if preferred == self.id() || !voters.contains(&preferred) || joint || now - since < settle_ms {
                     continue;
                 }
                 let key = format!("handoff:{}", group.id);
@@ -467,9 +470,10 @@ impl Node {
         }
     }
 
-    /// On a node being decommissioned: asks its peers whether the metadata records it as
-    /// removed (one round at a time). A removed node leaves the metadata group and may never
-    /// apply its own removal, so a peer's answer is how it learns to stop.
+    /// On a node being decommissioned, or one that lost its disk and has not caught up: asks
+    /// its peers whether the metadata records it as removed (one round at a time). A removed
+    /// node leaves the metadata group and may never apply its own removal, so a peer's answer
+    /// is how it learns to stop.
     pub(crate) fn ask_whether_removed(self: &Arc<Self>) {
         let key = "membership:removed?".to_string();
         let node = self.clone();

@@ -315,7 +315,12 @@ impl Node {
             let Some(group) = self.group(shard.group_id) else { continue };
             let metrics = group.raft.metrics().borrow().clone();
             let membership = metrics.membership_config.membership();
-            if metrics.current_leader != Some(self.id()) || membership.get_joint_config().len() != 1 {
+            if metrics.current_leader != Some(self.id()) {
+                continue;
+            }
+            if membership.get_joint_config().len() != 1 {
+                // A change a deposed leader began (no move is under way): finish it.
+                self.finish_membership_change(&group);
                 continue;
             }
             let voters: BTreeSet<u64> = membership.voter_ids().collect();
@@ -333,6 +338,24 @@ impl Node {
                 }
             });
         }
+    }
+
+    /// On a group's leader: completes a membership change left joint (its proposer lost the
+    /// leadership between the two steps; openraft leaves finishing it to the application) by
+    /// moving to its new configuration.
+    fn finish_membership_change(self: &Arc<Self>, group: &Arc<Group>) {
+        let key = format!("finish-change:{}", group.id);
+        let node = self.clone();
+        let group = group.clone();
+        self.spawn_keyed("finish-membership-change", key, async move {
+            let timeout = Duration::from_millis(node.options.limits.append_timeout_ms);
+            let finish = openraft::ChangeMembers::AddVoterIds(BTreeSet::new());
+            match tokio::time::timeout(timeout, group.raft.change_membership(finish, false)).await {
+                Ok(Ok(_)) => tracing::info!(group = group.id, "finished a membership change left joint"),
+                Ok(Err(error)) => tracing::debug!(group = group.id, %error, "a joint membership is not finished yet"),
+                Err(_) => tracing::debug!(group = group.id, "finishing a joint membership timed out"),
+            }
+        });
     }
 
     /// The replicas of `group` that asked this node to readmit them lately (they ask once per

@@ -10,5 +10,6 @@ pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod runtime;
+pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -6,7 +6,6 @@
 //! snapshot was built), so entries after it are replayed from the Raft log — the log is purged
 //! only up to a snapshot, and a snapshot is built only after the segments are flushed.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -17,6 +16,7 @@ use tokio::sync::watch;
 
 use super::codec;
 use super::log_store::{DurableFloor, LogEngine};
+use super::snapshot::SnapshotData;
 use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::control::metadata::{MetaRejection, MetaState};
 use crate::shard::SealState;
@@ -250,7 +250,7 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
                 if let Some(last) = meta.last_log_id {
                     floor.persist_marker(SNAPSHOT_KEY, last, bytes.clone()).await.map_err(write_error)?;
                 }
-                Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(bytes)) })
+                Ok(Snapshot { meta: meta.clone(), snapshot: SnapshotData::memory(bytes) })
             }
             GroupSnapshotBuilder::Shard { floor, segments, meta } => {
                 // Everything applied before the builder was made is in the segments; make it
@@ -261,7 +261,7 @@ impl RaftSnapshotBuilder<TypeConfig> for GroupSnapshotBuilder {
                     Err(error) if error.is_replaced() => {}
                     Err(error) => return Err(write_error(error)),
                 }
-                Ok(Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
+                Ok(Snapshot { meta: meta.clone(), snapshot: SnapshotData::memory(Vec::new()) })
             }
         }
     }
@@ -364,18 +364,21 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        match self {
+            GroupStateMachine::Meta(_) => Ok(SnapshotData::memory(Vec::new())),
+            // A shard snapshot may be as large as the shard: it goes to a file.
+            GroupStateMachine::Shard(machine) => {
+                let file = machine.segments.incoming_snapshot().map_err(write_error)?;
+                Ok(Box::new(SnapshotData::Spill { file, position: 0 }))
+            }
+        }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let bytes = snapshot.into_inner();
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
         match self {
             GroupStateMachine::Meta(machine) => {
+                let bytes = (*snapshot).into_bytes().map_err(read_error)?;
                 let (_, state) = decode_meta_snapshot(&bytes)?;
                 machine.state = state;
                 machine.last_applied = meta.last_log_id;
@@ -387,11 +390,33 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 machine.published.send_replace(Arc::new(machine.state.clone()));
             }
             GroupStateMachine::Shard(machine) => {
-                let (header, batches) = decode_shard_snapshot(&bytes)?;
+                let header = match *snapshot {
+                    SnapshotData::Spill { file, .. } => {
+                        let mut prefix = [0u8; SHARD_SNAPSHOT_HEADER_BYTES];
+                        let len = file.len().map_err(read_error)?;
+                        let available = (len as usize).min(prefix.len());
+                        let mut filled = 0;
+                        while filled < available {
+                            match file.read_at(&mut prefix[filled..available], filled as u64).map_err(read_error)? {
+                                0 => break,
+                                read => filled += read,
+                            }
+                        }
+                        let (header, header_bytes) = shard_snapshot_header(&prefix[..filled])?;
+                        let mut batches = file.batches_from(header_bytes as u64).map_err(read_error)?;
+                        machine.segments.import_from(&mut batches).map_err(write_error)?;
+                        header
+                    }
+                    other => {
+                        let bytes = other.into_bytes().map_err(read_error)?;
+                        let (header, batches) = decode_shard_snapshot(&bytes)?;
+                        machine.segments.import(batches).map_err(write_error)?;
+                        header
+                    }
+                };
                 if let Some(index) = header.sealed_at {
                     machine.seal(index).await?;
                 }
-                machine.segments.import(batches).map_err(write_error)?;
                 // The source's trim point, so this replica expires exactly what it did.
                 machine.trim_to(header.trim_sequence).await?;
                 machine.segments.flush().await.map_err(write_error)?;
@@ -411,28 +436,31 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                     return Ok(None);
                 }
                 let bytes = machine.encode_snapshot()?;
-                Ok(Some(Snapshot { meta: machine.snapshot_meta(), snapshot: Box::new(Cursor::new(bytes)) }))
+                Ok(Some(Snapshot { meta: machine.snapshot_meta(), snapshot: SnapshotData::memory(bytes) }))
             }
             GroupStateMachine::Shard(machine) => {
                 let starting = !machine.started.load(std::sync::atomic::Ordering::SeqCst);
                 if machine.last_applied.is_none() {
                     return Ok(None);
                 }
-                let bytes = if starting {
-                    Vec::new()
+                // Read from the segments as it is sent, never built whole.
+                let snapshot = if starting {
+                    SnapshotData::memory(Vec::new())
                 } else {
                     let header = ShardSnapshotHeader {
                         sealed_at: machine.seal.sealed_at(),
                         trim_sequence: machine.segments.trim_sequence(),
                     };
-                    encode_shard_snapshot(header, machine.segments.export().map_err(read_error)?)
+                    let prefix = encode_shard_snapshot(header, Vec::new());
+                    let reader = machine.segments.export_reader(prefix).map_err(read_error)?;
+                    Box::new(SnapshotData::Export { reader, position: 0 })
                 };
                 let meta = SnapshotMeta {
                     last_log_id: machine.last_applied,
                     last_membership: machine.membership.clone(),
                     snapshot_id: snapshot_id(&machine.last_applied),
                 };
-                Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) }))
+                Ok(Some(Snapshot { meta, snapshot }))
             }
         }
     }
@@ -449,12 +477,19 @@ fn encode_shard_snapshot(header: ShardSnapshotHeader, batches: Vec<u8>) -> Vec<u
     bytes
 }
 
-/// The header and the batches of a shard snapshot. Snapshots made before seals existed are the
-/// batches alone (they start with the batch magic, not [`SHARD_SNAPSHOT_MAGIC`]); version 1
-/// has no trim point.
+/// The header and the batches of a shard snapshot.
 fn decode_shard_snapshot(bytes: &[u8]) -> Result<(ShardSnapshotHeader, &[u8]), StorageError> {
+    let (header, header_bytes) = shard_snapshot_header(bytes)?;
+    Ok((header, &bytes[header_bytes..]))
+}
+
+/// The header of a shard snapshot that starts with `bytes` (at least its first
+/// [`SHARD_SNAPSHOT_HEADER_BYTES`], or all of it if shorter), and the header's length.
+/// Snapshots made before seals existed are the batches alone (they start with the batch magic,
+/// not [`SHARD_SNAPSHOT_MAGIC`]); version 1 has no trim point.
+fn shard_snapshot_header(bytes: &[u8]) -> Result<(ShardSnapshotHeader, usize), StorageError> {
     if !bytes.starts_with(&SHARD_SNAPSHOT_MAGIC) {
-        return Ok((ShardSnapshotHeader::default(), bytes));
+        return Ok((ShardSnapshotHeader::default(), 0));
     }
     if bytes.len() < SHARD_SNAPSHOT_V1_HEADER_BYTES {
         return Err(read_error(format!("a shard snapshot of {} bytes has no complete header", bytes.len())));
@@ -483,7 +518,7 @@ fn decode_shard_snapshot(bytes: &[u8]) -> Result<(ShardSnapshotHeader, &[u8]), S
         return Err(read_error("a shard snapshot sealed at log index 0"));
     }
     let trim_sequence = if version >= 2 { word(16) } else { 0 };
-    Ok((ShardSnapshotHeader { sealed_at, trim_sequence }, &bytes[header_bytes..]))
+    Ok((ShardSnapshotHeader { sealed_at, trim_sequence }, header_bytes))
 }
 
 #[cfg(test)]

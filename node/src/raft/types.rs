@@ -1,7 +1,5 @@
 //! The Raft type configuration shared by every group on a node.
 
-use std::io::Cursor;
-
 use riffle_proto::peer::GroupCommand;
 
 use super::runtime::RiffleRuntime;
@@ -28,7 +26,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::EmptyNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapshotData,
         AsyncRuntime = RiffleRuntime,
 );
 

@@ -566,6 +566,9 @@ struct ShardState {
     /// Records below this sequence are expired (retention): never read or exported, and the
     /// files holding only such records are removed.
     trim_sequence: u64,
+    /// Snapshots being sent from the files ([`ExportReader`]s alive): while there are any, no
+    /// file is removed (a later trim, import or opening removes what is left).
+    export_pins: usize,
 }
 
 impl ShardState {
@@ -648,10 +651,13 @@ impl ShardState {
     }
 }
 
+/// A segment file open for writing, with its path.
+type OpenSegment = (PathBuf, Arc<dyn FileHandle>);
+
 /// The writer's open file of one shard, guarded by the shard's I/O lock.
 #[derive(Debug, Default)]
 struct WriterFile {
-    current: Option<(PathBuf, Arc<dyn FileHandle>)>,
+    current: Option<OpenSegment>,
 }
 
 #[derive(Debug)]
@@ -991,6 +997,7 @@ fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, Sto
 fn recover_shard(fs: &dyn FileSystem, shard_dir: &Path) -> Result<ShardState, StorageError> {
     let live = read_current(fs, shard_dir)?;
     remove_stale_generations(fs, shard_dir, live)?;
+    remove_stale_spills(fs, shard_dir)?;
     let data_dir = generation_dir(shard_dir, live);
     if !fs.exists(&data_dir) {
         return Err(StorageError::Corruption {
@@ -1384,6 +1391,10 @@ impl ShardSegments {
             state.check_usable()?;
             state.trim_sequence = state.trim_sequence.max(sequence);
             let trim = state.trim_sequence;
+            if state.export_pins > 0 {
+                // A snapshot is being sent from the files: they go at a later trim.
+                return Ok(0);
+            }
             let newest = state.segments.len().saturating_sub(1);
             let indexed_from = state.indexed_from();
             let durable_segments = match state.batches.get(state.durable_count) {
@@ -1488,121 +1499,153 @@ impl ShardSegments {
         }
     }
 
-    /// Every batch of the shard, encoded as in the segment files and concatenated: a snapshot
-    /// for a replica that fell behind. Verifies every batch read from disk.
-    pub fn export(&self) -> Result<Vec<u8>, StorageError> {
+    /// Every kept batch of the shard, encoded as in the segment files and concatenated, after
+    /// `prefix`, as a stream read on demand (see [`ExportReader`]).
+    pub fn export_reader(&self, prefix: Vec<u8>) -> Result<ExportReader, StorageError> {
         let trim = {
-            let state = self.inner.state();
+            let mut state = self.inner.state();
             state.check_usable()?;
+            state.export_pins += 1;
             state.trim_sequence
         };
-        let mut sources = Vec::new();
+        let pin = ExportPin(self.inner.clone());
+        let mut len = prefix.len() as u64;
+        let mut pieces = vec![(0, ExportPiece::Memory(Bytes::from(prefix)))];
         self.walk(
             |segment| segment.summary.end_sequence < trim,
             |batch| batch.end_sequence() <= trim && batch.first_sequence() < trim,
             |batch, path| {
-                sources.push(batch.source(path));
+                let next = match batch.source(path) {
+                    BatchSource::Memory(bytes) => ExportPiece::Memory(bytes),
+                    BatchSource::File { path, offset, length } => {
+                        if let Some((_, ExportPiece::File { path: last, offset: start, length: extent })) =
+                            pieces.last_mut()
+                        {
+                            if *last == path && *start + *extent == offset {
+                                *extent += length;
+                                len += length;
+                                return true;
+                            }
+                        }
+                        ExportPiece::File { path, offset, length }
+                    }
+                };
+                pieces.push((len, next));
+                len += batch.length;
                 true
             },
         )?;
-        let mut snapshot = Vec::new();
-        for source in sources {
-            let (bytes, path, offset) = self.load(source)?;
-            decode_header(&bytes).map_err(|error| StorageError::Corruption {
-                file: path,
-                offset,
-                reason: error.to_string(),
-            })?;
-            snapshot.extend_from_slice(&bytes);
+        Ok(ExportReader {
+            pieces,
+            len,
+            fs: self.inner.fs.clone(),
+            read_files: self.inner.read_files.clone(),
+            _pin: pin,
+        })
+    }
+
+    /// Every kept batch of the shard, encoded as in the segment files and concatenated, in
+    /// memory (a snapshot is sent with [`Self::export_reader`] instead).
+    pub fn export(&self) -> Result<Vec<u8>, StorageError> {
+        let reader = self.export_reader(Vec::new())?;
+        let len = usize::try_from(reader.len()).map_err(|_| StorageError::InvalidInput("export too large".into()))?;
+        let mut bytes = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let read = reader
+                .read_at(&mut bytes[filled..], filled as u64)
+                .map_err(|error| StorageError::io("read the shard for an export", error))?;
+            filled += read;
         }
-        Ok(snapshot)
+        Ok(bytes)
+    }
+
+    /// A new file in the shard's directory to receive a snapshot into.
+    pub fn incoming_snapshot(&self) -> Result<SpillFile, StorageError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = self.inner.dir.join(format!("{SPILL_PREFIX}{}{SPILL_SUFFIX}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let file = match self.inner.fs.open(&path, OpenMode::CreateNew) {
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let file = self.inner.fs.open(&path, OpenMode::ReadWrite);
+                file.and_then(|file| file.set_len(0).map(|()| file))
+            }
+            other => other,
+        }
+        .context(|| format!("create {}", path.display()))?;
+        Ok(SpillFile { path, file, fs: self.inner.fs.clone() })
     }
 
     /// Replaces the shard's contents with a snapshot from [`Self::export`]; durable on return.
-    /// The snapshot is verified before anything is changed. Atomic across a crash: the
-    /// snapshot goes into a new generation directory, made durable before `CURRENT` is
-    /// switched to it, so recovery finds either all the old contents or all the new ones.
-    ///
-    /// Reads and appends from the moment `import` takes the shard see the new contents
-    /// (appends go to the new generation and become durable in a later writer round); a
-    /// [`Self::flush`] waiting on the old contents fails with [`StorageError::Replaced`].
-    /// An error before the new contents are swapped in changes nothing; a later one stops
-    /// the shard as a failed segment write does (the disk holds the old or the new contents,
-    /// which reopening the store recovers).
     pub fn import(&self, snapshot: &[u8]) -> Result<(), StorageError> {
-        let mut headers = Vec::new();
-        let mut offset = 0usize;
-        while offset < snapshot.len() {
-            let header = decode_header(&snapshot[offset..])
-                .map_err(|error| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}")))?;
-            let end = offset + header.encoded_bytes();
-            let bytes = Bytes::copy_from_slice(&snapshot[offset..end]);
-            decode_records(&bytes, &header)
-                .map_err(|error| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}")))?;
-            if headers.last().is_some_and(|(last, _): &(BatchHeader, Bytes)| {
-                header.log_id.index <= last.log_id.index || header.timestamp_ms < last.timestamp_ms
-            }) {
-                return Err(StorageError::InvalidInput(format!(
-                    "snapshot batch at byte {offset} does not follow its predecessor"
-                )));
-            }
-            headers.push((header, bytes));
-            offset = end;
-        }
+        self.import_from(&mut SliceBatches { bytes: snapshot, offset: 0 })
+    }
 
+    /// Replaces the shard's contents with `batches` (a snapshot); durable on return. Atomic
+    /// across a crash: the batches are verified as they are written into a new generation
+    /// directory, which is made durable before `CURRENT` is switched to it, so recovery finds
+    /// either all the old contents or all the new ones. Reads see the old contents until the
+    /// switch; a [`Self::flush`] waiting on them fails with [`StorageError::Replaced`]. The
+    /// caller appends nothing meanwhile (a shard's state machine applies and installs one thing
+    /// at a time). Memory: one batch and one segment's index entries at a time.
+    ///
+    /// An error before the switch (a bad batch, a failed write) removes the new directory and
+    /// changes nothing; a failure to switch stops the shard as a failed segment write does (the
+    /// disk holds the old or the new contents, which reopening the store recovers).
+    pub fn import_from(&self, batches: &mut dyn SnapshotBatches) -> Result<(), StorageError> {
         let inner = &self.inner;
         let fs = inner.fs.as_ref();
         let mut file = lock(&inner.io);
-        // Nothing is changed until the new generation's directory exists: on an error up to
-        // there the shard keeps its contents and stays usable.
-        let (old_generation, new_generation, new_dir) = {
+        let (old_generation, new_generation, new_dir, trim_sequence) = {
             let state = inner.state();
             state.check_usable()?;
             let new_generation = state.disk_generation + 1;
-            (state.disk_generation, new_generation, generation_dir(&inner.dir, new_generation))
+            (state.disk_generation, new_generation, generation_dir(&inner.dir, new_generation), state.trim_sequence)
         };
         remove_stale_generations(fs, &inner.dir, old_generation)?;
         fs.create_dir_all(&new_dir)
             .and_then(|()| fs.sync_dir(&inner.dir))
             .context(|| format!("create generation {}", new_dir.display()))?;
-
-        file.current = None;
-        let plan = {
-            let mut state = inner.state();
-            let generation = state.generation + 1;
-            let trim_sequence = state.trim_sequence;
-            *state = ShardState {
-                generation,
-                disk_generation: new_generation,
-                data_dir: new_dir.clone(),
-                trim_sequence,
-                ..ShardState::default()
-            };
-            for (header, bytes) in &headers {
-                state.push_batch(header, Some(bytes.clone()), inner.config.segment_bytes_max);
-            }
-            plan_shard(&state, usize::MAX)
+        let mut next = ShardState {
+            disk_generation: new_generation,
+            data_dir: new_dir.clone(),
+            trim_sequence,
+            ..ShardState::default()
         };
-        let outcome = write_generation(fs, &mut file, &new_dir, &plan.writes)
-            .and_then(|()| write_current(fs, &inner.dir, new_generation));
-        {
-            let mut state = inner.state();
-            if let Err(error) = outcome {
-                tracing::error!(group_id = inner.group_id, %error, "snapshot import failed");
-                state.write_error = Some(error.to_string());
+        let written = write_imported(fs, &inner.config, &mut next, batches).and_then(|newest| {
+            fs.sync_dir(&new_dir).context(|| format!("sync directory {}", new_dir.display()))?;
+            Ok(newest)
+        });
+        let newest = match written {
+            Ok(newest) => newest,
+            Err(error) => {
+                if let Err(cleanup) = remove_generation(fs, &inner.dir, new_generation) {
+                    tracing::warn!(group_id = inner.group_id, %cleanup, "could not remove a failed import's files");
+                }
                 return Err(error);
             }
-            // Batches appended while the import wrote stay pending for the writer.
-            for batch in &mut state.batches[plan.durable_start..plan.durable_end] {
-                batch.pending = None;
-            }
-            state.durable_count = plan.durable_end;
-            state.evict_closed();
+        };
+        if let Err(error) = write_current(fs, &inner.dir, new_generation) {
+            tracing::error!(group_id = inner.group_id, %error, "snapshot import failed");
+            inner.state().write_error = Some(error.to_string());
+            return Err(error);
+        }
+        let pinned = {
+            let mut state = inner.state();
+            next.generation = state.generation + 1;
+            next.export_pins = state.export_pins;
+            *state = next;
+            state.export_pins > 0
+        };
+        file.current = newest;
+        if pinned {
+            // A snapshot is being sent from the old files: the next import or opening removes them.
+            return Ok(());
         }
         // The new contents are live and durable; the old generation is garbage. Failing to
         // remove it is not an error: the next import or recovery removes it first.
-        inner.read_files.forget_under(&generation_dir(&inner.dir, old_generation));
-        inner.indexes.forget_under(&generation_dir(&inner.dir, old_generation));
+        let old_dir = generation_dir(&inner.dir, old_generation);
+        inner.read_files.forget_under(&old_dir);
+        inner.indexes.forget_under(&old_dir);
         let removed = remove_generation(fs, &inner.dir, old_generation)
             .and_then(|_| fs.sync_dir(&inner.dir).context(|| format!("sync directory {}", inner.dir.display())));
         if let Err(error) = removed {
@@ -1616,25 +1659,275 @@ impl ShardSegments {
     }
 }
 
-/// Writes an import's planned files into the (new, empty) generation directory `dir`, each
-/// with one write + fdatasync, then syncs the directory. Leaves the last file as the writer's
-/// current one, so later appends continue it.
-fn write_generation(
+/// Writes an import's batches into the new, empty generation directory of `next`, placing them
+/// in files as appends do: one write per `write_batch_bytes_max` of batches and one fdatasync
+/// per file. Returns the newest file (the writer appends to it next).
+fn write_imported(
     fs: &dyn FileSystem,
-    file: &mut WriterFile,
-    dir: &Path,
-    writes: &[PlannedWrite],
-) -> Result<(), StorageError> {
-    for write in writes {
-        let bufs: Vec<&[u8]> = write.bufs.iter().map(|buf| &buf[..]).collect();
-        let handle =
-            fs.open(&write.path, OpenMode::CreateNew).context(|| format!("create segment {}", write.path.display()))?;
-        handle
-            .write_all_at_and_sync(&bufs, write.offset)
-            .context(|| format!("write segment {}", write.path.display()))?;
-        file.current = Some((write.path.clone(), handle));
+    config: &SegmentStoreConfig,
+    next: &mut ShardState,
+    batches: &mut dyn SnapshotBatches,
+) -> Result<Option<OpenSegment>, StorageError> {
+    struct Open {
+        path: PathBuf,
+        file: Arc<dyn FileHandle>,
+        buffer: Vec<u8>,
+        written: u64,
     }
-    fs.sync_dir(dir).context(|| format!("sync directory {}", dir.display()))
+    impl Open {
+        fn write(&mut self) -> Result<(), StorageError> {
+            self.file
+                .write_at(&self.buffer, self.written)
+                .context(|| format!("write segment {}", self.path.display()))?;
+            self.written += self.buffer.len() as u64;
+            self.buffer.clear();
+            Ok(())
+        }
+
+        fn finish(mut self) -> Result<OpenSegment, StorageError> {
+            self.write()?;
+            self.file.sync_data().context(|| format!("sync segment {}", self.path.display()))?;
+            Ok((self.path, self.file))
+        }
+    }
+    let mut open: Option<Open> = None;
+    let mut last: Option<BatchHeader> = None;
+    while let Some((header, bytes)) = batches.next_batch()? {
+        if let Some(previous) = &last {
+            if header.log_id.index <= previous.log_id.index || header.timestamp_ms < previous.timestamp_ms {
+                return Err(StorageError::InvalidInput(format!(
+                    "snapshot batch at log index {} does not follow its predecessor",
+                    header.log_id.index
+                )));
+            }
+        }
+        let files = next.segments.len();
+        next.push_batch(&header, None, config.segment_bytes_max);
+        if next.segments.len() != files {
+            if let Some(done) = open.take() {
+                done.finish()?;
+            }
+            let path = next.segments[files].path.clone();
+            let file = fs.open(&path, OpenMode::CreateNew).context(|| format!("create segment {}", path.display()))?;
+            open = Some(Open { path, file, buffer: Vec::new(), written: 0 });
+        }
+        let current = open.as_mut().expect("a file is open once a batch is placed");
+        if !current.buffer.is_empty() && current.buffer.len() + bytes.len() > config.write_batch_bytes_max {
+            current.write()?;
+        }
+        current.buffer.extend_from_slice(&bytes);
+        // Durable once the import is done; only the newest file's entries stay in memory.
+        next.durable_count = next.batches.len();
+        next.evict_closed();
+        last = Some(header);
+    }
+    open.map(Open::finish).transpose()
+}
+
+/// Removes what snapshots being received when the node stopped left in the shard directory.
+fn remove_stale_spills(fs: &dyn FileSystem, shard_dir: &Path) -> Result<(), StorageError> {
+    let names = fs.list_dir(shard_dir).context(|| format!("list shard directory {}", shard_dir.display()))?;
+    for name in names.iter().filter(|name| name.starts_with(SPILL_PREFIX) && name.ends_with(SPILL_SUFFIX)) {
+        let path = shard_dir.join(name);
+        fs.remove_file(&path).context(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots: streamed out of the segments, spilled to a file on the way in
+
+/// A shard's kept batches as one byte stream after a prefix (a snapshot's header), read from
+/// where they are as they are asked for: a snapshot for a replica that fell behind, sent
+/// without being built in memory. Contiguous durable batches of a file are one piece; a file
+/// removed meanwhile (retention) fails the read, and the sender starts a new snapshot.
+#[derive(Debug)]
+pub struct ExportReader {
+    /// Each piece with where it starts in the stream.
+    pieces: Vec<(u64, ExportPiece)>,
+    len: u64,
+    fs: Arc<dyn FileSystem>,
+    read_files: Arc<ReadFiles>,
+    _pin: ExportPin,
+}
+
+/// Keeps the shard's files in place while a snapshot is read from them.
+#[derive(Debug)]
+struct ExportPin(Arc<ShardInner>);
+
+impl Drop for ExportPin {
+    fn drop(&mut self) {
+        let mut state = self.0.state();
+        state.export_pins = state.export_pins.saturating_sub(1);
+    }
+}
+
+#[derive(Debug)]
+enum ExportPiece {
+    Memory(Bytes),
+    File { path: PathBuf, offset: u64, length: u64 },
+}
+
+impl ExportReader {
+    /// The stream's length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` of the stream (fewer at a piece's end; 0 at
+    /// the stream's end).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if offset >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let position = self.pieces.partition_point(|(start, _)| *start <= offset) - 1;
+        let (start, piece) = &self.pieces[position];
+        let within = offset - start;
+        match piece {
+            ExportPiece::Memory(bytes) => {
+                let within = within as usize;
+                let count = buf.len().min(bytes.len() - within);
+                buf[..count].copy_from_slice(&bytes[within..within + count]);
+                Ok(count)
+            }
+            ExportPiece::File { path, offset: file_offset, length } => {
+                let count = usize::try_from(length - within).unwrap_or(usize::MAX).min(buf.len());
+                let file = self.read_files.get(self.fs.as_ref(), path).map_err(std::io::Error::other)?;
+                let read = file.read_at(&mut buf[..count], file_offset + within)?;
+                if read == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("segment {} ends before a batch it holds", path.display()),
+                    ));
+                }
+                Ok(read)
+            }
+        }
+    }
+}
+
+/// A snapshot being received for a shard, written to a file in the shard's directory and
+/// removed when dropped (a crash leaves it for the next opening of the shard to remove).
+#[derive(Debug)]
+pub struct SpillFile {
+    path: PathBuf,
+    file: Arc<dyn FileHandle>,
+    fs: Arc<dyn FileSystem>,
+}
+
+/// The file-name prefix and suffix of snapshots being received.
+const SPILL_PREFIX: &str = "incoming-";
+const SPILL_SUFFIX: &str = ".snap";
+
+impl SpillFile {
+    pub fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    pub fn is_empty(&self) -> std::io::Result<bool> {
+        self.file.is_empty()
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_at(buf, offset)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<bool> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let read = self.file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            if read == 0 {
+                return Ok(false);
+            }
+            filled += read;
+        }
+        Ok(true)
+    }
+
+    /// The batches stored from `offset` on (after the snapshot's header), each verified.
+    pub fn batches_from(&self, offset: u64) -> std::io::Result<SpillBatches<'_>> {
+        Ok(SpillBatches { spill: self, offset, len: self.len()? })
+    }
+}
+
+impl Drop for SpillFile {
+    fn drop(&mut self) {
+        let _ = self.fs.remove_file(&self.path);
+    }
+}
+
+/// The batches of a snapshot to import, in order.
+pub trait SnapshotBatches {
+    /// The next batch, verified (checksum and records), or `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<(BatchHeader, Bytes)>, StorageError>;
+}
+
+/// Verifies the encoded batch `bytes` found at byte `offset` of a snapshot.
+fn verified_batch(bytes: Bytes, offset: u64) -> Result<(BatchHeader, Bytes), StorageError> {
+    let invalid = |error: String| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}"));
+    let header = decode_header(&bytes).map_err(|error| invalid(error.to_string()))?;
+    decode_records(&bytes, &header).map_err(|error| invalid(error.to_string()))?;
+    Ok((header, bytes))
+}
+
+/// The batches of a snapshot held in memory.
+struct SliceBatches<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl SnapshotBatches for SliceBatches<'_> {
+    fn next_batch(&mut self) -> Result<Option<(BatchHeader, Bytes)>, StorageError> {
+        if self.offset >= self.bytes.len() {
+            return Ok(None);
+        }
+        let rest = &self.bytes[self.offset..];
+        let header = peek_header(rest)
+            .map_err(|error| StorageError::InvalidInput(format!("snapshot batch at byte {}: {error}", self.offset)))?;
+        let end = header.encoded_bytes().min(rest.len());
+        let batch = verified_batch(Bytes::copy_from_slice(&rest[..end]), self.offset as u64)?;
+        self.offset += end;
+        Ok(Some(batch))
+    }
+}
+
+/// The batches of a snapshot received into a [`SpillFile`]: one batch in memory at a time.
+pub struct SpillBatches<'a> {
+    spill: &'a SpillFile,
+    offset: u64,
+    len: u64,
+}
+
+impl SnapshotBatches for SpillBatches<'_> {
+    fn next_batch(&mut self) -> Result<Option<(BatchHeader, Bytes)>, StorageError> {
+        if self.offset >= self.len {
+            return Ok(None);
+        }
+        let offset = self.offset;
+        let invalid = |error: String| StorageError::InvalidInput(format!("snapshot batch at byte {offset}: {error}"));
+        let io = |error: std::io::Error| StorageError::io("read a received snapshot", error);
+        let mut header = [0u8; segment_format::BATCH_HEADER_BYTES];
+        if !self.spill.read_exact_at(&mut header, offset).map_err(io)? {
+            return Err(invalid("the snapshot ends inside a batch header".into()));
+        }
+        let length = peek_header(&header).map_err(|error| invalid(error.to_string()))?.encoded_bytes();
+        let mut bytes = vec![0u8; length];
+        if !self.spill.read_exact_at(&mut bytes, offset).map_err(io)? {
+            return Err(invalid(format!("the snapshot ends inside a {length}-byte batch")));
+        }
+        let batch = verified_batch(Bytes::from(bytes), offset)?;
+        self.offset += length as u64;
+        Ok(Some(batch))
+    }
 }
 
 #[cfg(test)]

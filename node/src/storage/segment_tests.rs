@@ -1006,3 +1006,79 @@ async fn only_the_newest_segment_keeps_its_index_in_memory() {
     shard.trim(keep_from).expect("trim again");
     assert_eq!(read_all(&shard).len(), 101);
 }
+
+#[tokio::test]
+async fn a_snapshot_streams_out_of_the_segments_and_in_through_a_spill_file() {
+    let memory = MemoryFileSystem::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+    let store = open_store(fs.clone(), small_segments());
+    let source = store.shard(1).expect("source");
+    for index in 1..=40 {
+        source.append(log_id(index), &batch(index as i64 * 10, 2, 400)).expect("append");
+    }
+    source.flush().await.expect("flush");
+    source.append(log_id(41), &batch(410, 1, 10)).expect("append, pending");
+    source.trim(source.sequence_at_timestamp(55).unwrap()).expect("trim");
+
+    // The sender's stream: the prefix, then the kept batches, read in odd-sized chunks as the
+    // sender's chunks cut it — byte for byte what the in-memory export gives.
+    let reader = source.export_reader(b"HEAD".to_vec()).expect("reader");
+    let mut streamed = Vec::new();
+    let mut chunk = [0u8; 333];
+    loop {
+        let read = reader.read_at(&mut chunk, streamed.len() as u64).expect("read");
+        if read == 0 {
+            break;
+        }
+        streamed.extend_from_slice(&chunk[..read]);
+    }
+    assert_eq!(streamed.len() as u64, reader.len());
+    let exported = source.export().expect("export");
+    assert_eq!(&streamed[..4], b"HEAD");
+    assert_eq!(&streamed[4..], &exported[..]);
+    // While it is being sent, no file it reads goes; once it is done, a trim removes them.
+    let files = source.segment_count();
+    assert_eq!(source.trim(sequence(30, 0)).expect("trim"), 0);
+    assert_eq!(source.segment_count(), files);
+    let again = reader.read_at(&mut chunk, 4).expect("read after the trim");
+    assert_eq!(&chunk[..again], &streamed[4..4 + again]);
+    drop(reader);
+    assert!(source.trim(sequence(30, 0)).expect("trim") > 0);
+    let source_records = read_all(&source);
+
+    // The receiver writes the chunks to a spill file and imports from it.
+    let target = store.shard(2).expect("target");
+    target.append(log_id(1), &batch(1, 5, 5)).expect("old contents");
+    target.flush().await.expect("flush old contents");
+    let spill = target.incoming_snapshot().expect("spill");
+    for (position, piece) in streamed.chunks(1000).enumerate() {
+        spill.write_at(piece, (position * 1000) as u64).expect("write");
+    }
+    target.import_from(&mut spill.batches_from(4).expect("batches")).expect("import");
+    let imported = read_all(&target);
+    assert_eq!(imported.first().map(|record| record.sequence), Some(sequence(6, 0)));
+    assert_eq!(imported.len(), 35 * 2 + 1);
+    target.trim(sequence(30, 0)).expect("trim");
+    assert_eq!(read_all(&target), source_records);
+    assert_eq!(target.last_durable(), Some(log_id(41)), "durable on return");
+
+    // A damaged spill fails and changes nothing; a spill file goes when dropped, and one a
+    // crash left behind goes when the shard is opened again.
+    let spilled = |name: &str| name.starts_with("incoming-");
+    let damaged = target.incoming_snapshot().expect("spill");
+    damaged.write_at(&streamed[..streamed.len() - 7], 0).expect("write");
+    assert!(matches!(
+        target.import_from(&mut damaged.batches_from(4).expect("batches")),
+        Err(StorageError::InvalidInput(_))
+    ));
+    assert_eq!(read_all(&target), source_records, "a bad snapshot changes nothing");
+    let names = || memory.list_dir(&shard_dir(2)).expect("list");
+    assert_eq!(names().iter().filter(|name| spilled(name)).count(), 2);
+    drop(spill);
+    assert_eq!(names().iter().filter(|name| spilled(name)).count(), 1);
+    std::mem::forget(damaged);
+    drop((source, target, store));
+    let reopened = open_store(fs, small_segments()).shard(2).expect("reopen");
+    assert!(!names().iter().any(|name| spilled(name)), "{:?}", names());
+    assert_eq!(reopened.last_appended(), Some(log_id(41)));
+}
