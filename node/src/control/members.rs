@@ -16,6 +16,7 @@ use crate::control::membership::{
 };
 use crate::control::metadata::{MetaRejection, MetaState, ReplicaMove, META_GROUP};
 use crate::control::placement::NodePlace;
+use crate::control::readmission::{ensure_leads_as_voter, leads_as_voter};
 use crate::node::{Group, Node};
 use crate::transport::{NodeId, PeerTransport};
 
@@ -238,7 +239,7 @@ impl Node {
         let key = "membership:meta-group".to_string();
         let node = self.clone();
         self.spawn_keyed("meta-membership", key, async move {
-            if let Some(raft) = node.meta_raft() {
+            if let Some(raft) = node.meta_raft().filter(|raft| leads_as_voter(raft, node.id())) {
                 tracing::info!(?step, "changing the metadata group's membership");
                 let outcome = match &step {
                     MetaMembershipStep::AddLearner(id) => {
@@ -282,6 +283,7 @@ impl Node {
         let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
         let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
         if !voters.contains(&moving.to) || voters.contains(&moving.from) {
+            ensure_leads_as_voter(raft, self.id()).map_err(ApiError::Internal)?;
             let added = tokio::time::timeout(timeout, raft.add_learner(moving.to, openraft::EmptyNode {}, false)).await;
             match added {
                 Ok(Ok(_)) => {}
@@ -292,6 +294,7 @@ impl Node {
             let mut wanted = voters.clone();
             wanted.remove(&moving.from);
             wanted.insert(moving.to);
+            ensure_leads_as_voter(raft, self.id()).map_err(ApiError::Internal)?;
             let changed = tokio::time::timeout(timeout, raft.change_membership(wanted, false)).await;
             match changed {
                 Ok(Ok(_)) => {}

@@ -258,6 +258,7 @@ impl Node {
     async fn remove_for_readmission(&self, group: &Group, replica: NodeId, lost_at: u64) -> Result<(), String> {
         let raft = &group.raft;
         let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
+        ensure_leads_as_voter(raft, self.id())?;
         let voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if voters.contains(&replica) {
             tracing::info!(group = group.id, replica, "taking a replica that lost its disk out of the voters");
@@ -349,6 +350,9 @@ impl Node {
         let group = group.clone();
         self.spawn_keyed("finish-membership-change", key, async move {
             let timeout = Duration::from_millis(node.options.limits.append_timeout_ms);
+            if !leads_as_voter(&group.raft, node.id()) {
+                return;
+            }
             let finish = openraft::ChangeMembers::AddVoterIds(BTreeSet::new());
             match tokio::time::timeout(timeout, group.raft.change_membership(finish, false)).await {
                 Ok(Ok(_)) => tracing::info!(group = group.id, "finished a membership change left joint"),
@@ -372,6 +376,7 @@ impl Node {
         let raft = &group.raft;
         let timeout = Duration::from_millis(self.options.limits.append_timeout_ms);
         for id in &missing {
+            ensure_leads_as_voter(raft, self.id())?;
             match tokio::time::timeout(timeout, raft.add_learner(*id, openraft::EmptyNode {}, false)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => return Err(format!("adding learner {id}: {error}")),
@@ -379,6 +384,7 @@ impl Node {
             }
             wait_caught_up(raft, *id, timeout).await?;
         }
+        ensure_leads_as_voter(raft, self.id())?;
         let change = openraft::ChangeMembers::AddVoterIds(missing.clone());
         match tokio::time::timeout(timeout, raft.change_membership(change, false)).await {
             Ok(Ok(_)) => {
@@ -388,6 +394,25 @@ impl Node {
             Ok(Err(error)) => Err(format!("making {missing:?} voters: {error}")),
             Err(_) => Err("making the replicas voters timed out".into()),
         }
+    }
+}
+
+/// Whether this node may change the group's membership now: it leads the group and is one of
+/// its voters. A leader whose own removal is appended keeps replicating until the removal
+/// commits, but proposes no further change (openraft asserts it does not).
+pub(crate) fn leads_as_voter(raft: &crate::raft::types::Raft, id: NodeId) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    metrics.state.is_leader()
+        && metrics.current_leader == Some(id)
+        && metrics.membership_config.membership().voter_ids().any(|voter| voter == id)
+}
+
+/// Fails unless [`leads_as_voter`].
+pub(crate) fn ensure_leads_as_voter(raft: &crate::raft::types::Raft, id: NodeId) -> Result<(), String> {
+    if leads_as_voter(raft, id) {
+        Ok(())
+    } else {
+        Err("this node no longer leads the group as one of its voters".into())
     }
 }
 
