@@ -188,7 +188,7 @@ impl std::fmt::Display for Totals {
             formatter,
             "passing seeds together: {} acknowledged puts checked; {} crashes, {} partitions ({} of a whole zone), \
              {} disk losses; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
-             failover probe: new leaders {} ms after the kill on average, {} ms at most, {} probes over 3,200 ms",
+             failover probe: new leaders {} ms after the cut on average, {} ms at most, {} probes over 3,200 ms",
             self.acknowledged,
             self.crashes,
             self.partitions,

@@ -383,9 +383,9 @@ impl World {
 
     /// The liveness phase's failover probe, in the healed cluster: once every open shard's
     /// group and the metadata group have a leader and all their replicas as voters, the node
-    /// leading the most of them is killed. Every group it led must have a new leader within
-    /// [`FAILOVER_ELECTION_TIMEOUTS`] maximal election timeouts, and no other group may lose
-    /// its leader meanwhile. Returns how long the slowest took.
+    /// leading the most of them is cut off (and stopped afterwards). Every group it led must
+    /// have a new leader within [`FAILOVER_ELECTION_TIMEOUTS`] maximal election timeouts, and no
+    /// other group may lose its leader meanwhile. Returns how long the slowest took.
     async fn check_failover(&mut self) -> Result<u64, String> {
         let election_timeout_ms = RaftTiming::default().election_timeout_max_ms;
         let bound = Duration::from_millis(FAILOVER_ELECTION_TIMEOUTS * election_timeout_ms);
@@ -440,28 +440,30 @@ impl World {
             return Ok(0);
         };
         let position = self.nodes.iter().position(|slot| slot.id == victim).ok_or("the victim is not a node")?;
-        self.trace.record(&format!("failover probe: killing node {victim}, which leads {} groups", led[&victim]));
-        self.crash_node(position).await?;
+        self.trace.record(&format!("failover probe: cutting node {victim} off, which leads {} groups", led[&victim]));
+        // Cut off first and timed from there (stopping a node's tasks can take a while of
+        // virtual time, during which the others go on); stopped once the probe is done.
+        self.network.isolate(victim);
         let killed = tokio::time::Instant::now();
         let mut slowest = Duration::ZERO;
         let mut waiting: Vec<u64> =
             groups.iter().zip(&leaders).filter(|(_, leader)| **leader == victim).map(|(group, _)| *group).collect();
         while !waiting.is_empty() {
             for (group, before) in groups.iter().zip(&leaders).filter(|(_, leader)| **leader != victim) {
-                if self.current_leader(*group) != Some(*before) {
+                if self.current_leader(*group, Some(victim)) != Some(*before) {
                     return Err(format!(
-                        "failover probe: killing node {victim} also cost group {group} its leader (node {before}): {:?}",
+                        "failover probe: cutting node {victim} off also cost group {group} its leader (node {before}): {:?}",
                         self.group_report(*group)
                     ));
                 }
             }
-            waiting.retain(|group| self.current_leader(*group).is_none());
+            waiting.retain(|group| self.current_leader(*group, Some(victim)).is_none());
             slowest = killed.elapsed();
             if slowest > bound && !waiting.is_empty() {
                 let reports: Vec<(u64, Vec<String>)> =
                     waiting.iter().map(|group| (*group, self.group_report(*group))).collect();
                 return Err(format!(
-                    "failover probe: {} ms after node {victim} was killed, groups it led have no leader yet \
+                    "failover probe: {} ms after node {victim} was cut off, groups it led have no leader yet \
                      (bound {} ms): {reports:?}",
                     slowest.as_millis(),
                     bound.as_millis()
@@ -470,6 +472,8 @@ impl World {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.trace.record(&format!("failover probe: new leaders after {} ms", slowest.as_millis()));
+        self.crash_node(position).await?;
+        self.network.heal();
         Ok(slowest.as_millis() as u64)
     }
 
@@ -481,9 +485,10 @@ impl World {
             .filter_map(move |(node, _)| Some((node.id(), node.group(group_id)?)))
     }
 
-    /// The leader of `group`, if a running node leads it by its own account.
-    fn current_leader(&self, group_id: u64) -> Option<u64> {
+    /// The leader of `group`, if a running node (not `excluded`) leads it by its own account.
+    fn current_leader(&self, group_id: u64, excluded: Option<u64>) -> Option<u64> {
         self.replicas_of(group_id)
+            .filter(|(id, _)| Some(*id) != excluded)
             .find(|(id, group)| {
                 let metrics = group.raft.metrics().borrow().clone();
                 metrics.current_leader == Some(*id) && metrics.state.is_leader()
@@ -494,7 +499,7 @@ impl World {
     /// The leader of `group` if it has three voters, all running, no membership change under
     /// way, and it is the `preferred` replica (if that one runs).
     fn settled_leader(&self, group_id: u64, preferred: Option<u64>) -> Option<u64> {
-        let leader = self.current_leader(group_id)?;
+        let leader = self.current_leader(group_id, None)?;
         let (node, _) = self.nodes.iter().find(|slot| slot.id == leader)?.running.as_ref()?;
         let metrics = node.group(group_id)?.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
@@ -545,8 +550,19 @@ impl World {
             grpc_address: place.grpc_address.clone(),
         };
         let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        // Each attempt through the next member, as `riffle-node` goes round its join addresses
+        // (one member may be unable to answer for long: decommissioned, or catching up).
+        let mut attempt = 0usize;
         loop {
-            let Some((admitter, _)) = self.any_member() else { return Err("no node runs to admit a joiner".into()) };
+            let members: Vec<Arc<Node>> = (0..self.nodes.len())
+                .filter(|position| !self.removed[*position])
+                .filter_map(|position| self.nodes[position].running.as_ref().map(|(node, _)| node.clone()))
+                .filter(|node| !*node.departed().borrow())
+                .collect();
+            let Some(admitter) = members.get(attempt % members.len().max(1)).cloned() else {
+                return Err("no node runs to admit a joiner".into());
+            };
+            attempt += 1;
             match tokio::time::timeout(OPERATION_TIMEOUT, admitter.admit_node(info.clone())).await {
                 Ok(Ok((nodes, rejoined))) => {
                     self.admitted = true;
@@ -982,7 +998,10 @@ impl World {
                 let records = match self.read_shard(shard).await {
                     Ok(records) => Some(records),
                     Err(error) if tokio::time::Instant::now() > deadline => {
-                        return Err(format!("shard {shard} could not be read after healing: {error}"))
+                        return Err(format!(
+                            "shard {shard} could not be read after healing: {error}; group {group_id}: {:?}",
+                            self.group_report(group_id)
+                        ))
                     }
                     Err(_) => None,
                 };

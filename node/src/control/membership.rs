@@ -258,6 +258,7 @@ impl MetaState {
         }
         shard.moving = None;
         shard.moves += 1;
+        shard.founders.retain(|founder| *founder != moved.from);
         Ok(())
     }
 }
@@ -521,6 +522,7 @@ mod tests {
                 expired: false,
                 moving: None,
                 moves: 0,
+                founders: replicas.to_vec(),
             })
             .collect();
         state.streams.insert(
@@ -642,6 +644,8 @@ mod tests {
         state.replica_moved(&done).expect("idempotent");
         assert_eq!(state.streams["s"].shards[0].replicas, vec![4, 2, 3]);
         assert_eq!(state.streams["s"].shards[0].moves, 1);
+        // Node 1 held the group and left it; nodes 2 and 3 are still the replicas it began with.
+        assert_eq!(state.streams["s"].shards[0].founders, vec![2, 3]);
     }
 
     #[test]

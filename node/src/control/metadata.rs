@@ -90,6 +90,13 @@ pub struct ShardMeta {
     /// first replicas; after a move, a replica that has no log waits for the leader instead.
     #[serde(default)]
     pub moves: u32,
+    /// The replicas placed when the shard was created that no move has taken away: a replica
+    /// on one of these nodes never held data it could have lost (a node that lost its disk
+    /// knows it), so one that starts without a log — its node was cut off when the shard was
+    /// created — takes part at once instead of asking to be readmitted. Absent in metadata
+    /// written before it existed.
+    #[serde(default)]
+    pub founders: Vec<u64>,
 }
 
 /// One replica of a shard moving from one node to another.
@@ -597,6 +604,7 @@ impl MetaState {
                 expired: false,
                 moving: None,
                 moves: 0,
+                founders: spec.replicas.clone(),
             });
         }
         stream.status = StreamStatus::Updating;
@@ -759,6 +767,7 @@ impl MetaState {
                 expired: false,
                 moving: None,
                 moves: 0,
+                founders: spec.replicas.clone(),
             });
         }
         let covers_key_space = shards.first().is_some_and(|shard| shard.starting_hash_key == 0)

@@ -172,8 +172,11 @@ impl Node {
             return Ok(());
         }
         // Only a group whose membership never changed starts from its first replicas; a replica
-        // added later (or after a disk loss) has no log, and is admitted by the leader first.
+        // added later (or after a disk loss) has no log, and is admitted by the leader first. A
+        // first replica that never held the group (its node was cut off when the shard was
+        // created) and was never moved away joins as it is, even after other replicas moved.
         let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
+        let never_held_data = founder || shard.founders.contains(&self.id());
         let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
@@ -222,7 +225,7 @@ impl Node {
                 leading_since: Mutex::new(None),
             }),
         ));
-        let lost_before = self.resume_readmission(&group, amnesiac || (!restarted && !founder)).await?;
+        let lost_before = self.resume_readmission(&group, amnesiac || (!restarted && !never_held_data)).await?;
         if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }
