@@ -38,6 +38,9 @@ pub struct SimOptions {
     /// In a third of the seeds, a fourth node joins during the workload and node 1 is then
     /// decommissioned (its replicas move, mostly to the new node in its zone).
     pub membership: bool,
+    /// Single-message faults in the chaos phase, a mix drawn per seed (some families off):
+    /// requests and responses lost, messages held back so that later ones overtake them.
+    pub message_faults: bool,
 }
 
 impl SimOptions {
@@ -53,6 +56,9 @@ impl SimOptions {
         }
         if !self.membership {
             flags.push_str(" --no-membership");
+        }
+        if !self.message_faults {
+            flags.push_str(" --no-message-faults");
         }
         flags
     }
@@ -70,6 +76,7 @@ impl Default for SimOptions {
             faults: true,
             disk_loss: true,
             membership: true,
+            message_faults: true,
         }
     }
 }

@@ -44,6 +44,10 @@ struct Arguments {
     /// the workload, then node 1 is decommissioned).
     #[arg(long)]
     no_membership: bool,
+    /// No single-message faults (by default each seed draws a mix of lost requests, lost
+    /// responses and held-back messages for its chaos phase).
+    #[arg(long)]
+    no_message_faults: bool,
 }
 
 fn main() -> Result<()> {
@@ -60,6 +64,7 @@ fn main() -> Result<()> {
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
         membership: !arguments.no_membership,
+        message_faults: !arguments.no_message_faults,
         ..SimOptions::default()
     };
     if let Some(seed) = arguments.seed {

@@ -2,7 +2,9 @@
 //!
 //! Messages take a seeded random latency each way. A partition isolates a node: requests to
 //! or from it fail (after their latency, as a real timeout would), including responses that
-//! were in flight when the partition began.
+//! were in flight when the partition began. With [`MessageFaults`] set, single messages are
+//! also lost (a request before its handler runs, or a response after) or held back long
+//! enough to arrive after later ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -21,9 +23,27 @@ const LATENCY_MAX_US: u64 = 2_000;
 /// How long a request to an unreachable node takes to fail.
 const UNREACHABLE_DELAY_MS: u64 = 20;
 
+/// Faults of single messages, as probabilities per message.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MessageFaults {
+    /// A request is lost before it reaches its handler (the caller sees it lost after a delay).
+    pub drop_request: f64,
+    /// A response is lost after the handler ran (the caller cannot tell whether it did).
+    pub drop_response: f64,
+    /// A message (either way) is held back 20–300 ms, so later ones overtake it.
+    pub delay_spike: f64,
+}
+
+/// How long a lost message takes to be reported lost (a request timeout, in effect).
+const LOST_DELAY_MS: u64 = 50;
+/// The extra latency of a held-back message.
+const SPIKE_MIN_MS: u64 = 20;
+const SPIKE_MAX_MS: u64 = 300;
+
 struct NetworkState {
     handlers: BTreeMap<NodeId, Arc<dyn PeerHandler>>,
     isolated: BTreeSet<NodeId>,
+    faults: MessageFaults,
     rng: ChaCha8Rng,
     messages: u64,
     /// Requests being handled, by target and kind (each holds its target node while it runs).
@@ -42,6 +62,7 @@ impl SimNetwork {
             state: Mutex::new(NetworkState {
                 handlers: BTreeMap::new(),
                 isolated: BTreeSet::new(),
+                faults: MessageFaults::default(),
                 rng,
                 messages: 0,
                 handling: BTreeMap::new(),
@@ -72,6 +93,18 @@ impl SimNetwork {
         self.lock().isolated.clear();
     }
 
+    /// Sets the single-message faults ([`MessageFaults::default`] for none).
+    pub fn set_faults(&self, faults: MessageFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Whether the next message meets a fault of probability `pick(faults)`.
+    fn strikes(&self, pick: impl Fn(&MessageFaults) -> f64) -> bool {
+        let mut state = self.lock();
+        let probability = pick(&state.faults);
+        probability > 0.0 && state.rng.gen_bool(probability.min(1.0))
+    }
+
     pub fn messages(&self) -> u64 {
         self.lock().messages
     }
@@ -92,7 +125,14 @@ impl SimNetwork {
     }
 
     fn latency(&self) -> Duration {
-        Duration::from_micros(self.lock().rng.gen_range(LATENCY_MIN_US..=LATENCY_MAX_US))
+        let spike = self.strikes(|faults| faults.delay_spike);
+        let mut state = self.lock();
+        let base = Duration::from_micros(state.rng.gen_range(LATENCY_MIN_US..=LATENCY_MAX_US));
+        if spike {
+            base + Duration::from_millis(state.rng.gen_range(SPIKE_MIN_MS..=SPIKE_MAX_MS))
+        } else {
+            base
+        }
     }
 
     pub fn endpoint(self: &Arc<Self>, local: NodeId) -> Arc<SimEndpoint> {
@@ -123,6 +163,12 @@ impl PeerTransport for SimEndpoint {
                 tokio::time::sleep(Duration::from_millis(UNREACHABLE_DELAY_MS)).await;
                 return Err(unreachable());
             };
+            let lost = |what: &str| TransportError::Lost { peer: target, reason: format!("the {what} was lost") };
+            if network.strikes(|faults| faults.drop_request) {
+                network.trace.record(&format!("drop {}->{} g{} {kind}", self.local, target, request.group_id));
+                tokio::time::sleep(Duration::from_millis(LOST_DELAY_MS)).await;
+                return Err(lost("request"));
+            }
             tokio::time::sleep(network.latency()).await;
             if !network.connected(self.local, target) {
                 return Err(unreachable());
@@ -137,6 +183,10 @@ impl PeerTransport for SimEndpoint {
                     peer: target,
                     reason: "the response was lost to a partition".into(),
                 });
+            }
+            if network.strikes(|faults| faults.drop_response) {
+                network.trace.record(&format!("drop response {}->{} {kind}", target, self.local));
+                return Err(lost("response"));
             }
             Ok(response)
         })

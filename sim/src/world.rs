@@ -23,7 +23,7 @@ use riffle_node::service::{ServiceSettings, StreamService};
 use riffle_proto::v1;
 
 use crate::check::{self, MetaAction, MetaOperation, Operation, Outcome, ShardRead};
-use crate::network::SimNetwork;
+use crate::network::{MessageFaults, SimNetwork};
 use crate::trace::Trace;
 use crate::SimOptions;
 
@@ -186,6 +186,8 @@ pub struct World {
     /// A test-length retention hour (a third of the seeds): the stream's 24 hours then pass
     /// within the run, and old records expire while it goes on.
     retention_hour_ms: Option<u64>,
+    /// The single-message faults of the chaos phase (lifted at the final heal).
+    message_faults: MessageFaults,
 }
 
 fn node_options(
@@ -271,6 +273,17 @@ impl World {
             .collect::<Vec<SimNode>>();
         let removed = vec![false; nodes.len()];
         let services = Rc::new(RefCell::new(vec![None; nodes.len()]));
+        // Swarm: each seed draws its own mix of single-message faults, some families off.
+        let message_faults = if options.message_faults {
+            MessageFaults {
+                drop_request: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
+                drop_response: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
+                delay_spike: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
+            }
+        } else {
+            MessageFaults::default()
+        };
+        network.set_faults(message_faults);
         Ok(World {
             options,
             seed,
@@ -293,6 +306,7 @@ impl World {
             disk_losses: 0,
             on_demand,
             retention_hour_ms,
+            message_faults,
         })
     }
 
@@ -646,9 +660,10 @@ impl World {
     /// Runs the whole scenario and checks it.
     pub async fn run(mut self) -> Result<SeedReport, String> {
         self.trace.record(&format!(
-            "world: stream {}, retention hour {:?}",
+            "world: stream {}, retention hour {:?}, message faults {:?}",
             if self.on_demand { "ON_DEMAND" } else { "PROVISIONED" },
-            self.retention_hour_ms
+            self.retention_hour_ms,
+            self.message_faults
         ));
         for position in 0..self.nodes.len() {
             self.start_node(position).await?;
@@ -819,6 +834,7 @@ impl World {
         workload.await?;
         drop(local);
         self.network.heal();
+        self.network.set_faults(MessageFaults::default());
         self.trace.record("final heal");
 
         let (reads, lineage, trimmed) = self.settle_and_read().await?;

@@ -18,7 +18,7 @@ use crate::control::metadata::{MetaRejection, MetaState, ReplicaMove, META_GROUP
 use crate::control::placement::NodePlace;
 use crate::control::readmission::{ensure_leads_as_voter, leads_as_voter};
 use crate::node::{Group, Node};
-use crate::transport::{NodeId, PeerTransport};
+use crate::transport::{NodeId, PeerTransport, TransportError};
 
 /// The metadata group's key under which a joined node keeps the nodes it was told of.
 const TOLD_MEMBERS_KEY: &[u8] = b"told-members";
@@ -124,6 +124,13 @@ impl Node {
         let hello = self.transport.call(info.id, crate::node::hello());
         match tokio::time::timeout(ADMISSION_HELLO_WAIT, hello).await {
             Ok(Ok(_)) => {}
+            // Reached, but the exchange broke on the way: nothing wrong with the node itself.
+            Ok(Err(error @ (TransportError::Lost { .. } | TransportError::Timeout { .. }))) => {
+                return Err(ApiError::Internal(format!(
+                    "the greeting to node {} was lost ({error}); retry in a moment",
+                    info.id
+                )))
+            }
             Ok(Err(error)) => {
                 return Err(ApiError::InvalidArgument(format!(
                     "node {} at {address} cannot be reached over the peer transport with the cluster's certificates: {error}",
@@ -203,6 +210,13 @@ impl Node {
         }
         if let Some(raft) = self.meta_raft() {
             let membership = raft.metrics().borrow().membership_config.clone();
+            if membership.membership().get_joint_config().len() != 1 {
+                // A change its proposer did not finish (it lost the leadership in between).
+                if let Some(group) = self.group(META_GROUP) {
+                    self.finish_membership_change(&group);
+                }
+                return;
+            }
             let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
             let learners: BTreeSet<u64> = membership.membership().learner_ids().collect();
             // A learner is made a voter only once it has caught up (and so has been admitted).

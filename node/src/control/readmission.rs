@@ -344,7 +344,7 @@ impl Node {
     /// On a group's leader: completes a membership change left joint (its proposer lost the
     /// leadership between the two steps; openraft leaves finishing it to the application) by
     /// moving to its new configuration.
-    fn finish_membership_change(self: &Arc<Self>, group: &Arc<Group>) {
+    pub(crate) fn finish_membership_change(self: &Arc<Self>, group: &Arc<Group>) {
         let key = format!("finish-change:{}", group.id);
         let node = self.clone();
         let group = group.clone();
