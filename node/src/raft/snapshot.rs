@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
-use crate::storage::segment::{ExportReader, SpillFile};
+use crate::storage::segment::{read_fully, ExportReader, SpillFile};
 
 /// The `SnapshotData` of every group.
 #[derive(Debug)]
@@ -42,13 +42,8 @@ impl SnapshotData {
             other => {
                 let len = usize::try_from(other.len()?).map_err(io::Error::other)?;
                 let mut bytes = vec![0u8; len];
-                let mut filled = 0;
-                while filled < len {
-                    let read = other.read_at(&mut bytes[filled..], filled as u64)?;
-                    if read == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the snapshot ended early"));
-                    }
-                    filled += read;
+                if read_fully(|buf, offset| other.read_at(buf, offset), &mut bytes, 0)? < len {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the snapshot ended early"));
                 }
                 Ok(bytes)
             }

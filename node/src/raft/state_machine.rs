@@ -20,7 +20,7 @@ use super::snapshot::SnapshotData;
 use super::types::{ApplyResult, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::control::metadata::{MetaRejection, MetaState};
 use crate::shard::SealState;
-use crate::storage::segment::{BatchLogId, ShardSegments};
+use crate::storage::segment::{read_fully, BatchLogId, ShardSegments};
 
 const MEMBERSHIP_KEY: &[u8] = b"membership";
 const APPLIED_KEY: &[u8] = b"applied";
@@ -393,15 +393,8 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 let header = match *snapshot {
                     SnapshotData::Spill { file, .. } => {
                         let mut prefix = [0u8; SHARD_SNAPSHOT_HEADER_BYTES];
-                        let len = file.len().map_err(read_error)?;
-                        let available = (len as usize).min(prefix.len());
-                        let mut filled = 0;
-                        while filled < available {
-                            match file.read_at(&mut prefix[filled..available], filled as u64).map_err(read_error)? {
-                                0 => break,
-                                read => filled += read,
-                            }
-                        }
+                        let filled =
+                            read_fully(|buf, offset| file.read_at(buf, offset), &mut prefix, 0).map_err(read_error)?;
                         let (header, header_bytes) = shard_snapshot_header(&prefix[..filled])?;
                         let mut batches = file.batches_from(header_bytes as u64).map_err(read_error)?;
                         machine.segments.import_from(&mut batches).map_err(write_error)?;

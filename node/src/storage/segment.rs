@@ -1550,12 +1550,13 @@ impl ShardSegments {
         let reader = self.export_reader(Vec::new())?;
         let len = usize::try_from(reader.len()).map_err(|_| StorageError::InvalidInput("export too large".into()))?;
         let mut bytes = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            let read = reader
-                .read_at(&mut bytes[filled..], filled as u64)
-                .map_err(|error| StorageError::io("read the shard for an export", error))?;
-            filled += read;
+        let read = read_fully(|buf, offset| reader.read_at(buf, offset), &mut bytes, 0)
+            .map_err(|error| StorageError::io("read the shard for an export", error))?;
+        if read < len {
+            return Err(StorageError::io(
+                "read the shard for an export",
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the export ended early"),
+            ));
         }
         Ok(bytes)
     }
@@ -1810,6 +1811,23 @@ impl ExportReader {
     }
 }
 
+/// Reads into `buf` from `offset` of a source read through `read_at` (which may return less
+/// than asked, and 0 at the end) until `buf` is full or the source ends; returns the count.
+pub fn read_fully(
+    mut read_at: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    buf: &mut [u8],
+    offset: u64,
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match read_at(&mut buf[filled..], offset + filled as u64)? {
+            0 => break,
+            read => filled += read,
+        }
+    }
+    Ok(filled)
+}
+
 /// A snapshot being received for a shard, written to a file in the shard's directory and
 /// removed when dropped (a crash leaves it for the next opening of the shard to remove).
 #[derive(Debug)]
@@ -1842,15 +1860,7 @@ impl SpillFile {
 
     /// Reads exactly `buf.len()` bytes at `offset`; `Ok(false)` if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<bool> {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let read = self.file.read_at(&mut buf[filled..], offset + filled as u64)?;
-            if read == 0 {
-                return Ok(false);
-            }
-            filled += read;
-        }
-        Ok(true)
+        Ok(read_fully(|buf, offset| self.file.read_at(buf, offset), buf, offset)? == buf.len())
     }
 
     /// The batches stored from `offset` on (after the snapshot's header), each verified.
