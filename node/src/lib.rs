@@ -25,6 +25,7 @@ pub mod dev;
 pub mod fs;
 pub mod keys;
 pub mod node;
+pub mod planted;
 pub mod raft;
 pub mod routing;
 pub mod seam;

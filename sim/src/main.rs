@@ -48,6 +48,20 @@ struct Arguments {
     /// responses and held-back messages for its chaos phase).
     #[arg(long)]
     no_message_faults: bool,
+    /// Let one crash in ten be a power loss of every node at once.
+    #[arg(long)]
+    power_loss: bool,
+    /// Plant a deliberate defect in the node code (ack-before-fsync, skip-record-on-read,
+    /// stale-read, write-after-seal) to see the checks catch it.
+    #[arg(long, value_parser = parse_bug)]
+    plant: Option<riffle_node::planted::Bug>,
+}
+
+fn parse_bug(name: &str) -> Result<riffle_node::planted::Bug, String> {
+    riffle_node::planted::Bug::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = riffle_node::planted::Bug::ALL.iter().map(|bug| bug.name()).collect();
+        format!("no planted bug named {name}; known: {}", known.join(", "))
+    })
 }
 
 fn main() -> Result<()> {
@@ -65,6 +79,8 @@ fn main() -> Result<()> {
         disk_loss: !arguments.no_disk_loss,
         membership: !arguments.no_membership,
         message_faults: !arguments.no_message_faults,
+        plant: arguments.plant,
+        power_loss: arguments.power_loss,
         ..SimOptions::default()
     };
     if let Some(seed) = arguments.seed {

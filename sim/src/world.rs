@@ -22,10 +22,10 @@ use riffle_node::seam::{BoxFuture, Clock, Executor, Seams};
 use riffle_node::service::{ServiceSettings, StreamService};
 use riffle_proto::v1;
 
-use crate::check::{self, MetaAction, MetaOperation, Operation, Outcome, ShardRead};
 use crate::network::{MessageFaults, SimNetwork};
 use crate::trace::Trace;
 use crate::SimOptions;
+use riffle_check::{self as check, MetaAction, MetaOperation, Outcome, Put, Record, ShardRead};
 
 const STREAM: &str = "sim";
 /// Partition keys the put clients draw from.
@@ -125,6 +125,9 @@ pub struct SeedReport {
     pub operations: usize,
     pub acknowledged: usize,
     pub records_read: usize,
+    /// Iterator chains the readers followed during the workload, and their GetRecords pages.
+    pub read_chains: usize,
+    pub read_pages: usize,
     /// Shards at the end, closed ones included (more than created when reshards landed).
     pub shards: usize,
     /// Whether the stream was created ON_DEMAND, and the splits and merges that landed (by
@@ -143,6 +146,8 @@ pub struct SeedReport {
     pub meta_reads: usize,
     pub meta_writes_acknowledged: usize,
     pub crashes: u32,
+    /// Crashes of every running node at once.
+    pub power_losses: u32,
     pub partitions: u32,
     /// Partitions that cut a whole zone (every running node in it) off.
     pub zone_losses: u32,
@@ -176,6 +181,8 @@ pub struct World {
     services: Rc<RefCell<Vec<Option<StreamService>>>>,
     _scratch: tempfile::TempDir,
     crashes: u32,
+    /// Every running node crashed at once.
+    power_losses: u32,
     partitions: u32,
     zone_losses: u32,
     /// Crashes that also lost the node's disk (at most one per seed).
@@ -301,6 +308,7 @@ impl World {
             services,
             _scratch: scratch,
             crashes: 0,
+            power_losses: 0,
             partitions: 0,
             zone_losses: 0,
             disk_losses: 0,
@@ -670,7 +678,7 @@ impl World {
         }
         self.create_stream().await?;
 
-        let history: Rc<RefCell<Vec<Operation>>> = Rc::new(RefCell::new(Vec::new()));
+        let history: Rc<RefCell<Vec<Put>>> = Rc::new(RefCell::new(Vec::new()));
         let clients: Vec<(u32, u64)> =
             (0..self.options.clients).map(|client| (client, self.rng.gen::<u64>())).collect();
         // Clients pick a node per operation; a shared table says which services are up.
@@ -721,7 +729,7 @@ impl World {
                         }
                     };
                     trace.record(&format!("complete {value} {outcome:?}"));
-                    history.borrow_mut().push(Operation {
+                    history.borrow_mut().push(Put {
                         client,
                         value,
                         key,
@@ -744,6 +752,18 @@ impl World {
                 start,
             );
             local.spawn_local(client_run);
+        }
+        let chains: Rc<RefCell<Vec<check::ReadChain>>> = Rc::new(RefCell::new(Vec::new()));
+        for client in 0..self.options.readers {
+            local.spawn_local(reader(
+                client,
+                ChaCha8Rng::seed_from_u64(self.rng.gen()),
+                services.clone(),
+                history.clone(),
+                chains.clone(),
+                self.trace.clone(),
+                start,
+            ));
         }
         let reshards_done = Rc::new(RefCell::new(0u32));
         local.spawn_local(resharder(
@@ -812,6 +832,22 @@ impl World {
                     tokio::time::sleep(Duration::from_millis(self.rng.gen_range(300..3_000))).await;
                     self.network.heal();
                     self.trace.record("heal");
+                } else if self.options.power_loss && self.rng.gen_bool(0.1) {
+                    // A power loss: every running node stops at once and loses what it had not
+                    // synced (no node's page cache survives to hand the data back).
+                    self.power_losses += 1;
+                    self.trace.record("power loss");
+                    for position in members.iter().copied() {
+                        self.crash_node(position).await?;
+                    }
+                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+                    for position in members {
+                        if self.removed_in_metadata(self.nodes[position].id) {
+                            self.removed[position] = true;
+                        } else {
+                            self.start_node(position).await?;
+                        }
+                    }
                 } else {
                     self.crash_node(victim).await?;
                     // Once per seed at most, the crash also loses the node's disk (two lost
@@ -846,21 +882,29 @@ impl World {
         let expired_shards = expiry.trimmed.values().filter(|trim| trim.is_none()).count();
         let merges = lineage.parents.values().filter(|parents| parents.len() == 2).count();
         let splits = lineage.parents.values().filter(|parents| parents.len() == 1).count() / 2;
-        let history = history.borrow().clone();
-        let mut violations = check::check(&history, &reads, &expiry);
-        violations.extend(check::check_lineage(&history, &reads, &lineage));
-        violations.extend(check::check_metadata(&meta_history.borrow()));
+        let history = check::History {
+            puts: history.borrow().clone(),
+            meta: meta_history.borrow().clone(),
+            chains: chains.borrow().clone(),
+        };
+        let end = check::FinalState { reads, lineage, expiry };
+        let violations = check::check_all(&history, &end);
         if !violations.is_empty() {
-            return Err(format!("{} violation(s):\n  {}", violations.len(), violations.join("\n  ")));
+            let shown: Vec<String> = violations.iter().take(20).map(ToString::to_string).collect();
+            return Err(format!("{} violation(s):\n  {}", violations.len(), shown.join("\n  ")));
         }
+        let check::FinalState { reads, .. } = end;
         for read in &reads {
-            let line: Vec<String> =
-                read.records.iter().map(|(sequence, value)| format!("{sequence}={value}")).collect();
+            let line: Vec<String> = read
+                .records
+                .iter()
+                .map(|record| format!("{}={}@{}", record.sequence, record.value, record.arrival_ms))
+                .collect();
             self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
         }
         let failover_ms = self.check_failover().await?;
-        let acknowledged = history.iter().filter(|operation| matches!(operation.outcome, Outcome::Ok { .. })).count();
-        let meta_history = meta_history.borrow();
+        let acknowledged = history.puts.iter().filter(|put| matches!(put.outcome, Outcome::Ok { .. })).count();
+        let meta_history = &history.meta;
         let meta_reads = meta_history
             .iter()
             .filter(|operation| matches!(operation.action, MetaAction::Read { observed: Some(_) }))
@@ -875,7 +919,9 @@ impl World {
             seed: self.seed,
             trace_hash: self.trace.hash(),
             events: self.trace.events(),
-            operations: history.len(),
+            operations: history.puts.len(),
+            read_chains: history.chains.len(),
+            read_pages: history.chains.iter().map(|chain| chain.pages.len()).sum(),
             acknowledged,
             records_read: reads.iter().map(|read| read.records.len()).sum(),
             shards: reads.len(),
@@ -890,6 +936,7 @@ impl World {
             meta_reads,
             meta_writes_acknowledged,
             crashes: self.crashes,
+            power_losses: self.power_losses,
             partitions: self.partitions,
             zone_losses: self.zone_losses,
             failover_ms,
@@ -1046,9 +1093,9 @@ impl World {
                         if replica != records {
                             differing.push((position + 1, replica.len()));
                             if example.is_empty() {
-                                let extra: Vec<&(String, String)> =
+                                let extra: Vec<&Record> =
                                     replica.iter().filter(|record| !records.contains(record)).take(3).collect();
-                                let missing: Vec<&(String, String)> =
+                                let missing: Vec<&Record> =
                                     records.iter().filter(|record| !replica.contains(record)).take(3).collect();
                                 example = format!("; node {} has {extra:?} not read, lacks {missing:?}", position + 1);
                             }
@@ -1157,7 +1204,7 @@ impl World {
         }
     }
 
-    fn replica_records(&self, position: usize, group_id: u64, shard: u32) -> Result<Vec<(String, String)>, String> {
+    fn replica_records(&self, position: usize, group_id: u64, shard: u32) -> Result<Vec<Record>, String> {
         let Some((node, _)) = &self.nodes[position].running else { return Ok(Vec::new()) };
         let Some(group) = node.group(group_id) else { return Ok(Vec::new()) };
         let Some(shard_group) = &group.shard else { return Ok(Vec::new()) };
@@ -1172,16 +1219,17 @@ impl World {
                 return Ok(records);
             }
             for record in &outcome.records {
-                records.push((
-                    riffle_node::sequence::render(shard, record.sequence),
-                    String::from_utf8_lossy(&record.data).into_owned(),
-                ));
+                records.push(Record {
+                    sequence: riffle_node::sequence::render(shard, record.sequence),
+                    value: String::from_utf8_lossy(&record.data).into_owned(),
+                    arrival_ms: record.timestamp_ms,
+                });
             }
             next = outcome.next_sequence;
         }
     }
 
-    async fn read_shard(&self, shard: u32) -> Result<Vec<(String, String)>, String> {
+    async fn read_shard(&self, shard: u32) -> Result<Vec<Record>, String> {
         let service = self.reader()?;
         let request = v1::GetShardIteratorRequest {
             stream_name: STREAM.into(),
@@ -1199,7 +1247,11 @@ impl World {
                 .map_err(|error| error.to_string())?;
             let empty = response.records.is_empty();
             for record in response.records {
-                records.push((record.sequence_number, String::from_utf8_lossy(&record.data).into_owned()));
+                records.push(Record {
+                    sequence: record.sequence_number,
+                    value: String::from_utf8_lossy(&record.data).into_owned(),
+                    arrival_ms: record.approximate_arrival_timestamp_ms,
+                });
             }
             match response.next_shard_iterator {
                 // A closed shard's end.
@@ -1213,6 +1265,134 @@ impl World {
 
     pub fn trace(&self) -> Arc<Trace> {
         self.trace.clone()
+    }
+}
+
+/// A reader: again and again, picks an open or closed shard and an iterator type (all five
+/// Kinesis types; sequence numbers from acknowledged puts, timestamps from the last few
+/// seconds), asks a random node for the iterator and follows it for a few GetRecords pages,
+/// each through a random node, recording every page in a [`check::ReadChain`].
+async fn reader(
+    client: u32,
+    mut rng: ChaCha8Rng,
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
+    puts: Rc<RefCell<Vec<Put>>>,
+    chains: Rc<RefCell<Vec<check::ReadChain>>>,
+    trace: Arc<Trace>,
+    start: tokio::time::Instant,
+) {
+    use check::StartPosition;
+    let pick = |rng: &mut ChaCha8Rng| {
+        let position = rng.gen_range(0..services.borrow().len());
+        services.borrow()[position].clone().map(|service| (position + 1, service))
+    };
+    // The shards as last described (a reader that cannot describe the stream goes on with what
+    // it knows, through whichever node it picks, as a real consumer would).
+    let mut shards: Vec<u32> = Vec::new();
+    loop {
+        tokio::time::sleep(Duration::from_micros(rng.gen_range(0..300_000))).await;
+        let Some((node, service)) = pick(&mut rng) else { continue };
+        if shards.is_empty() || rng.gen_bool(0.2) {
+            if let Ok(Ok(stream)) = tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(STREAM)).await {
+                shards = stream.shards.iter().filter(|shard| !shard.expired).map(|shard| shard.index).collect();
+            }
+        }
+        if shards.is_empty() {
+            continue;
+        }
+        let shard = shards[rng.gen_range(0..shards.len())];
+        let acknowledged: Vec<String> = puts
+            .borrow()
+            .iter()
+            .filter_map(|put| match &put.outcome {
+                Outcome::Ok { shard: at, sequence } if *at == shard => Some(sequence.clone()),
+                _ => None,
+            })
+            .collect();
+        let now_ms = EPOCH_MS + start.elapsed().as_millis() as i64;
+        let at = (!acknowledged.is_empty()).then(|| acknowledged[rng.gen_range(0..acknowledged.len())].clone());
+        let position = match (rng.gen_range(0..5), at) {
+            (0, _) => StartPosition::TrimHorizon,
+            (1, _) => StartPosition::Latest,
+            (2, Some(sequence)) => StartPosition::AtSequence(sequence),
+            (3, Some(sequence)) => StartPosition::AfterSequence(sequence),
+            (4, _) => StartPosition::AtTimestamp(now_ms - rng.gen_range(0..5_000)),
+            _ => StartPosition::TrimHorizon,
+        };
+        let (kind, sequence, timestamp_ms) = match &position {
+            StartPosition::TrimHorizon => (v1::ShardIteratorType::TrimHorizon, None, None),
+            StartPosition::Latest => (v1::ShardIteratorType::Latest, None, None),
+            StartPosition::AtSequence(sequence) => {
+                (v1::ShardIteratorType::AtSequenceNumber, Some(sequence.clone()), None)
+            }
+            StartPosition::AfterSequence(sequence) => {
+                (v1::ShardIteratorType::AfterSequenceNumber, Some(sequence.clone()), None)
+            }
+            StartPosition::AtTimestamp(timestamp) => (v1::ShardIteratorType::AtTimestamp, None, Some(*timestamp)),
+        };
+        let request = v1::GetShardIteratorRequest {
+            stream_name: STREAM.into(),
+            shard_id: riffle_node::keys::shard_id(shard),
+            shard_iterator_type: kind as i32,
+            starting_sequence_number: sequence,
+            timestamp_ms,
+        };
+        let iterator_invoked_us = start.elapsed().as_micros() as u64;
+        let Ok(Ok(response)) = tokio::time::timeout(OPERATION_TIMEOUT, service.get_shard_iterator(request)).await
+        else {
+            continue;
+        };
+        trace.record(&format!("reader {client}: shard {shard} from {position:?} via node {node}"));
+        let index = {
+            let mut chains = chains.borrow_mut();
+            chains.push(check::ReadChain {
+                client,
+                shard,
+                start: position,
+                iterator_invoked_us,
+                iterator_completed_us: start.elapsed().as_micros() as u64,
+                pages: Vec::new(),
+            });
+            chains.len() - 1
+        };
+        let mut iterator = response.shard_iterator;
+        for _ in 0..rng.gen_range(1..8) {
+            let Some((node, service)) = pick(&mut rng) else { break };
+            let limit = rng.gen_range(1..=40);
+            let invoked_us = start.elapsed().as_micros() as u64;
+            let request = v1::GetRecordsRequest { shard_iterator: iterator.clone(), limit: Some(limit) };
+            let response = match tokio::time::timeout(OPERATION_TIMEOUT, service.get_records(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    trace.record(&format!("reader {client}: shard {shard} via node {node}: {error}"));
+                    break;
+                }
+                Err(_) => break,
+            };
+            let records: Vec<Record> = response
+                .records
+                .iter()
+                .map(|record| Record {
+                    sequence: record.sequence_number.clone(),
+                    value: String::from_utf8_lossy(&record.data).into_owned(),
+                    arrival_ms: record.approximate_arrival_timestamp_ms,
+                })
+                .collect();
+            let at_tip = response.next_shard_iterator.is_none()
+                || (records.len() < limit as usize && response.millis_behind_latest == 0);
+            trace.record(&format!(
+                "reader {client}: {} record(s) of shard {shard} via node {node}{}",
+                records.len(),
+                if at_tip { " (tip)" } else { "" }
+            ));
+            let page = check::Page { invoked_us, completed_us: start.elapsed().as_micros() as u64, records, at_tip };
+            chains.borrow_mut()[index].pages.push(page);
+            match response.next_shard_iterator {
+                Some(next) => iterator = next,
+                None => break,
+            }
+            tokio::time::sleep(Duration::from_micros(rng.gen_range(0..200_000))).await;
+        }
     }
 }
 

@@ -465,7 +465,11 @@ impl Node {
                     if unplaced_groups(&now, node.id(), BTreeSet::from([group_id])).is_empty() {
                         continue;
                     }
-                    tracing::info!(group = group_id, "this node no longer holds a replica of the group: removing it");
+                    tracing::info!(
+                        node = node.id(),
+                        group = group_id,
+                        "this node no longer holds a replica of the group: removing it"
+                    );
                     node.remove_group_data(group_id).await;
                 }
             }

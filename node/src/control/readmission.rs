@@ -215,7 +215,12 @@ impl Node {
         self.logs.put_durable(group.id, READMISSION_KEY, record.encode()).await.map_err(RouteError::Failed)?;
         group.term_floor.fetch_max(term, Ordering::SeqCst);
         group.lost_at.store(0, Ordering::SeqCst);
-        tracing::info!(group = group.id, term, "readmitted after a disk loss; catching up as a learner");
+        tracing::info!(
+            node = self.id(),
+            group = group.id,
+            term,
+            "readmitted after a disk loss; catching up as a learner"
+        );
         group.heard_from_leader();
         Ok(())
     }

@@ -103,12 +103,7 @@ impl Node {
     /// A read index: this node confirms it leads the metadata group with a quorum and names the
     /// index every committed change is at or below.
     pub(crate) async fn serve_meta_read_index(&self, group: &Group) -> Result<peer_response::Body, RouteError> {
-        match group.raft.ensure_linearizable().await {
-            Ok(read) => Ok(peer_response::Body::MetaBarrierIndex(read.map_or(0, |log_id| log_id.index))),
-            Err(error) => Err(match error.forward_to_leader() {
-                Some(forward) => RouteError::NotLeader(forward.leader_id),
-                None => RouteError::Failed(error.to_string()),
-            }),
-        }
+        let wait = Duration::from_millis(self.options.limits.leader_wait_ms);
+        crate::raft::read_index(&group.raft, wait).await.map(peer_response::Body::MetaBarrierIndex)
     }
 }

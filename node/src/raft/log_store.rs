@@ -269,9 +269,12 @@ async fn run_writer(engine: Arc<EngineHost>, mut receiver: mpsc::Receiver<WriteJ
             }
         }
         let result = match build_batch(engine.engine(), &mut jobs) {
-            Ok(Some((mut batch, sync))) => engine.call(move |engine| {
-                engine.write(&mut batch, sync).map(|_| ()).map_err(|error| format!("raft-engine write: {error}"))
-            }),
+            Ok(Some((mut batch, sync))) => {
+                let sync = sync && !crate::planted::active(crate::planted::Bug::AckBeforeFsync);
+                engine.call(move |engine| {
+                    engine.write(&mut batch, sync).map(|_| ()).map_err(|error| format!("raft-engine write: {error}"))
+                })
+            }
             Ok(None) => Ok(()),
             Err(error) => Err(error),
         };

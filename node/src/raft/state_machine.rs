@@ -315,7 +315,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                             ApplyResult::Nothing
                         }
                         EntryPayload::Normal(command) => match command.command {
-                            Some(group_command::Command::Append(_)) if machine.seal.sealed_at().is_some() => {
+                            Some(group_command::Command::Append(_))
+                                if machine.seal.sealed_at().is_some()
+                                    && !crate::planted::active(crate::planted::Bug::WriteAfterSeal) =>
+                            {
                                 ApplyResult::Sealed { seal_index: machine.seal.sealed_at().unwrap_or_default() }
                             }
                             Some(group_command::Command::Seal(_)) => {

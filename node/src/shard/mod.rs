@@ -115,12 +115,8 @@ impl Node {
     /// so it sees every acknowledged append.
     pub(crate) async fn serve_read(&self, group: &Group, read: ForwardRead) -> Result<peer_response::Body, RouteError> {
         let shard = group.shard.as_ref().ok_or(RouteError::NoGroup)?;
-        if let Err(error) = group.raft.ensure_linearizable().await {
-            return Err(match error.forward_to_leader() {
-                Some(forward) => RouteError::NotLeader(forward.leader_id),
-                None => RouteError::Failed(error.to_string()),
-            });
-        }
+        let wait = std::time::Duration::from_millis(self.options.limits.leader_wait_ms);
+        crate::raft::read_index(&group.raft, wait).await?;
         // A read of no records (GetShardIterator LATEST) is not a GetRecords call.
         if read.limit > 0 && !self.admit(shard, |throttle, now| throttle.admit_get_records(now)) {
             return Err(RouteError::Throttled);

@@ -38,7 +38,13 @@ pub(crate) fn read_shard(
             sealed_at_index: seal.sealed_at(),
         });
     }
-    let outcome = segments.read(start, read.limit as usize, read.bytes_max as usize).map_err(failed)?;
+    let mut outcome = segments.read(start, read.limit as usize, read.bytes_max as usize).map_err(failed)?;
+    if crate::planted::active(crate::planted::Bug::SkipRecordOnRead)
+        && matches!(read.start, Some(Start::AtSequence(_)))
+        && outcome.records.len() >= 2
+    {
+        outcome.records.remove(1);
+    }
     let millis_behind_latest = match (outcome.records.last(), segments.last_timestamp_ms()) {
         (Some(last), Some(latest)) if outcome.next_sequence < end => (latest - last.timestamp_ms).max(0),
         _ => 0,

@@ -804,6 +804,14 @@ fn write_shard_round(shard: &Arc<ShardInner>) -> bool {
     for write in &plan.writes {
         let bufs: Vec<&[u8]> = write.bufs.iter().map(|buf| &buf[..]).collect();
         outcome = writer_handle(shard, &mut file, &write.path).and_then(|handle| {
+            if crate::planted::active(crate::planted::Bug::AckBeforeFsync) {
+                let mut offset = write.offset;
+                for buf in &bufs {
+                    handle.write_at(buf, offset).context(|| format!("write segment {}", write.path.display()))?;
+                    offset += buf.len() as u64;
+                }
+                return Ok(());
+            }
             handle
                 .write_all_at_and_sync(&bufs, write.offset)
                 .context(|| format!("write segment {}", write.path.display()))
