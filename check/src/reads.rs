@@ -166,7 +166,10 @@ pub fn check_reads(chains: &[ReadChain], puts: &[Put], end: &FinalState) -> Vec<
                         }
                     }
                     None => {
-                        if let Some(message) = wrong_start(chain, shard, index, trimmed, &first_invoked, puts) {
+                        let first_page = std::ptr::eq(page, &chain.pages[0]);
+                        if let Some(message) =
+                            wrong_start(chain, shard, index, first_page, trimmed, &first_invoked, puts)
+                        {
                             violations.push(Violation::new("read-start", format!("{label}: {message}")));
                         }
                     }
@@ -178,12 +181,13 @@ pub fn check_reads(chains: &[ReadChain], puts: &[Put], end: &FinalState) -> Vec<
     violations
 }
 
-/// Why the chain's first record (at `index` of the final shard) is not where its iterator
-/// type starts, if it is not.
+/// Why the chain's first record (at `index` of the final shard, read in the chain's first page
+/// or a later one) is not where its iterator type starts, if it is not.
 fn wrong_start(
     chain: &ReadChain,
     shard: &Shard,
     index: usize,
+    first_page: bool,
     trimmed: bool,
     first_invoked: &BTreeMap<&str, u64>,
     puts: &[Put],
@@ -196,7 +200,24 @@ fn wrong_start(
         StartPosition::TrimHorizon => Some(0),
         StartPosition::AtSequence(start) => records.iter().position(|record| !sequence_less(&record.sequence, start)),
         StartPosition::AfterSequence(start) => records.iter().position(|record| sequence_less(start, &record.sequence)),
-        StartPosition::AtTimestamp(start) => records.iter().position(|record| record.arrival_ms >= *start),
+        StartPosition::AtTimestamp(start) => {
+            // Where no record had arrived at or after the timestamp yet, the iterator stands at
+            // the tip, and what comes later is read whatever its arrival time (a writer's clock
+            // may be behind the reader's): then only no skipped record can be asked for.
+            if let Some(skipped) = records[..index].iter().find(|record| record.arrival_ms >= *start) {
+                return Some(format!(
+                    "started at {} ({}), after {} at {}, which arrived at {} ms, not before {start}",
+                    first.sequence, first.value, skipped.value, skipped.sequence, skipped.arrival_ms
+                ));
+            }
+            if first_page && first.arrival_ms < *start {
+                return Some(format!(
+                    "started at {} ({}), which arrived at {} ms, before {start}, in the first page",
+                    first.sequence, first.value, first.arrival_ms
+                ));
+            }
+            return None;
+        }
         StartPosition::Latest => {
             // Nothing written after the iterator was made may come before the first record
             // read, and that record may not be one acknowledged before the iterator was asked for.
@@ -306,6 +327,8 @@ mod tests {
             ),
             chain(StartPosition::AfterSequence("12".into()), vec![page(400, &[("13", "c")], false)]),
             chain(StartPosition::AtTimestamp(13), vec![page(400, &[("13", "c"), ("14", "d")], true)]),
+            // A timestamp no record had reached: the tip, then whatever comes (d, arrived at 14).
+            chain(StartPosition::AtTimestamp(99), vec![page(250, &[], true), page(400, &[("14", "d")], true)]),
             // LATEST at 110 µs: a and b came before; c was put after.
             chain(StartPosition::Latest, vec![page(150, &[], true), page(250, &[("13", "c")], true)]),
         ];
@@ -325,6 +348,7 @@ mod tests {
             chain(StartPosition::AfterSequence("12".into()), vec![page(250, &[], true)]),
             chain(StartPosition::AtSequence("12".into()), vec![page(400, &[("13", "c")], false)]),
             chain(StartPosition::AtTimestamp(12), vec![page(400, &[("11", "a")], false)]),
+            chain(StartPosition::AtTimestamp(12), vec![page(400, &[("13", "c")], false)]),
             chain(StartPosition::Latest, vec![page(400, &[("14", "d")], false)]),
             chain(StartPosition::Latest, vec![page(400, &[("12", "b")], false)]),
         ];
@@ -343,10 +367,11 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("from AtTimestamp(12): started at 11 (a) instead of 12 (b)"), "{text}");
+        assert!(text.contains("from AtTimestamp(12): started at 11 (a), which arrived at 11 ms, before 12"), "{text}");
+        assert!(text.contains("from AtTimestamp(12): started at 13 (c), after b at 12"), "{text}");
         assert!(text.contains("from Latest: started at 14 (d), after c at 13"), "{text}");
         assert!(text.contains("from Latest: started at 12 (b), acknowledged at 30"), "{text}");
-        assert_eq!(violations.len(), 8, "{text}");
+        assert_eq!(violations.len(), 9, "{text}");
     }
 
     #[test]

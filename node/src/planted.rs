@@ -20,10 +20,14 @@ pub enum Bug {
     /// A shard applies appends committed after its seal (a parent takes writes after a reshard
     /// closed it).
     WriteAfterSeal,
+    /// A record's arrival timestamp is the leader's clock as it is, not raised to the shard's
+    /// newest timestamp: a leader whose clock is behind makes timestamps go back.
+    TimestampRegress,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [Bug::AckBeforeFsync, Bug::SkipRecordOnRead, Bug::StaleRead, Bug::WriteAfterSeal];
+    pub const ALL: [Bug; 5] =
+        [Bug::AckBeforeFsync, Bug::SkipRecordOnRead, Bug::StaleRead, Bug::WriteAfterSeal, Bug::TimestampRegress];
 
     /// The name `riffle-sim --plant` takes.
     pub fn name(self) -> &'static str {
@@ -32,6 +36,7 @@ impl Bug {
             Bug::SkipRecordOnRead => "skip-record-on-read",
             Bug::StaleRead => "stale-read",
             Bug::WriteAfterSeal => "write-after-seal",
+            Bug::TimestampRegress => "timestamp-regress",
         }
     }
 

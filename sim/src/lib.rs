@@ -46,6 +46,9 @@ pub struct SimOptions {
     /// what it had not synced. Off by default until the finding it made is fixed (a
     /// decommissioned node restarted by a power loss stays a lagging metadata learner).
     pub power_loss: bool,
+    /// Fault families turned off by name (see [`FAULT_FAMILIES`]); `--faults LIST` turns off
+    /// every family not listed.
+    pub off: std::collections::BTreeSet<String>,
     /// A deliberate defect planted in the node code for this run (`riffle_node::planted`), to
     /// prove the checks catch it.
     pub plant: Option<riffle_node::planted::Bug>,
@@ -71,6 +74,10 @@ impl SimOptions {
         if self.power_loss {
             flags.push_str(" --power-loss");
         }
+        if !self.off.is_empty() {
+            let on: Vec<&str> = FAULT_FAMILIES.iter().copied().filter(|family| !self.off.contains(*family)).collect();
+            flags.push_str(&format!(" --faults {}", if on.is_empty() { "none".to_string() } else { on.join(",") }));
+        }
         if let Some(bug) = self.plant {
             flags.push_str(&format!(" --plant {}", bug.name()));
         }
@@ -93,8 +100,20 @@ impl Default for SimOptions {
             membership: true,
             message_faults: true,
             power_loss: false,
+            off: std::collections::BTreeSet::new(),
             plant: None,
         }
+    }
+}
+
+/// The fault families a seed may draw (each seed turns some of them off: swarm testing).
+pub const FAULT_FAMILIES: [&str; 11] =
+    ["partition", "zone", "one-way", "flapping", "crash", "pause", "clock", "drop", "delay", "duplicate", "replay"];
+
+impl SimOptions {
+    /// Whether fault family `family` may be drawn.
+    pub fn allows(&self, family: &str) -> bool {
+        self.faults && !self.off.contains(family)
     }
 }
 
@@ -127,7 +146,39 @@ impl std::fmt::Display for SimFailure {
     }
 }
 
+/// A seed run again to keep its evidence: its whole trace and, if it got that far, its history
+/// and final state as JSON (the checker's input).
+pub struct Recording {
+    pub outcome: Result<SeedReport, SimFailure>,
+    pub trace: Vec<String>,
+    pub history_json: Option<String>,
+}
+
+/// Runs one seed keeping every trace event and the checked history.
+pub fn run_seed_recorded(seed: u64, options: &SimOptions) -> Recording {
+    trace::record_all(true);
+    RECORDING.with(|flag| flag.set(true));
+    HISTORY.with(|slot| slot.borrow_mut().take());
+    let outcome = run_seed(seed, options);
+    trace::record_all(false);
+    RECORDING.with(|flag| flag.set(false));
+    let trace = LAST_TRACE.with(|slot| std::mem::take(&mut *slot.borrow_mut()));
+    let history_json = HISTORY.with(|slot| slot.borrow_mut().take());
+    Recording { outcome, trace, history_json }
+}
+
+/// Keeps the history and final state of the seed being recorded (as JSON), if one is.
+pub(crate) fn keep_history(history: &riffle_check::History, end: &riffle_check::FinalState) {
+    if RECORDING.with(|flag| flag.get()) {
+        let json = serde_json::json!({ "history": history, "final": end });
+        HISTORY.with(|slot| *slot.borrow_mut() = serde_json::to_string_pretty(&json).ok());
+    }
+}
+
 thread_local! {
+    static RECORDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static HISTORY: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    static LAST_TRACE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Set while this thread runs a seed; panics are then collected instead of printed.
     static SIMULATING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static PANICS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -199,6 +250,10 @@ fn run_seed_inner(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFail
             trace.write_all();
             if let Ok(mut slot) = recent_for_run.lock() {
                 *slot = trace.recent();
+            }
+            let all = trace.all();
+            if !all.is_empty() {
+                LAST_TRACE.with(|slot| *slot.borrow_mut() = all);
             }
             result
         })

@@ -48,6 +48,13 @@ struct Arguments {
     /// responses and held-back messages for its chaos phase).
     #[arg(long)]
     no_message_faults: bool,
+    /// Fault families to draw from, comma-separated (default all): partition, zone, one-way,
+    /// flapping, crash, pause, clock, drop, delay, duplicate, replay; `none` for none.
+    #[arg(long, value_delimiter = ',')]
+    faults: Option<Vec<String>>,
+    /// Where a sweep writes the trace and history of its failing seeds.
+    #[arg(long, default_value = "riffle-sim-failures")]
+    out: std::path::PathBuf,
     /// Let one crash in ten be a power loss of every node at once.
     #[arg(long)]
     power_loss: bool,
@@ -73,7 +80,21 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
+    let mut off = std::collections::BTreeSet::new();
+    if let Some(on) = &arguments.faults {
+        for family in on {
+            if family != "none" && !riffle_sim::FAULT_FAMILIES.contains(&family.as_str()) {
+                bail!("no fault family {family}; known: {}", riffle_sim::FAULT_FAMILIES.join(", "));
+            }
+        }
+        off = riffle_sim::FAULT_FAMILIES
+            .iter()
+            .filter(|family| !on.iter().any(|name| name == *family))
+            .map(|family| family.to_string())
+            .collect();
+    }
     let options = SimOptions {
+        off,
         operations_per_client: arguments.operations,
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
@@ -89,7 +110,12 @@ fn main() -> Result<()> {
                 println!("{report:#?}");
                 Ok(())
             }
-            Err(failure) => bail!("{failure}"),
+            Err(failure) => {
+                eprintln!("{failure}");
+                std::fs::create_dir_all(&arguments.out)?;
+                write_evidence(seed, &options, &arguments.out)?;
+                bail!("seed {seed} failed")
+            }
         };
     }
     let seeds: Vec<u64> = (arguments.start..arguments.start + arguments.seeds).collect();
@@ -134,10 +160,14 @@ fn main() -> Result<()> {
                     }
                 }
                 let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
+                let elapsed = started.elapsed().as_secs_f64();
+                let simulated_s = totals.lock().expect("totals lock").virtual_ms as f64 / 1e3;
                 let line = format!(
-                    "{finished}/{total} seeds, {} failed, {:.1} s",
+                    "{finished}/{total} seeds, {} failed, {:.1} s, {:.1} seeds/s, simulated time {:.0}× real",
                     failures.lock().expect("failure list lock").len(),
-                    started.elapsed().as_secs_f64()
+                    elapsed,
+                    finished as f64 / elapsed.max(1e-9),
+                    simulated_s / elapsed.max(1e-9),
                 );
                 if std::io::stderr().is_terminal() {
                     eprint!("\r{line}");
@@ -158,7 +188,30 @@ fn main() -> Result<()> {
         for failure in failures.iter() {
             println!("failed seed {}: replay with `{}`", failure.seed, failure.replay_command());
         }
+        // The evidence of the first few: each seed run again, keeping its whole trace and its
+        // history (determinism makes the rerun the same run).
+        std::fs::create_dir_all(&arguments.out)?;
+        for failure in failures.iter().take(FAILURES_RECORDED_MAX) {
+            write_evidence(failure.seed, &options, &arguments.out)?;
+        }
         bail!("{} seed(s) failed", failures.len());
+    }
+    Ok(())
+}
+
+/// Failing seeds of a sweep whose trace and history are written out.
+const FAILURES_RECORDED_MAX: usize = 5;
+
+/// Runs `seed` again keeping everything, and writes its trace and history into `out`.
+fn write_evidence(seed: u64, options: &SimOptions, out: &std::path::Path) -> Result<()> {
+    let recording = riffle_sim::run_seed_recorded(seed, options);
+    let trace_path = out.join(format!("seed-{seed}.trace.txt"));
+    std::fs::write(&trace_path, recording.trace.join("\n"))?;
+    println!("  seed {seed}: every event in {}", trace_path.display());
+    if let Some(history) = recording.history_json {
+        let history_path = out.join(format!("seed-{seed}.history.json"));
+        std::fs::write(&history_path, history)?;
+        println!("  seed {seed}: history and final state (the checker's input) in {}", history_path.display());
     }
     Ok(())
 }
@@ -182,6 +235,13 @@ struct Totals {
     /// Probes slower than two maximal election timeouts (3.2 s).
     failover_over_two_timeouts: u64,
     seeds: u64,
+    pauses: u64,
+    clock_jumps: u64,
+    redelivered: u64,
+    power_losses: u64,
+    read_chains: u64,
+    read_pages: u64,
+    virtual_ms: u64,
 }
 
 impl Totals {
@@ -200,6 +260,13 @@ impl Totals {
         self.failover_ms_sum += report.failover_ms;
         self.failover_over_two_timeouts += u64::from(report.failover_ms > 3_200);
         self.seeds += 1;
+        self.pauses += u64::from(report.pauses);
+        self.clock_jumps += u64::from(report.clock_jumps);
+        self.redelivered += report.redelivered;
+        self.power_losses += u64::from(report.power_losses);
+        self.read_chains += report.read_chains as u64;
+        self.read_pages += report.read_pages as u64;
+        self.virtual_ms += report.virtual_ms;
     }
 }
 
@@ -207,13 +274,20 @@ impl std::fmt::Display for Totals {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             formatter,
-            "passing seeds together: {} acknowledged puts checked; {} crashes, {} partitions ({} of a whole zone), \
-             {} disk losses; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
+            "passing seeds together: {} acknowledged puts and {} read chains ({} pages) checked; {} crashes, \
+             {} power losses, {} partitions ({} of a whole zone), {} pauses, {} clock jumps, {} messages delivered \
+             twice, {} disk losses; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
              failover probe: new leaders {} ms after the cut on average, {} ms at most, {} probes over 3,200 ms",
             self.acknowledged,
+            self.read_chains,
+            self.read_pages,
             self.crashes,
+            self.power_losses,
             self.partitions,
             self.zone_losses,
+            self.pauses,
+            self.clock_jumps,
+            self.redelivered,
             self.disk_losses,
             self.joins,
             self.decommissions,

@@ -2,9 +2,15 @@
 //!
 //! Messages take a seeded random latency each way. A partition isolates a node: requests to
 //! or from it fail (after their latency, as a real timeout would), including responses that
-//! were in flight when the partition began. With [`MessageFaults`] set, single messages are
-//! also lost (a request before its handler runs, or a response after) or held back long
-//! enough to arrive after later ones.
+//! were in flight when the partition began. A one-way cut blocks one direction of a link only
+//! (requests across it fail; requests the other way run, but their responses are lost). A
+//! held node (a paused process, as its peers see it) neither receives nor sends: its messages
+//! wait, and are delivered late, in a burst, when it is released. With [`MessageFaults`] set,
+//! single messages are also lost (a request before its handler runs, or a response after),
+//! held back long enough to arrive after later ones, or delivered again — shortly after
+//! (a duplicate) or up to seconds later (a replay of an old message, possibly to a restarted
+//! process). Only Raft and idempotent messages are duplicated: the transport never resends a
+//! forwarded client write by itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -32,6 +38,10 @@ pub struct MessageFaults {
     pub drop_response: f64,
     /// A message (either way) is held back 20–300 ms, so later ones overtake it.
     pub delay_spike: f64,
+    /// A request is delivered a second time, 0–20 ms later (its second answer is dropped).
+    pub duplicate: f64,
+    /// A request is delivered again 0.2–3 s later: an old message replayed.
+    pub replay: f64,
 }
 
 /// How long a lost message takes to be reported lost (a request timeout, in effect).
@@ -39,13 +49,23 @@ const LOST_DELAY_MS: u64 = 50;
 /// The extra latency of a held-back message.
 const SPIKE_MIN_MS: u64 = 20;
 const SPIKE_MAX_MS: u64 = 300;
+/// When a duplicate, and when a replayed old message, arrives after the original.
+const DUPLICATE_MAX_MS: u64 = 20;
+const REPLAY_MIN_MS: u64 = 200;
+const REPLAY_MAX_MS: u64 = 3_000;
 
 struct NetworkState {
     handlers: BTreeMap<NodeId, Arc<dyn PeerHandler>>,
     isolated: BTreeSet<NodeId>,
+    /// One-way cuts: messages from the first node to the second are lost.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Held nodes and the watch that releases them.
+    held: BTreeSet<NodeId>,
     faults: MessageFaults,
     rng: ChaCha8Rng,
     messages: u64,
+    /// Messages delivered a second time (duplicates and replays).
+    redelivered: u64,
     /// Requests being handled, by target and kind (each holds its target node while it runs).
     handling: BTreeMap<(NodeId, &'static str), u64>,
 }
@@ -54,6 +74,8 @@ struct NetworkState {
 pub struct SimNetwork {
     state: Mutex<NetworkState>,
     trace: Arc<Trace>,
+    /// Bumped whenever a node is released, to wake the messages waiting for it.
+    released: tokio::sync::watch::Sender<u64>,
 }
 
 impl SimNetwork {
@@ -62,12 +84,16 @@ impl SimNetwork {
             state: Mutex::new(NetworkState {
                 handlers: BTreeMap::new(),
                 isolated: BTreeSet::new(),
+                cut: BTreeSet::new(),
+                held: BTreeSet::new(),
                 faults: MessageFaults::default(),
                 rng,
                 messages: 0,
+                redelivered: 0,
                 handling: BTreeMap::new(),
             }),
             trace,
+            released: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -89,8 +115,43 @@ impl SimNetwork {
         self.lock().isolated.insert(node);
     }
 
+    /// Cuts the link from `from` to `to` in that direction only.
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.lock().cut.insert((from, to));
+    }
+
+    /// Holds `node`: its messages, both ways, wait until it is released.
+    pub fn hold(&self, node: NodeId) {
+        self.lock().held.insert(node);
+    }
+
+    /// Releases every held node: the messages that waited are delivered now.
+    pub fn release(&self) {
+        self.lock().held.clear();
+        self.released.send_modify(|generation| *generation += 1);
+    }
+
+    /// Ends every partition and one-way cut (held nodes stay held until released).
     pub fn heal(&self) {
-        self.lock().isolated.clear();
+        let mut state = self.lock();
+        state.isolated.clear();
+        state.cut.clear();
+    }
+
+    /// Waits while `from` or `to` is held.
+    async fn wait_released(&self, from: NodeId, to: NodeId) {
+        let mut released = self.released.subscribe();
+        loop {
+            {
+                let state = self.lock();
+                if !state.held.contains(&from) && !state.held.contains(&to) {
+                    return;
+                }
+            }
+            if released.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Sets the single-message faults ([`MessageFaults::default`] for none).
@@ -109,6 +170,11 @@ impl SimNetwork {
         self.lock().messages
     }
 
+    /// Messages delivered a second time so far.
+    pub fn redelivered(&self) -> u64 {
+        self.lock().redelivered
+    }
+
     /// The requests `node` is handling, by kind.
     pub fn handling(&self, node: NodeId) -> Vec<(&'static str, u64)> {
         self.lock()
@@ -121,7 +187,10 @@ impl SimNetwork {
 
     fn connected(&self, from: NodeId, to: NodeId) -> bool {
         let state = self.lock();
-        !state.isolated.contains(&from) && !state.isolated.contains(&to) && state.handlers.contains_key(&from)
+        !state.isolated.contains(&from)
+            && !state.isolated.contains(&to)
+            && !state.cut.contains(&(from, to))
+            && state.handlers.contains_key(&from)
     }
 
     fn latency(&self) -> Duration {
@@ -133,6 +202,28 @@ impl SimNetwork {
         } else {
             base
         }
+    }
+
+    /// With the duplicate or replay probability, delivers `request` once more, later, to
+    /// whatever process then runs at `target` (its answer goes nowhere).
+    fn maybe_deliver_again(self: &Arc<Self>, from: NodeId, target: NodeId, kind: &'static str, request: &PeerRequest) {
+        let later = if self.strikes(|faults| faults.duplicate) {
+            Duration::from_millis(self.lock().rng.gen_range(0..=DUPLICATE_MAX_MS))
+        } else if self.strikes(|faults| faults.replay) {
+            Duration::from_millis(self.lock().rng.gen_range(REPLAY_MIN_MS..=REPLAY_MAX_MS))
+        } else {
+            return;
+        };
+        let network = self.clone();
+        let request = request.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(later).await;
+            let handler = network.lock().handlers.get(&target).cloned();
+            let Some(handler) = handler.filter(|_| network.connected(from, target)) else { return };
+            network.lock().redelivered += 1;
+            network.trace.record(&format!("again {from}->{target} g{} {kind}", request.group_id));
+            let _ = handler.handle(from, request).await;
+        });
     }
 
     pub fn endpoint(self: &Arc<Self>, local: NodeId) -> Arc<SimEndpoint> {
@@ -169,14 +260,19 @@ impl PeerTransport for SimEndpoint {
                 tokio::time::sleep(Duration::from_millis(LOST_DELAY_MS)).await;
                 return Err(lost("request"));
             }
+            network.wait_released(self.local, target).await;
             tokio::time::sleep(network.latency()).await;
             if !network.connected(self.local, target) {
                 return Err(unreachable());
+            }
+            if duplicable(kind) {
+                network.maybe_deliver_again(self.local, target, kind, &request);
             }
             *network.lock().handling.entry((target, kind)).or_insert(0) += 1;
             let handling = Handling { network: network.clone(), key: (target, kind) };
             let response = handler.handle(self.local, request).await;
             drop(handling);
+            network.wait_released(target, self.local).await;
             tokio::time::sleep(network.latency()).await;
             if !network.connected(target, self.local) {
                 return Err(TransportError::Lost {
@@ -209,6 +305,13 @@ impl Drop for Handling {
             }
         }
     }
+}
+
+/// Whether a message of this kind may be delivered twice: Raft's own messages and requests
+/// without effects. Forwarded writes, metadata commands and readmission steps are not (the
+/// transport never resends them by itself).
+fn duplicable(kind: &str) -> bool {
+    matches!(kind, "append" | "vote" | "snapshot" | "forward-read" | "meta-barrier" | "hello" | "status")
 }
 
 fn body_kind(body: &riffle_proto::peer::peer_request::Body) -> &'static str {

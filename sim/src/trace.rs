@@ -9,6 +9,16 @@ use sha2::{Digest, Sha256};
 /// Events kept for a failure report.
 const RECENT_EVENTS_MAX: usize = 64;
 
+thread_local! {
+    /// Set while a seed is replayed to write its whole trace out.
+    static RECORD_ALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the traces created on this thread from now on keep every event (or not).
+pub fn record_all(on: bool) {
+    RECORD_ALL.with(|flag| flag.set(on));
+}
+
 pub struct Trace {
     start: tokio::time::Instant,
     state: Mutex<TraceState>,
@@ -37,7 +47,8 @@ impl Trace {
                 hasher: Sha256::new(),
                 events: 0,
                 recent: VecDeque::new(),
-                all: std::env::var_os("RIFFLE_SIM_TRACE").map(|_| Vec::new()),
+                all: (std::env::var_os("RIFFLE_SIM_TRACE").is_some() || RECORD_ALL.with(|flag| flag.get()))
+                    .then(Vec::new),
             }),
         }
     }
@@ -66,6 +77,11 @@ impl Trace {
 
     pub fn recent(&self) -> Vec<String> {
         self.state.lock().expect("trace lock is not poisoned").recent.iter().cloned().collect()
+    }
+
+    /// Every event, if this trace keeps them all.
+    pub fn all(&self) -> Vec<String> {
+        self.state.lock().expect("trace lock is not poisoned").all.clone().unwrap_or_default()
     }
 
     /// Writes every event to the file `RIFFLE_SIM_TRACE` names, if it is set.

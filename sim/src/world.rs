@@ -37,6 +37,8 @@ const EPOCH_MS: i64 = 1_767_225_600_000;
 /// Bounds on waiting, in virtual time.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reader waits for one call before it moves on (a consumer polls again soon).
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// The failover bound the liveness phase asserts, in maximal election timeouts (1.6 s): a group
 /// whose leader is killed in a healthy cluster has a new one within five. openraft 0.9 lets a
 /// follower campaign only once its leader's lease (one maximal timeout) and a random election
@@ -49,16 +51,55 @@ const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 100_000;
 /// Per shard: the lowest trim point among its replicas, or `None` when it expired whole.
 type Trimmed = std::collections::BTreeMap<u32, Option<String>>;
 
-/// Virtual wall clock: the run's epoch plus virtual time elapsed.
+/// Largest offset a node's clock is moved to by jumps, either way.
+const CLOCK_OFFSET_MAX_MS: i64 = 5_000;
+
+/// A node's wall clock: the run's epoch plus virtual time elapsed, off by an offset that jumps
+/// and a drift.
 #[derive(Debug)]
 struct SimClock {
     start: tokio::time::Instant,
+    offset_ms: std::sync::atomic::AtomicI64,
+    drift_ppm: i64,
+}
+
+impl SimClock {
+    /// Moves the clock by `by_ms` (forward or back), keeping its offset within bounds.
+    fn jump(&self, by_ms: i64) -> i64 {
+        let offset = self.offset_ms.load(std::sync::atomic::Ordering::SeqCst);
+        let offset = (offset + by_ms).clamp(-CLOCK_OFFSET_MAX_MS, CLOCK_OFFSET_MAX_MS);
+        self.offset_ms.store(offset, std::sync::atomic::Ordering::SeqCst);
+        offset
+    }
 }
 
 impl Clock for SimClock {
     fn now_ms(&self) -> i64 {
-        EPOCH_MS + self.start.elapsed().as_millis() as i64
+        let elapsed_ms = self.start.elapsed().as_millis() as i64;
+        EPOCH_MS
+            + elapsed_ms
+            + elapsed_ms * self.drift_ppm / 1_000_000
+            + self.offset_ms.load(std::sync::atomic::Ordering::SeqCst)
     }
+}
+
+/// The nemesis's fault families in one seed.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultMix {
+    /// A node cut off from every other, both ways.
+    pub partition: bool,
+    /// A whole zone cut off.
+    pub zone: bool,
+    /// One direction of a node's links cut.
+    pub one_way: bool,
+    /// A node cut off and reconnected several times in quick succession.
+    pub flapping: bool,
+    /// A node crashes (unsynced writes lost, last write possibly torn) and restarts later.
+    pub crash: bool,
+    /// A node is paused: its messages, both ways, wait and arrive late, in a burst.
+    pub pause: bool,
+    /// Clocks off by up to ±2 s and drifting by up to 500 ppm; jumps of up to ±3 s.
+    pub clock: bool,
 }
 
 /// Every task, dedicated loops included, runs on the simulation's one thread. Each node
@@ -148,6 +189,12 @@ pub struct SeedReport {
     pub crashes: u32,
     /// Crashes of every running node at once.
     pub power_losses: u32,
+    pub pauses: u32,
+    pub clock_jumps: u32,
+    /// Messages delivered a second time (duplicates and replays of old messages).
+    pub redelivered: u64,
+    /// The seed's fault families.
+    pub mix: FaultMix,
     pub partitions: u32,
     /// Partitions that cut a whole zone (every running node in it) off.
     pub zone_losses: u32,
@@ -163,7 +210,10 @@ pub struct World {
     rng: ChaCha8Rng,
     trace: Arc<Trace>,
     network: Arc<SimNetwork>,
-    clock: Arc<SimClock>,
+    /// Each node's wall clock (skewed, drifting and jumping when the seed has clock faults).
+    clocks: Vec<Arc<SimClock>>,
+    /// The nemesis's fault families in this seed.
+    mix: FaultMix,
     nodes: Vec<SimNode>,
     /// Every node's place; the first three are the founders, a fourth joins later.
     places: Vec<NodePlace>,
@@ -183,6 +233,8 @@ pub struct World {
     crashes: u32,
     /// Every running node crashed at once.
     power_losses: u32,
+    pauses: u32,
+    clock_jumps: u32,
     partitions: u32,
     zone_losses: u32,
     /// Crashes that also lost the node's disk (at most one per seed).
@@ -282,14 +334,49 @@ impl World {
         let services = Rc::new(RefCell::new(vec![None; nodes.len()]));
         // Swarm: each seed draws its own mix of single-message faults, some families off.
         let message_faults = if options.message_faults {
+            let mut draw = |family: &str, rates: &[f64]| {
+                let rate = rates[rng.gen_range(0..rates.len())];
+                if options.allows(family) {
+                    rate
+                } else {
+                    0.0
+                }
+            };
             MessageFaults {
-                drop_request: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
-                drop_response: [0.0, 0.002, 0.01, 0.03][rng.gen_range(0..4)],
-                delay_spike: [0.0, 0.01, 0.05][rng.gen_range(0..3)],
+                drop_request: draw("drop", &[0.0, 0.002, 0.01, 0.03]),
+                drop_response: draw("drop", &[0.0, 0.002, 0.01, 0.03]),
+                delay_spike: draw("delay", &[0.0, 0.01, 0.05]),
+                duplicate: draw("duplicate", &[0.0, 0.005, 0.02]),
+                replay: draw("replay", &[0.0, 0.002, 0.01]),
             }
         } else {
             MessageFaults::default()
         };
+        // Swarm: the nemesis's families, each on in three seeds of four (where allowed).
+        let mut family = |name: &str| rng.gen_bool(0.75) && options.allows(name);
+        let mix = FaultMix {
+            partition: family("partition"),
+            zone: family("zone"),
+            one_way: family("one-way"),
+            flapping: family("flapping"),
+            crash: family("crash"),
+            pause: family("pause"),
+            // Clock faults stay out of seeds with a test-length retention hour: a clock ahead
+            // by seconds would expire records early by design there.
+            clock: family("clock") && retention_hour_ms.is_none(),
+        };
+        // Each node's clock starts off by up to ±2 s and runs fast or slow by up to 500 ppm.
+        let clocks: Vec<Arc<SimClock>> = (0..zones.len())
+            .map(|_| {
+                let (offset_ms, drift_ppm) =
+                    if mix.clock { (rng.gen_range(-2_000..=2_000), rng.gen_range(-500..=500)) } else { (0, 0) };
+                Arc::new(SimClock {
+                    start: tokio::time::Instant::now(),
+                    offset_ms: std::sync::atomic::AtomicI64::new(offset_ms),
+                    drift_ppm,
+                })
+            })
+            .collect();
         network.set_faults(message_faults);
         Ok(World {
             options,
@@ -297,7 +384,8 @@ impl World {
             rng,
             trace,
             network,
-            clock: Arc::new(SimClock { start: tokio::time::Instant::now() }),
+            clocks,
+            mix,
             nodes,
             places,
             founders: 3,
@@ -309,6 +397,8 @@ impl World {
             _scratch: scratch,
             crashes: 0,
             power_losses: 0,
+            pauses: 0,
+            clock_jumps: 0,
             partitions: 0,
             zone_losses: 0,
             disk_losses: 0,
@@ -325,7 +415,8 @@ impl World {
         };
         let executor = SimExecutor::default();
         self.nodes[position].tasks = executor.live.clone();
-        let seams = Seams { clock: self.clock.clone(), executor: Arc::new(executor), fs: fs as Arc<dyn FileSystem> };
+        let seams =
+            Seams { clock: self.clocks[position].clone(), executor: Arc::new(executor), fs: fs as Arc<dyn FileSystem> };
         // A founder knows the founders; a joiner knows only itself, asks to be admitted whenever
         // its disk is empty and learns the cluster's nodes from the answer (as `riffle-node`
         // does with `join` addresses).
@@ -499,6 +590,31 @@ impl World {
         Ok(slowest.as_millis() as u64)
     }
 
+    /// Of the running `members`, the one leading the most groups (the metadata group and every
+    /// shard's), if any leads one.
+    fn busiest_leader(&self, members: &[usize]) -> Option<usize> {
+        let (node, _) = self.any_member()?;
+        let state = node.meta_state();
+        let groups = state
+            .streams
+            .values()
+            .flat_map(|stream| stream.shards.iter())
+            .filter(|shard| !shard.expired)
+            .map(|shard| shard.group_id)
+            .chain([riffle_node::control::metadata::META_GROUP]);
+        let mut led: BTreeMap<u64, usize> = BTreeMap::new();
+        for group in groups {
+            if let Some(leader) = self.current_leader(group, None) {
+                *led.entry(leader).or_default() += 1;
+            }
+        }
+        members
+            .iter()
+            .copied()
+            .filter(|position| led.contains_key(&self.nodes[*position].id))
+            .max_by_key(|position| (led[&self.nodes[*position].id], std::cmp::Reverse(*position)))
+    }
+
     /// The replicas of group `group_id` on running nodes, with their nodes' ids.
     fn replicas_of(&self, group_id: u64) -> impl Iterator<Item = (u64, Arc<riffle_node::node::Group>)> + '_ {
         self.nodes
@@ -668,10 +784,11 @@ impl World {
     /// Runs the whole scenario and checks it.
     pub async fn run(mut self) -> Result<SeedReport, String> {
         self.trace.record(&format!(
-            "world: stream {}, retention hour {:?}, message faults {:?}",
+            "world: stream {}, retention hour {:?}, message faults {:?}, nemesis {:?}",
             if self.on_demand { "ON_DEMAND" } else { "PROVISIONED" },
             self.retention_hour_ms,
-            self.message_faults
+            self.message_faults,
+            self.mix
         ));
         for position in 0..self.nodes.len() {
             self.start_node(position).await?;
@@ -685,59 +802,22 @@ impl World {
         let services = self.services.clone();
         let local = tokio::task::LocalSet::new();
         let start = tokio::time::Instant::now();
+        let producers_done = Rc::new(RefCell::new(0u32));
         for (client, seed) in clients {
-            let history = history.clone();
-            let services = services.clone();
-            let trace = self.trace.clone();
-            let operations = self.options.operations_per_client;
-            let phases = self.on_demand;
+            let producer = producer(
+                client,
+                self.options.operations_per_client,
+                ChaCha8Rng::seed_from_u64(seed),
+                services.clone(),
+                history.clone(),
+                self.trace.clone(),
+                start,
+                self.on_demand,
+            );
+            let producers_done = producers_done.clone();
             local.spawn_local(async move {
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                for number in 0..operations {
-                    // An on-demand stream's load alternates: 3 s busy, 3 s quiet.
-                    let quiet = phases && (start.elapsed().as_secs() / 3) % 2 == 1;
-                    let pause_us = if quiet { 600_000 } else { 60_000 };
-                    tokio::time::sleep(Duration::from_micros(rng.gen_range(0..pause_us))).await;
-                    let value = format!("c{client}-{number}");
-                    let position = rng.gen_range(0..services.borrow().len());
-                    // Few keys, so that per-key order across resharding is checked often.
-                    let key = format!("k{}", rng.gen_range(0..PARTITION_KEYS));
-                    let service = services.borrow()[position].clone();
-                    let invoked_us = start.elapsed().as_micros() as u64;
-                    trace.record(&format!("invoke client {client} {value} via node {}", position + 1));
-                    let outcome = match service {
-                        None => Outcome::Fail(format!("node {} is down", position + 1)),
-                        Some(service) => {
-                            let request = v1::PutRecordRequest {
-                                stream_name: STREAM.into(),
-                                data: Bytes::from(value.clone()),
-                                partition_key: key.clone(),
-                                explicit_hash_key: None,
-                                sequence_number_for_ordering: None,
-                            };
-                            match tokio::time::timeout(OPERATION_TIMEOUT, service.put_record(request)).await {
-                                Ok(Ok(response)) => Outcome::Ok {
-                                    shard: riffle_node::keys::parse_shard_id(&response.shard_id).unwrap_or(u32::MAX),
-                                    sequence: response.sequence_number,
-                                },
-                                Ok(Err(error)) if error.error_type() == "InternalFailure" => {
-                                    Outcome::Info(error.message())
-                                }
-                                Ok(Err(error)) => Outcome::Fail(format!("{}: {}", error.error_type(), error.message())),
-                                Err(_) => Outcome::Info("timed out".into()),
-                            }
-                        }
-                    };
-                    trace.record(&format!("complete {value} {outcome:?}"));
-                    history.borrow_mut().push(Put {
-                        client,
-                        value,
-                        key,
-                        invoked_us,
-                        completed_us: start.elapsed().as_micros() as u64,
-                        outcome,
-                    });
-                }
+                producer.await;
+                *producers_done.borrow_mut() += 1;
             });
         }
         let meta_history: Rc<RefCell<Vec<MetaOperation>>> = Rc::new(RefCell::new(Vec::new()));
@@ -774,12 +854,12 @@ impl World {
             self.trace.clone(),
         ));
         // The nemesis runs while the clients do.
-        let total_operations = (self.options.clients * self.options.operations_per_client) as usize;
+        let total_producers = self.options.clients;
         let total_meta_operations = (self.options.meta_clients * self.options.meta_operations_per_client) as usize;
         let total_reshards = self.options.reshards;
         let workload = local.run_until(async {
             let clients_done = async {
-                while history.borrow().len() < total_operations
+                while *producers_done.borrow() < total_producers
                     || meta_history.borrow().len() < total_meta_operations
                     || *reshards_done.borrow() < total_reshards
                 {
@@ -811,65 +891,29 @@ impl World {
                     .filter(|position| !self.removed[*position] && self.nodes[*position].running.is_some())
                     .collect();
                 let victim = members[self.rng.gen_range(0..members.len())];
-                if self.rng.gen_bool(0.5) {
-                    self.partitions += 1;
-                    // One partition in four cuts the victim's whole zone off (with a fourth node,
-                    // zone a holds two): every shard keeps a quorum in the other two zones.
-                    let zone = self.places[victim].zone.clone();
-                    if self.rng.gen_bool(0.25) {
-                        self.zone_losses += 1;
-                        let cut: Vec<usize> =
-                            members.iter().copied().filter(|position| self.places[*position].zone == zone).collect();
-                        for position in &cut {
-                            self.network.isolate(self.nodes[*position].id);
-                        }
-                        let ids: Vec<u64> = cut.iter().map(|position| self.nodes[*position].id).collect();
-                        self.trace.record(&format!("partition zone {zone} (nodes {ids:?})"));
-                    } else {
-                        self.network.isolate(self.nodes[victim].id);
-                        self.trace.record(&format!("partition node {}", victim + 1));
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(300..3_000))).await;
-                    self.network.heal();
-                    self.trace.record("heal");
-                } else if self.options.power_loss && self.rng.gen_bool(0.1) {
-                    // A power loss: every running node stops at once and loses what it had not
-                    // synced (no node's page cache survives to hand the data back).
-                    self.power_losses += 1;
-                    self.trace.record("power loss");
-                    for position in members.iter().copied() {
-                        self.crash_node(position).await?;
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
-                    for position in members {
-                        if self.removed_in_metadata(self.nodes[position].id) {
-                            self.removed[position] = true;
-                        } else {
-                            self.start_node(position).await?;
-                        }
-                    }
-                } else {
-                    self.crash_node(victim).await?;
-                    // Once per seed at most, the crash also loses the node's disk (two lost
-                    // disks could lose acknowledged data legitimately).
-                    if self.options.disk_loss && self.disk_losses == 0 && self.rng.gen_bool(0.15) {
-                        self.lose_disk(victim);
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
-                    // A node removed while it was down stays down (it would exit at once).
-                    if self.removed_in_metadata(self.nodes[victim].id) {
-                        self.removed[victim] = true;
-                        self.trace.record(&format!("node {} left the cluster while down", victim + 1));
-                    } else {
-                        self.start_node(victim).await?;
-                    }
-                }
+                let mix = self.mix;
+                let actions: Vec<&str> = [
+                    (mix.partition, "partition"),
+                    (mix.zone, "zone"),
+                    (mix.one_way, "one-way"),
+                    (mix.flapping, "flapping"),
+                    (mix.crash, "crash"),
+                    (mix.crash, "crash"),
+                    (mix.pause, "pause"),
+                    (mix.clock, "clock"),
+                ]
+                .into_iter()
+                .filter_map(|(on, action)| on.then_some(action))
+                .collect();
+                let Some(&action) = actions.get(self.rng.gen_range(0..actions.len().max(1))) else { continue };
+                self.fault(action, victim, &members).await?;
             }
             Ok::<(), String>(())
         });
         workload.await?;
         drop(local);
         self.network.heal();
+        self.network.release();
         self.network.set_faults(MessageFaults::default());
         self.trace.record("final heal");
 
@@ -887,13 +931,6 @@ impl World {
             meta: meta_history.borrow().clone(),
             chains: chains.borrow().clone(),
         };
-        let end = check::FinalState { reads, lineage, expiry };
-        let violations = check::check_all(&history, &end);
-        if !violations.is_empty() {
-            let shown: Vec<String> = violations.iter().take(20).map(ToString::to_string).collect();
-            return Err(format!("{} violation(s):\n  {}", violations.len(), shown.join("\n  ")));
-        }
-        let check::FinalState { reads, .. } = end;
         for read in &reads {
             let line: Vec<String> = read
                 .records
@@ -902,6 +939,14 @@ impl World {
                 .collect();
             self.trace.record(&format!("read shard {} {}", read.shard, line.join(",")));
         }
+        let end = check::FinalState { reads, lineage, expiry };
+        crate::keep_history(&history, &end);
+        let violations = check::check_all(&history, &end);
+        if !violations.is_empty() {
+            let shown: Vec<String> = violations.iter().take(20).map(ToString::to_string).collect();
+            return Err(format!("{} violation(s):\n  {}", violations.len(), shown.join("\n  ")));
+        }
+        let check::FinalState { reads, .. } = end;
         let failover_ms = self.check_failover().await?;
         let acknowledged = history.puts.iter().filter(|put| matches!(put.outcome, Outcome::Ok { .. })).count();
         let meta_history = &history.meta;
@@ -937,11 +982,143 @@ impl World {
             meta_writes_acknowledged,
             crashes: self.crashes,
             power_losses: self.power_losses,
+            pauses: self.pauses,
+            clock_jumps: self.clock_jumps,
+            redelivered: self.network.redelivered(),
+            mix: self.mix,
             partitions: self.partitions,
             zone_losses: self.zone_losses,
             failover_ms,
             virtual_ms: start.elapsed().as_millis() as u64,
         })
+    }
+
+    /// Injects one fault of family `action` on `victim` (among the running `members`) and, for
+    /// the transient ones, waits for it to end.
+    async fn fault(&mut self, action: &str, victim: usize, members: &[usize]) -> Result<(), String> {
+        // Half the single-node partitions, one-way cuts and pauses go to the node leading the
+        // most groups, as a nemesis aimed at leaders would: it keeps believing it leads while
+        // the others elect new leaders.
+        let victim = match action {
+            "partition" | "one-way" | "pause" if self.rng.gen_bool(0.5) => {
+                self.busiest_leader(members).unwrap_or(victim)
+            }
+            _ => victim,
+        };
+        let id = self.nodes[victim].id;
+        match action {
+            "partition" | "zone" => {
+                self.partitions += 1;
+                if action == "zone" {
+                    // A whole zone (with a fourth node, zone a holds two): every shard keeps a
+                    // quorum in the other two zones.
+                    self.zone_losses += 1;
+                    let zone = self.places[victim].zone.clone();
+                    let cut: Vec<u64> = members
+                        .iter()
+                        .filter(|position| self.places[**position].zone == zone)
+                        .map(|position| self.nodes[*position].id)
+                        .collect();
+                    for node in &cut {
+                        self.network.isolate(*node);
+                    }
+                    self.trace.record(&format!("partition zone {zone} (nodes {cut:?})"));
+                } else {
+                    self.network.isolate(id);
+                    self.trace.record(&format!("partition node {id}"));
+                }
+                // Mostly shorter than an election; one in three long enough for the majority to
+                // elect new leaders while the cut-off node still believes it leads.
+                let partition_ms = if self.rng.gen_bool(1.0 / 3.0) { 3_000..8_000 } else { 300..3_000 };
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(partition_ms))).await;
+                self.network.heal();
+                self.trace.record("heal");
+            }
+            "one-way" => {
+                self.partitions += 1;
+                // The victim's outgoing or incoming links, to every other node or to one.
+                let others: Vec<u64> =
+                    members.iter().map(|position| self.nodes[*position].id).filter(|other| *other != id).collect();
+                let targets: Vec<u64> = if self.rng.gen_bool(0.5) || others.is_empty() {
+                    others
+                } else {
+                    vec![others[self.rng.gen_range(0..others.len())]]
+                };
+                let outgoing = self.rng.gen_bool(0.5);
+                for other in &targets {
+                    if outgoing {
+                        self.network.cut_one_way(id, *other);
+                    } else {
+                        self.network.cut_one_way(*other, id);
+                    }
+                }
+                let direction = if outgoing { "from" } else { "to" };
+                self.trace.record(&format!("one-way cut {direction} node {id} (peers {targets:?})"));
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(300..3_000))).await;
+                self.network.heal();
+                self.trace.record("heal");
+            }
+            "flapping" => {
+                self.partitions += 1;
+                let flaps = self.rng.gen_range(3..8);
+                self.trace.record(&format!("flapping node {id} ({flaps} times)"));
+                for _ in 0..flaps {
+                    self.network.isolate(id);
+                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(50..400))).await;
+                    self.network.heal();
+                    tokio::time::sleep(Duration::from_millis(self.rng.gen_range(50..400))).await;
+                }
+                self.trace.record("heal");
+            }
+            "pause" => {
+                self.pauses += 1;
+                self.network.hold(id);
+                self.trace.record(&format!("pause node {id}"));
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(200..4_000))).await;
+                self.network.release();
+                self.trace.record(&format!("resume node {id}"));
+            }
+            "clock" => {
+                self.clock_jumps += 1;
+                let by_ms = self.rng.gen_range(-3_000..=3_000);
+                let offset = self.clocks[victim].jump(by_ms);
+                self.trace.record(&format!("clock of node {id} jumps {by_ms} ms (now off by {offset} ms)"));
+            }
+            _ if self.options.power_loss && self.rng.gen_bool(0.1) => {
+                // A power loss: every running node stops at once and loses what it had not
+                // synced (no node's page cache survives to hand the data back).
+                self.power_losses += 1;
+                self.trace.record("power loss");
+                for position in members.iter().copied() {
+                    self.crash_node(position).await?;
+                }
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+                for position in members.iter().copied() {
+                    if self.removed_in_metadata(self.nodes[position].id) {
+                        self.removed[position] = true;
+                    } else {
+                        self.start_node(position).await?;
+                    }
+                }
+            }
+            _ => {
+                self.crash_node(victim).await?;
+                // Once per seed at most, the crash also loses the node's disk (two lost
+                // disks could lose acknowledged data legitimately).
+                if self.options.disk_loss && self.disk_losses == 0 && self.rng.gen_bool(0.15) {
+                    self.lose_disk(victim);
+                }
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+                // A node removed while it was down stays down (it would exit at once).
+                if self.removed_in_metadata(id) {
+                    self.removed[victim] = true;
+                    self.trace.record(&format!("node {id} left the cluster while down"));
+                } else {
+                    self.start_node(victim).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn create_stream(&mut self) -> Result<(), String> {
@@ -1268,6 +1445,137 @@ impl World {
     }
 }
 
+/// Attempts a producer makes of one record whose outcome stays unknown (the first and two
+/// retries), as an SDK retries an InternalFailure.
+const PUT_ATTEMPTS_MAX: u32 = 3;
+
+/// A producer: `values` unique values (`c<client>-<n>`), each sent by PutRecord or, one call in
+/// three, by PutRecords with up to four more values of its own; each call through a random node.
+/// A record whose outcome is unknown is sent again (the same value, so it may be stored twice;
+/// the checker allows as many copies as attempts), at most [`PUT_ATTEMPTS_MAX`] times.
+#[allow(clippy::too_many_arguments)]
+async fn producer(
+    client: u32,
+    values: u32,
+    mut rng: ChaCha8Rng,
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
+    history: Rc<RefCell<Vec<Put>>>,
+    trace: Arc<Trace>,
+    start: tokio::time::Instant,
+    phases: bool,
+) {
+    let mut number = 0;
+    while number < values {
+        // An on-demand stream's load alternates: 3 s busy, 3 s quiet.
+        let quiet = phases && (start.elapsed().as_secs() / 3) % 2 == 1;
+        let pause_us = if quiet { 600_000 } else { 60_000 };
+        tokio::time::sleep(Duration::from_micros(rng.gen_range(0..pause_us))).await;
+        let batch = if rng.gen_bool(1.0 / 3.0) { rng.gen_range(2..=5).min(values - number) } else { 1 };
+        // Few keys, so that per-key order across resharding is checked often.
+        let mut pending: Vec<(String, String)> = (0..batch)
+            .map(|offset| (format!("c{client}-{}", number + offset), format!("k{}", rng.gen_range(0..PARTITION_KEYS))))
+            .collect();
+        number += batch;
+        for attempt in 0..PUT_ATTEMPTS_MAX {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+            }
+            let position = rng.gen_range(0..services.borrow().len());
+            let service = services.borrow()[position].clone();
+            let invoked_us = start.elapsed().as_micros() as u64;
+            let values: Vec<&str> = pending.iter().map(|(value, _)| value.as_str()).collect();
+            let call = if batch > 1 { "PutRecords" } else { "PutRecord" };
+            trace.record(&format!(
+                "invoke client {client} {call} {values:?} via node {} (attempt {attempt})",
+                position + 1
+            ));
+            let outcomes = match service {
+                None => vec![Outcome::Fail(format!("node {} is down", position + 1)); pending.len()],
+                Some(service) if batch == 1 => {
+                    let (value, key) = &pending[0];
+                    let request = v1::PutRecordRequest {
+                        stream_name: STREAM.into(),
+                        data: Bytes::from(value.clone()),
+                        partition_key: key.clone(),
+                        explicit_hash_key: None,
+                        sequence_number_for_ordering: None,
+                    };
+                    vec![match tokio::time::timeout(OPERATION_TIMEOUT, service.put_record(request)).await {
+                        Ok(Ok(response)) => Outcome::Ok {
+                            shard: riffle_node::keys::parse_shard_id(&response.shard_id).unwrap_or(u32::MAX),
+                            sequence: response.sequence_number,
+                        },
+                        Ok(Err(error)) if error.error_type() == "InternalFailure" => Outcome::Info(error.message()),
+                        Ok(Err(error)) => Outcome::Fail(format!("{}: {}", error.error_type(), error.message())),
+                        Err(_) => Outcome::Info("timed out".into()),
+                    }]
+                }
+                Some(service) => {
+                    let request = v1::PutRecordsRequest {
+                        stream_name: STREAM.into(),
+                        records: pending
+                            .iter()
+                            .map(|(value, key)| v1::PutRecordsRequestEntry {
+                                data: Bytes::from(value.clone()),
+                                partition_key: key.clone(),
+                                explicit_hash_key: None,
+                            })
+                            .collect(),
+                    };
+                    match tokio::time::timeout(OPERATION_TIMEOUT, service.put_records(request)).await {
+                        Ok(Ok(response)) if response.records.len() == pending.len() => response
+                            .records
+                            .into_iter()
+                            .map(|entry| match (entry.sequence_number, entry.shard_id, entry.error_code) {
+                                (Some(sequence), Some(shard_id), None) => Outcome::Ok {
+                                    shard: riffle_node::keys::parse_shard_id(&shard_id).unwrap_or(u32::MAX),
+                                    sequence,
+                                },
+                                (_, _, Some(code)) if code == "InternalFailure" => {
+                                    Outcome::Info(entry.error_message.unwrap_or(code))
+                                }
+                                (_, _, code) => Outcome::Fail(format!(
+                                    "{}: {}",
+                                    code.unwrap_or_default(),
+                                    entry.error_message.unwrap_or_default()
+                                )),
+                            })
+                            .collect(),
+                        Ok(Ok(response)) => vec![
+                            Outcome::Info(format!(
+                                "PutRecords answered {} results for {} records",
+                                response.records.len(),
+                                pending.len()
+                            ));
+                            pending.len()
+                        ],
+                        Ok(Err(error)) if error.error_type() == "InternalFailure" => {
+                            vec![Outcome::Info(error.message()); pending.len()]
+                        }
+                        Ok(Err(error)) => {
+                            vec![Outcome::Fail(format!("{}: {}", error.error_type(), error.message())); pending.len()]
+                        }
+                        Err(_) => vec![Outcome::Info("timed out".into()); pending.len()],
+                    }
+                }
+            };
+            let completed_us = start.elapsed().as_micros() as u64;
+            let mut unknown = Vec::new();
+            for ((value, key), outcome) in pending.into_iter().zip(outcomes) {
+                trace.record(&format!("complete {value} {outcome:?}"));
+                if matches!(outcome, Outcome::Info(_)) {
+                    unknown.push((value.clone(), key.clone()));
+                }
+                history.borrow_mut().push(Put { client, value, key, invoked_us, completed_us, outcome });
+            }
+            pending = unknown;
+            if pending.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
 /// A reader: again and again, picks an open or closed shard and an iterator type (all five
 /// Kinesis types; sequence numbers from acknowledged puts, timestamps from the last few
 /// seconds), asks a random node for the iterator and follows it for a few GetRecords pages,
@@ -1293,7 +1601,7 @@ async fn reader(
         tokio::time::sleep(Duration::from_micros(rng.gen_range(0..300_000))).await;
         let Some((node, service)) = pick(&mut rng) else { continue };
         if shards.is_empty() || rng.gen_bool(0.2) {
-            if let Ok(Ok(stream)) = tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(STREAM)).await {
+            if let Ok(Ok(stream)) = tokio::time::timeout(READ_TIMEOUT, service.stream_meta(STREAM)).await {
                 shards = stream.shards.iter().filter(|shard| !shard.expired).map(|shard| shard.index).collect();
             }
         }
@@ -1338,8 +1646,7 @@ async fn reader(
             timestamp_ms,
         };
         let iterator_invoked_us = start.elapsed().as_micros() as u64;
-        let Ok(Ok(response)) = tokio::time::timeout(OPERATION_TIMEOUT, service.get_shard_iterator(request)).await
-        else {
+        let Ok(Ok(response)) = tokio::time::timeout(READ_TIMEOUT, service.get_shard_iterator(request)).await else {
             continue;
         };
         trace.record(&format!("reader {client}: shard {shard} from {position:?} via node {node}"));
@@ -1361,7 +1668,7 @@ async fn reader(
             let limit = rng.gen_range(1..=40);
             let invoked_us = start.elapsed().as_micros() as u64;
             let request = v1::GetRecordsRequest { shard_iterator: iterator.clone(), limit: Some(limit) };
-            let response = match tokio::time::timeout(OPERATION_TIMEOUT, service.get_records(request)).await {
+            let response = match tokio::time::timeout(READ_TIMEOUT, service.get_records(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(error)) => {
                     trace.record(&format!("reader {client}: shard {shard} via node {node}: {error}"));

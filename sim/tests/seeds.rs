@@ -4,9 +4,9 @@
 use riffle_sim::{run_seed, SimOptions};
 
 /// Seeds run by the sweep.
-const SWEEP_SEEDS: u64 = 200;
+const SWEEP_SEEDS: u64 = 1_000;
 /// Seeds run twice for the determinism check.
-const DETERMINISM_SEEDS: u64 = 10;
+const DETERMINISM_SEEDS: u64 = 20;
 
 fn run_range(seeds: std::ops::Range<u64>, threads: u64) -> Vec<String> {
     let workers: Vec<_> = (0..threads)

@@ -329,7 +329,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                                 ApplyResult::Nothing
                             }
                             Some(group_command::Command::Append(batch)) => {
-                                let previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
+                                let mut previous = machine.segments.last_timestamp_ms().unwrap_or(i64::MIN);
+                                if crate::planted::active(crate::planted::Bug::TimestampRegress) {
+                                    previous = i64::MIN;
+                                }
                                 machine.segments.append(to_batch_log_id(&entry.log_id), &batch).map_err(|error| {
                                     StorageIOError::apply(entry.log_id, AnyError::error(error.to_string()))
                                 })?;

@@ -1178,7 +1178,10 @@ impl ShardSegments {
             if last.is_some_and(|last| log_id.index <= last.log_id.index) {
                 return Ok(false);
             }
-            let timestamp_ms = last.map_or(batch.timestamp_ms, |last| batch.timestamp_ms.max(last.timestamp_ms));
+            let mut timestamp_ms = last.map_or(batch.timestamp_ms, |last| batch.timestamp_ms.max(last.timestamp_ms));
+            if crate::planted::active(crate::planted::Bug::TimestampRegress) {
+                timestamp_ms = batch.timestamp_ms;
+            }
             let encoded = encode_batch(log_id, timestamp_ms, &batch.records);
             let header = BatchHeader {
                 log_id,
