@@ -33,6 +33,19 @@ struct Arguments {
     /// Puts per client per seed.
     #[arg(long, default_value_t = 80)]
     operations: u32,
+    /// Readers following iterators while the puts run.
+    #[arg(long, default_value_t = 2)]
+    readers: u32,
+    /// Clients writing and reading the stream's tags.
+    #[arg(long, default_value_t = 2)]
+    meta_clients: u32,
+    /// Split, merge or UpdateShardCount attempts per seed.
+    #[arg(long, default_value_t = 3)]
+    reshards: u32,
+    /// With --seed: shrink the failing seed's scenario (fault families, then the workload) to
+    /// the smallest that still fails the same way, and print its replay command.
+    #[arg(long)]
+    minimize: bool,
     /// Run without faults.
     #[arg(long)]
     no_faults: bool,
@@ -48,8 +61,8 @@ struct Arguments {
     /// responses and held-back messages for its chaos phase).
     #[arg(long)]
     no_message_faults: bool,
-    /// Fault families to draw from, comma-separated (default all): partition, zone, one-way,
-    /// flapping, crash, pause, clock, drop, delay, duplicate, replay; `none` for none.
+    /// Fault families to draw from, comma-separated (default all but corrupt): partition, zone,
+    /// one-way, flapping, crash, corrupt, pause, clock, drop, delay, duplicate, replay; `none`.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
     /// Where a sweep writes the trace and history of its failing seeds.
@@ -80,7 +93,7 @@ fn main() -> Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
-    let mut off = std::collections::BTreeSet::new();
+    let mut off = riffle_sim::default_off();
     if let Some(on) = &arguments.faults {
         for family in on {
             if family != "none" && !riffle_sim::FAULT_FAMILIES.contains(&family.as_str()) {
@@ -96,6 +109,9 @@ fn main() -> Result<()> {
     let options = SimOptions {
         off,
         operations_per_client: arguments.operations,
+        readers: arguments.readers,
+        meta_clients: arguments.meta_clients,
+        reshards: arguments.reshards,
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
         membership: !arguments.no_membership,
@@ -112,6 +128,7 @@ fn main() -> Result<()> {
             }
             Err(failure) => {
                 eprintln!("{failure}");
+                let options = if arguments.minimize { minimize(seed, options, &failure) } else { options };
                 std::fs::create_dir_all(&arguments.out)?;
                 write_evidence(seed, &options, &arguments.out)?;
                 bail!("seed {seed} failed")
@@ -199,6 +216,70 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// What a failure is, for comparing two: the first violated check's name, or the message up
+/// to its first colon.
+fn failure_kind(failure: &SimFailure) -> String {
+    let message = &failure.message;
+    if let Some(start) = message.find("\n  [") {
+        let tag = &message[start + 3..];
+        return tag[..tag.find(']').map_or(tag.len(), |end| end + 1)].to_string();
+    }
+    message.split(':').next().unwrap_or_default().to_string()
+}
+
+/// One change `--minimize` tries on a scenario.
+type Shrink = Box<dyn Fn(&mut SimOptions)>;
+
+/// Shrinks the scenario of failing `seed`: turns off each fault family, then each optional
+/// part of the workload, then halves the puts, keeping every change after which the seed still
+/// fails the same way. (Each change draws a different run from the same seed; what is kept is
+/// a smaller scenario that fails alike, not a trimmed copy of the original run.)
+fn minimize(seed: u64, mut options: SimOptions, failure: &SimFailure) -> SimOptions {
+    let kind = failure_kind(failure);
+    eprintln!("minimizing seed {seed}, failing with {kind}");
+    let still_fails = |candidate: &SimOptions| match run_seed(seed, candidate) {
+        Err(other) => failure_kind(&other) == kind,
+        Ok(_) => false,
+    };
+    let mut steps: Vec<(String, Shrink)> = Vec::new();
+    for family in riffle_sim::FAULT_FAMILIES {
+        steps.push((
+            format!("no {family}"),
+            Box::new(move |options: &mut SimOptions| {
+                options.off.insert(family.to_string());
+            }),
+        ));
+    }
+    steps.push(("no disk loss".into(), Box::new(|options: &mut SimOptions| options.disk_loss = false)));
+    steps.push(("no membership changes".into(), Box::new(|options: &mut SimOptions| options.membership = false)));
+    steps.push(("no message faults".into(), Box::new(|options: &mut SimOptions| options.message_faults = false)));
+    steps.push(("no readers".into(), Box::new(|options: &mut SimOptions| options.readers = 0)));
+    steps.push(("no metadata clients".into(), Box::new(|options: &mut SimOptions| options.meta_clients = 0)));
+    steps.push(("no reshards".into(), Box::new(|options: &mut SimOptions| options.reshards = 0)));
+    for _ in 0..3 {
+        steps.push((
+            "half the puts".into(),
+            Box::new(|options: &mut SimOptions| {
+                options.operations_per_client = (options.operations_per_client / 2).max(1)
+            }),
+        ));
+    }
+    for (name, change) in steps {
+        let mut candidate = options.clone();
+        change(&mut candidate);
+        if candidate.flags() == options.flags() {
+            continue;
+        }
+        let kept = still_fails(&candidate);
+        eprintln!("  {name}: {}", if kept { "still fails, kept" } else { "passes or fails otherwise, undone" });
+        if kept {
+            options = candidate;
+        }
+    }
+    println!("smallest scenario found: cargo run --release -p riffle-sim -- --seed {seed}{}", options.flags());
+    options
+}
+
 /// Failing seeds of a sweep whose trace and history are written out.
 const FAILURES_RECORDED_MAX: usize = 5;
 
@@ -237,6 +318,7 @@ struct Totals {
     seeds: u64,
     pauses: u64,
     clock_jumps: u64,
+    corruptions: u64,
     redelivered: u64,
     power_losses: u64,
     read_chains: u64,
@@ -262,6 +344,7 @@ impl Totals {
         self.seeds += 1;
         self.pauses += u64::from(report.pauses);
         self.clock_jumps += u64::from(report.clock_jumps);
+        self.corruptions += u64::from(report.corruptions);
         self.redelivered += report.redelivered;
         self.power_losses += u64::from(report.power_losses);
         self.read_chains += report.read_chains as u64;
@@ -276,7 +359,7 @@ impl std::fmt::Display for Totals {
             formatter,
             "passing seeds together: {} acknowledged puts and {} read chains ({} pages) checked; {} crashes, \
              {} power losses, {} partitions ({} of a whole zone), {} pauses, {} clock jumps, {} messages delivered \
-             twice, {} disk losses; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
+             twice, {} disk losses, {} damaged replicas; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
              failover probe: new leaders {} ms after the cut on average, {} ms at most, {} probes over 3,200 ms",
             self.acknowledged,
             self.read_chains,
@@ -289,6 +372,7 @@ impl std::fmt::Display for Totals {
             self.clock_jumps,
             self.redelivered,
             self.disk_losses,
+            self.corruptions,
             self.joins,
             self.decommissions,
             self.splits,

@@ -96,6 +96,9 @@ pub struct FaultMix {
     pub flapping: bool,
     /// A node crashes (unsynced writes lost, last write possibly torn) and restarts later.
     pub crash: bool,
+    /// A crashed node's stored shard records are damaged before it restarts (flipped bytes in
+    /// a segment file), on one node at a time and never in a seed that loses a disk.
+    pub corrupt: bool,
     /// A node is paused: its messages, both ways, wait and arrive late, in a burst.
     pub pause: bool,
     /// Clocks off by up to ±2 s and drifting by up to 500 ppm; jumps of up to ±3 s.
@@ -191,6 +194,7 @@ pub struct SeedReport {
     pub power_losses: u32,
     pub pauses: u32,
     pub clock_jumps: u32,
+    pub corruptions: u32,
     /// Messages delivered a second time (duplicates and replays of old messages).
     pub redelivered: u64,
     /// The seed's fault families.
@@ -235,6 +239,8 @@ pub struct World {
     power_losses: u32,
     pauses: u32,
     clock_jumps: u32,
+    /// Stopped nodes whose stored records were damaged (at most one per seed).
+    corruptions: u32,
     partitions: u32,
     zone_losses: u32,
     /// Crashes that also lost the node's disk (at most one per seed).
@@ -360,6 +366,7 @@ impl World {
             one_way: family("one-way"),
             flapping: family("flapping"),
             crash: family("crash"),
+            corrupt: family("corrupt"),
             pause: family("pause"),
             // Clock faults stay out of seeds with a test-length retention hour: a clock ahead
             // by seconds would expire records early by design there.
@@ -399,6 +406,7 @@ impl World {
             power_losses: 0,
             pauses: 0,
             clock_jumps: 0,
+            corruptions: 0,
             partitions: 0,
             zone_losses: 0,
             disk_losses: 0,
@@ -772,6 +780,33 @@ impl World {
         Ok(())
     }
 
+    /// Damages a stopped node's stored shard records: flips 1–3 bytes of the durable part of one
+    /// segment file (or a shard's generation pointer). The other replicas keep a good copy.
+    fn corrupt_segments(&mut self, position: usize) {
+        let slot = &self.nodes[position];
+        let files: Vec<(PathBuf, u64)> = slot
+            .fs
+            .files_under(&slot.data_dir.join("segments"))
+            .into_iter()
+            .filter(|(_, durable)| *durable > 0)
+            .collect();
+        if files.is_empty() {
+            return;
+        }
+        let (path, durable) = files[self.rng.gen_range(0..files.len())].clone();
+        let flips = self.rng.gen_range(1..=3);
+        let mut offsets = Vec::new();
+        for _ in 0..flips {
+            let offset = self.rng.gen_range(0..durable);
+            if self.nodes[position].fs.corrupt_byte(&path, offset).is_ok() {
+                offsets.push(offset);
+            }
+        }
+        self.corruptions += 1;
+        let name = path.strip_prefix(&self.nodes[position].data_dir).unwrap_or(&path).display().to_string();
+        self.trace.record(&format!("corrupt node {} file {name} at {offsets:?}", self.nodes[position].id));
+    }
+
     /// Replaces a stopped node's disk with an empty one: it restarts with no data at all.
     fn lose_disk(&mut self, position: usize) {
         self.disk_losses += 1;
@@ -899,6 +934,7 @@ impl World {
                     (mix.flapping, "flapping"),
                     (mix.crash, "crash"),
                     (mix.crash, "crash"),
+                    (mix.corrupt, "corrupt"),
                     (mix.pause, "pause"),
                     (mix.clock, "clock"),
                 ]
@@ -984,6 +1020,7 @@ impl World {
             power_losses: self.power_losses,
             pauses: self.pauses,
             clock_jumps: self.clock_jumps,
+            corruptions: self.corruptions,
             redelivered: self.network.redelivered(),
             mix: self.mix,
             partitions: self.partitions,
@@ -1084,6 +1121,16 @@ impl World {
                 let offset = self.clocks[victim].jump(by_ms);
                 self.trace.record(&format!("clock of node {id} jumps {by_ms} ms (now off by {offset} ms)"));
             }
+            "corrupt" if self.disk_losses == 0 && self.corruptions == 0 => {
+                self.crash_node(victim).await?;
+                self.corrupt_segments(victim);
+                tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+                if self.removed_in_metadata(id) {
+                    self.removed[victim] = true;
+                } else {
+                    self.start_node(victim).await?;
+                }
+            }
             _ if self.options.power_loss && self.rng.gen_bool(0.1) => {
                 // A power loss: every running node stops at once and loses what it had not
                 // synced (no node's page cache survives to hand the data back).
@@ -1105,7 +1152,7 @@ impl World {
                 self.crash_node(victim).await?;
                 // Once per seed at most, the crash also loses the node's disk (two lost
                 // disks could lose acknowledged data legitimately).
-                if self.options.disk_loss && self.disk_losses == 0 && self.rng.gen_bool(0.15) {
+                if self.options.disk_loss && self.disk_losses == 0 && self.corruptions == 0 && self.rng.gen_bool(0.15) {
                     self.lose_disk(victim);
                 }
                 tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;

@@ -177,7 +177,25 @@ impl Node {
         // created) and was never moved away joins as it is, even after other replicas moved.
         let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
         let never_held_data = founder || shard.founders.contains(&self.id());
-        let segments = self.segments.shard(group_id).map_err(|error| error.to_string())?;
+        let (segments, damaged) = match self.segments.shard(group_id) {
+            Ok(segments) => (segments, false),
+            // Stored records that fail their checksums are damage, not the end of the log: this
+            // replica drops everything it holds of the group (log and vote included) and is
+            // readmitted by the group's leader as a new, empty replica, like one whose disk was
+            // lost; it catches up from the other replicas, which hold the good copy.
+            Err(error) if error.is_corruption() => {
+                tracing::warn!(
+                    node = self.id(),
+                    group = group_id,
+                    %error,
+                    "this replica's stored records are damaged: dropping them to be readmitted and repaired from the other replicas"
+                );
+                self.logs.remove_group(group_id).await?;
+                self.segments.remove_shard(group_id).map_err(|error| error.to_string())?;
+                (self.segments.shard(group_id).map_err(|error| error.to_string())?, true)
+            }
+            Err(error) => return Err(error.to_string()),
+        };
         let started = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let floor = DurableFloor::new(group_id, self.logs.clone()).map_err(|error| error.to_string())?;
         let seal = SealState::default();
@@ -225,7 +243,8 @@ impl Node {
                 leading_since: Mutex::new(None),
             }),
         ));
-        let lost_before = self.resume_readmission(&group, amnesiac || (!restarted && !never_held_data)).await?;
+        let fresh = amnesiac || damaged || (!restarted && !never_held_data);
+        let lost_before = self.resume_readmission(&group, fresh).await?;
         if restarted && !group.awaiting_readmission() {
             self.rejoin_quietly(&group);
         }

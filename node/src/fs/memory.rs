@@ -193,6 +193,19 @@ impl MemoryFileSystem {
         Ok(())
     }
 
+    /// Every file under `dir`, at any depth, with its durable length. For tests that damage
+    /// stored data.
+    pub fn files_under(&self, dir: &Path) -> Vec<(PathBuf, u64)> {
+        let dir = normalize(dir);
+        let namespace = self.namespace();
+        namespace
+            .files
+            .iter()
+            .filter(|(path, _)| path.starts_with(&dir))
+            .map(|(path, inode)| (path.clone(), lock(inode).durable.len() as u64))
+            .collect()
+    }
+
     /// The durable bytes of a file (what a crash now would keep at least). For tests.
     pub fn durable_content(&self, path: &Path) -> io::Result<Vec<u8>> {
         let namespace = self.namespace();

@@ -19,6 +19,10 @@ WAIT = {"Delay": 0.2, "MaxAttempts": 150}
 ACCOUNT = "000000000000"
 # Polls for a state the cluster reaches by itself: bounded, each a quarter of a second apart.
 POLLS_MAX = 240
+# PutRecords calls of the hot phase at most. The split needs the hot load to last 2 s (the
+# cluster's split_after_ms), and a call answered at once (throttled) takes a few milliseconds on
+# a fast build, so the bound is in calls enough for tens of seconds, not in time.
+HOT_CALLS_MAX = 4_000
 
 
 def error_of(call, **arguments):
@@ -150,7 +154,7 @@ def test_a_hot_shard_splits_and_cold_shards_merge_by_themselves(kinesis, on_dema
     # Hot: one partition key, well above 200 records/s and 64 KiB/s, until the stream splits. A
     # record may fail while the shard changes leader or splits (InternalFailure, which producers
     # retry); the test does not retry, so that every record is sent once.
-    for _ in range(POLLS_MAX):
+    for _ in range(HOT_CALLS_MAX):
         records = [{"Data": f"hot-{batch}-{index}".encode() + b"." * 300, "PartitionKey": "hot"} for index in range(100)]
         result = kinesis.put_records(StreamName=stream, Records=records)
         attempted.extend(record["Data"] for record in records)
