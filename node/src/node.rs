@@ -434,15 +434,38 @@ impl Node {
 
     /// Greets every peer (at most 300 ms each, all at once) and tells whether any of them
     /// already runs a cluster.
+    ///
+    /// A peer that does not answer says nothing: this node founds a new cluster only once a
+    /// majority of the founders, itself included, have said they know none, and it asks until
+    /// it can tell. (Taking silence for "no cluster" let a node that lost its disk, with one
+    /// founder removed and the other's answer lost, found a second cluster with an empty log
+    /// and vote in the first one's groups — the simulator's seed 711.)
     async fn peers_know_a_cluster(&self) -> bool {
-        let greetings = self.peer_ids().into_iter().map(|peer| async move {
-            let call = self.transport.call(peer, hello());
-            match tokio::time::timeout(std::time::Duration::from_millis(300), call).await {
-                Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => reply.knows_cluster,
-                _ => false,
+        let peers = self.peer_ids();
+        // With this node, a majority of the founders.
+        let needed = peers.len().div_ceil(2);
+        let pause = std::time::Duration::from_millis(self.options.raft.heartbeat_interval_ms);
+        loop {
+            let greetings = peers.iter().map(|peer| async move {
+                let call = self.transport.call(*peer, hello());
+                match tokio::time::timeout(std::time::Duration::from_millis(300), call).await {
+                    Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => Some(reply.knows_cluster),
+                    _ => None,
+                }
+            });
+            let answers = futures::future::join_all(greetings).await;
+            if answers.contains(&Some(true)) {
+                return true;
             }
-        });
-        futures::future::join_all(greetings).await.into_iter().any(|knows| knows)
+            if answers.iter().filter(|answer| **answer == Some(false)).count() >= needed || self.is_stopped() {
+                return false;
+            }
+            tracing::info!(
+                node = self.id(),
+                "waiting for a majority of the founders to answer before founding a cluster"
+            );
+            tokio::time::sleep(pause).await;
+        }
     }
 
     /// Whether this process started on an empty disk in a running cluster and has not caught up

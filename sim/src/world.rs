@@ -417,6 +417,39 @@ impl World {
     }
 
     async fn start_node(&mut self, position: usize) -> Result<(), String> {
+        let node = self.open_node(position).await?;
+        let id = node.id();
+        node.start(self.network.endpoint(id)).await.map_err(|error| format!("node {id} does not start: {error}"))?;
+        self.serve_node(position, node);
+        Ok(())
+    }
+
+    /// Starts the founders together, as a cluster's first processes come up: a node on an empty
+    /// disk founds a cluster only once a majority of the founders have answered.
+    async fn start_founders(&mut self) -> Result<(), String> {
+        let mut opened = Vec::new();
+        for position in 0..self.founders {
+            opened.push(self.open_node(position).await?);
+        }
+        let starts =
+            opened.iter().map(|node| {
+                let endpoint = self.network.endpoint(node.id());
+                async move {
+                    node.start(endpoint).await.map_err(|error| format!("node {} does not start: {error}", node.id()))
+                }
+            });
+        for outcome in futures::future::join_all(starts).await {
+            outcome?;
+        }
+        for (position, node) in opened.into_iter().enumerate() {
+            self.serve_node(position, node);
+        }
+        Ok(())
+    }
+
+    /// Opens the node at `position` on its disk and attaches it to the network (a joiner is
+    /// admitted first); it is not started.
+    async fn open_node(&mut self, position: usize) -> Result<Arc<Node>, String> {
         let (id, fs, data_dir) = {
             let slot = &self.nodes[position];
             (slot.id, slot.fs.clone(), slot.data_dir.clone())
@@ -426,8 +459,8 @@ impl World {
         let seams =
             Seams { clock: self.clocks[position].clone(), executor: Arc::new(executor), fs: fs as Arc<dyn FileSystem> };
         // A founder knows the founders; a joiner knows only itself, asks to be admitted whenever
-        // its disk is empty and learns the cluster's nodes from the answer (as `riffle-node`
-        // does with `join` addresses).
+        // its disk is empty and learns the cluster's nodes from the answer (as `riffle-node` does
+        // with `join` addresses).
         let joiner = position >= self.founders;
         let places = if joiner { vec![self.places[position].clone()] } else { self.places[..self.founders].to_vec() };
         let options = node_options(id, &places, joiner, data_dir, self.retention_hour_ms);
@@ -440,7 +473,11 @@ impl World {
                 node.rejoins_after_disk_loss();
             }
         }
-        node.start(self.network.endpoint(id)).await.map_err(|error| format!("node {id} does not start: {error}"))?;
+        Ok(node)
+    }
+
+    /// Gives a started node its service, which clients then pick from.
+    fn serve_node(&mut self, position: usize, node: Arc<Node>) {
         let settings = ServiceSettings {
             region: "us-east-1".into(),
             account: "000000000000".into(),
@@ -448,11 +485,11 @@ impl World {
             account_shards_max: 500,
             iterator_secret: b"simulated cluster secret".to_vec(),
         };
+        let id = node.id();
         let service = StreamService::new(node.clone(), settings);
         self.services.borrow_mut()[position] = Some(service.clone());
         self.nodes[position].running = Some((node, service));
         self.trace.record(&format!("start node {id}"));
-        Ok(())
     }
 
     /// Stops a node abruptly: it is cut off, its tasks stop, and its disk loses whatever was
@@ -825,7 +862,8 @@ impl World {
             self.message_faults,
             self.mix
         ));
-        for position in 0..self.nodes.len() {
+        self.start_founders().await?;
+        for position in self.founders..self.nodes.len() {
             self.start_node(position).await?;
         }
         self.create_stream().await?;
