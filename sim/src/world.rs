@@ -1369,8 +1369,9 @@ impl World {
                     attempts += 1;
                     if attempts > 600 {
                         return Err(format!(
-                            "replicas of shard {shard} disagree after healing: read {} records; nodes (id, records) {differing:?}{example}",
-                            records.len()
+                            "replicas of shard {shard} disagree after healing: read {} records; nodes (id, records) {differing:?}{example}; group {group_id}: {:?}",
+                            records.len(),
+                            self.group_report(group_id)
                         ));
                     }
                 }

@@ -315,8 +315,11 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                             ApplyResult::Nothing
                         }
                         EntryPayload::Normal(command) => match command.command {
+                            // Only appends after the seal are refused: one before it was
+                            // committed first, and is applied again after a restart that lost it
+                            // from the segments while the seal itself was kept.
                             Some(group_command::Command::Append(_))
-                                if machine.seal.sealed_at().is_some()
+                                if machine.seal.sealed_at().is_some_and(|seal| entry.log_id.index > seal)
                                     && !crate::planted::active(crate::planted::Bug::WriteAfterSeal) =>
                             {
                                 ApplyResult::Sealed { seal_index: machine.seal.sealed_at().unwrap_or_default() }
