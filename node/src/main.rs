@@ -216,11 +216,14 @@ async fn serve(config: NodeConfig) -> Result<()> {
     // One stop signal for both APIs: SIGINT or SIGTERM.
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let mut departed = node.departed();
+    let mut storage_failure = node.storage_failure();
     tokio::spawn(async move {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = departed.wait_for(|departed| *departed) => {}
+            // Fail-stop: the process exits with an error; started again, it recovers.
+            _ = storage_failure.wait_for(Option::is_some) => {}
             _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending::<()>().await } } => {}
         }
         tracing::info!("stopping");
@@ -277,6 +280,9 @@ async fn serve(config: NodeConfig) -> Result<()> {
     }
     node.shutdown().await;
     transport.shutdown().await;
+    if let Some(reason) = node.storage_failure().borrow().clone() {
+        bail!("storage failed, the node stopped (starting it again recovers from what was synced): {reason}");
+    }
     Ok(())
 }
 

@@ -27,6 +27,7 @@ use crate::routing::RouteError;
 use crate::seam::Seams;
 use crate::shard::admission::ThrottleSettings;
 use crate::shard::ShardGroup;
+use crate::storage::failstop::FailStop;
 use crate::storage::segment::{SegmentStore, SegmentStoreConfig};
 use crate::transport::{BoxFuture, NodeId, PeerHandler, PeerTransport, TransportError};
 
@@ -200,6 +201,8 @@ pub struct Node {
     pub(crate) raft_config: Arc<openraft::Config>,
     pub(crate) meta_raft_config: Arc<openraft::Config>,
     pub(crate) stopped: std::sync::atomic::AtomicBool,
+    /// Turns true with `stopped`: wakes background loops resting between passes.
+    pub(crate) stopping: watch::Sender<bool>,
     /// Notified whenever this node starts hosting a group.
     pub(crate) hosted: tokio::sync::Notify,
     /// Held while a shard group is started here or removed with its data, so the two never
@@ -225,6 +228,8 @@ pub struct Node {
     pub(crate) shard_loads: Mutex<crate::control::ShardLoads>,
     /// Set once the metadata records this node as removed (decommissioned): the process stops.
     pub(crate) departed: watch::Sender<bool>,
+    /// Tripped by the first storage error; the node then stops (see `storage::failstop`).
+    pub(crate) failstop: FailStop,
 }
 
 fn raft_config(timing: &RaftTiming, snapshot_interval: u64, cluster: &str) -> Result<Arc<openraft::Config>, String> {
@@ -249,15 +254,22 @@ impl Node {
     /// Opens storage. Serves peers (answering "no such group") until [`Node::start`].
     pub fn open(options: NodeOptions, seams: Seams) -> Result<Arc<Node>, String> {
         let raft_dir = options.data_dir.join("raft");
-        let engine = crate::storage::engine_fs::open_engine(seams.fs.clone(), &raft_dir, options.mirror_file_names)
-            .map_err(|error| format!("opening the raft log in {}: {error}", raft_dir.display()))?;
-        let logs = LogEngine::start(engine, options.log_engine.clone(), seams.executor.as_ref());
+        let failstop = FailStop::default();
+        let (engine, _fence) = crate::storage::engine_fs::open_engine_with_fence(
+            seams.fs.clone(),
+            &raft_dir,
+            options.mirror_file_names,
+            failstop.clone(),
+        )
+        .map_err(|error| format!("opening the raft log in {}: {error}", raft_dir.display()))?;
+        let logs = LogEngine::start(engine, options.log_engine.clone(), seams.executor.as_ref(), failstop.clone());
         let segments_dir = options.data_dir.join("segments");
-        let segments = SegmentStore::open(
+        let segments = SegmentStore::open_with_failstop(
             seams.fs.clone(),
             segments_dir.clone(),
             options.segments.clone(),
             seams.executor.as_ref(),
+            failstop.clone(),
         )
         .map_err(|error| format!("opening the segment store in {}: {error}", segments_dir.display()))?;
         let raft_config = raft_config(&options.raft, options.raft.snapshot_interval_entries, "shard")?;
@@ -273,6 +285,7 @@ impl Node {
             raft_config,
             meta_raft_config,
             stopped: std::sync::atomic::AtomicBool::new(false),
+            stopping: watch::channel(false).0,
             hosted: tokio::sync::Notify::new(),
             scaling_in_flight: Mutex::new(BTreeSet::new()),
             shard_loads: Mutex::new(Default::default()),
@@ -283,7 +296,15 @@ impl Node {
             told_members: Mutex::new(Vec::new()),
             amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
             departed: watch::channel(false).0,
+            failstop,
         }))
+    }
+
+    /// Follows this node's storage-failure latch (`storage::failstop`): it turns `Some` with
+    /// the first storage error, after which the node has stopped its groups and its process
+    /// should exit; starting it again recovers from what was synced.
+    pub fn storage_failure(&self) -> watch::Receiver<Option<String>> {
+        self.failstop.subscribe()
     }
 
     pub fn id(&self) -> NodeId {
@@ -353,6 +374,20 @@ impl Node {
         if self.transport.0.set(transport).is_err() {
             return Err("node started twice".to_string());
         }
+        // A storage error stops the node at once (see `storage::failstop`); its process exits.
+        let mut failure = self.failstop.subscribe();
+        let weak = Arc::downgrade(self);
+        self.seams.executor.spawn(
+            "storage-failstop",
+            Box::pin(async move {
+                // An error means the latch is gone with the node: nothing to stop.
+                if failure.wait_for(Option::is_some).await.is_ok() {
+                    if let Some(node) = weak.upgrade() {
+                        node.shutdown().await;
+                    }
+                }
+            }),
+        );
         // An empty disk is either a new cluster or a node that lost its data: the peers know.
         if let Some(lost_at) = self.stored_amnesia() {
             self.amnesia_lost_at.store(lost_at, std::sync::atomic::Ordering::SeqCst);
@@ -376,6 +411,7 @@ impl Node {
         let members: BTreeSet<u64> = self.options.nodes.iter().map(|node| node.id).collect();
         // Registered before it is initialized, so that a leader's messages reach it meanwhile.
         let group = Arc::new(Group::new(META_GROUP, raft.clone(), None));
+        self.watch_core(&raft, META_GROUP);
         let restarted = raft.is_initialized().await.unwrap_or(false);
         // A joining node's metadata replica is a new, empty member of a running group.
         let fresh = self.is_amnesiac() || (self.options.join && !restarted);
@@ -476,7 +512,7 @@ impl Node {
             // It may have been decommissioned and removed meanwhile: then no metadata leader
             // ever reaches it, and only its peers can tell it to stop.
             self.ask_whether_removed();
-            tokio::time::sleep(pause).await;
+            self.rest(pause).await;
         }
     }
 
@@ -494,6 +530,7 @@ impl Node {
     /// Stops every group. Durability never depends on this running.
     pub async fn shutdown(&self) {
         self.stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.send_replace(true);
         let groups: Vec<Arc<Group>> =
             self.groups.lock().expect("groups lock is not poisoned").values().cloned().collect();
         for group in groups {
@@ -508,6 +545,43 @@ impl Node {
 
     pub fn is_stopped(&self) -> bool {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A group's Raft core that quits on a storage error (a log or state-machine read or write
+    /// openraft could not do) serves nothing more: the node fails stop, as for any storage
+    /// error, and a restart brings the group back from what was synced.
+    pub(crate) fn watch_core(&self, raft: &Raft, group_id: u64) {
+        let raft = raft.clone();
+        let failstop = self.failstop.clone();
+        self.seams.executor.spawn(
+            "raft-core-watch",
+            Box::pin(async move {
+                let mut metrics = raft.metrics();
+                while metrics.changed().await.is_ok() {}
+                match raft.with_raft_state(|_| ()).await {
+                    Err(openraft::error::Fatal::StorageError(error)) => {
+                        failstop.trip(format!("the raft core of group {group_id} stopped: {error}"))
+                    }
+                    Err(openraft::error::Fatal::Panicked) => {
+                        failstop.trip(format!("the raft core of group {group_id} panicked"))
+                    }
+                    // Shut down on purpose (the group moved away, or the node stops).
+                    _ => {}
+                }
+            }),
+        );
+    }
+
+    /// Waits `duration`, or less if the node stops meanwhile; returns whether it still runs.
+    /// Background loops rest with it between passes, so that a stopped node's tasks end (and
+    /// release its storage) at once instead of at their next pass.
+    pub(crate) async fn rest(&self, duration: std::time::Duration) -> bool {
+        let mut stopping = self.stopping.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
+        !self.is_stopped()
     }
 
     pub fn meta_raft(&self) -> Option<&Raft> {

@@ -119,7 +119,7 @@ impl Default for SimOptions {
 }
 
 /// The fault families a seed may draw (each seed turns some of them off: swarm testing).
-pub const FAULT_FAMILIES: [&str; 12] = [
+pub const FAULT_FAMILIES: [&str; 13] = [
     "partition",
     "zone",
     "one-way",
@@ -128,6 +128,7 @@ pub const FAULT_FAMILIES: [&str; 12] = [
     "corrupt",
     "pause",
     "clock",
+    "io-error",
     "drop",
     "delay",
     "duplicate",

@@ -318,6 +318,8 @@ struct Totals {
     seeds: u64,
     pauses: u64,
     clock_jumps: u64,
+    io_errors: u64,
+    storage_failures: u64,
     corruptions: u64,
     redelivered: u64,
     power_losses: u64,
@@ -344,6 +346,8 @@ impl Totals {
         self.seeds += 1;
         self.pauses += u64::from(report.pauses);
         self.clock_jumps += u64::from(report.clock_jumps);
+        self.io_errors += u64::from(report.io_errors);
+        self.storage_failures += u64::from(report.storage_failures);
         self.corruptions += u64::from(report.corruptions);
         self.redelivered += report.redelivered;
         self.power_losses += u64::from(report.power_losses);
@@ -358,8 +362,8 @@ impl std::fmt::Display for Totals {
         write!(
             formatter,
             "passing seeds together: {} acknowledged puts and {} read chains ({} pages) checked; {} crashes, \
-             {} power losses, {} partitions ({} of a whole zone), {} pauses, {} clock jumps, {} messages delivered \
-             twice, {} disk losses, {} damaged replicas; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
+             {} power losses, {} partitions ({} of a whole zone), {} pauses, {} clock jumps, {} storage errors armed ({} nodes stopped on one and restarted), \
+             {} messages delivered twice, {} disk losses, {} damaged replicas; {} joins, {} decommissions; {} splits, {} merges; {} closed shards expired; \
              failover probe: new leaders {} ms after the cut on average, {} ms at most, {} probes over 3,200 ms",
             self.acknowledged,
             self.read_chains,
@@ -370,6 +374,8 @@ impl std::fmt::Display for Totals {
             self.zone_losses,
             self.pauses,
             self.clock_jumps,
+            self.io_errors,
+            self.storage_failures,
             self.redelivered,
             self.disk_losses,
             self.corruptions,

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use riffle_node::control::on_demand::OnDemandSettings;
 use riffle_node::control::placement::NodePlace;
 use riffle_node::control::retention::RetentionSettings;
-use riffle_node::fs::memory::MemoryFileSystem;
+use riffle_node::fs::memory::{IoFault, MemoryFileSystem};
 use riffle_node::fs::FileSystem;
 use riffle_node::node::{DataLimits, Node, NodeOptions, RaftTiming};
 use riffle_node::seam::{BoxFuture, Clock, Executor, Seams};
@@ -46,7 +46,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// two more for a follower that lost an earlier election to a longer log (until its next
 /// campaign); a split vote takes one more round.
 const FAILOVER_ELECTION_TIMEOUTS: u64 = 5;
-const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 100_000;
+/// Milliseconds a crashed node's raft log may stay open before the crash is an error. Its own
+/// tasks die at once; a client call in flight through it (which runs the node's code on the
+/// client's task) holds it until the call's timeout, [`OPERATION_TIMEOUT`].
+const ENGINE_RELEASE_ATTEMPTS_MAX: u32 = 15_000;
 
 /// Per shard: the lowest trim point among its replicas, or `None` when it expired whole.
 type Trimmed = std::collections::BTreeMap<u32, Option<String>>;
@@ -103,6 +106,9 @@ pub struct FaultMix {
     pub pause: bool,
     /// Clocks off by up to ±2 s and drifting by up to 500 ppm; jumps of up to ±3 s.
     pub clock: bool,
+    /// A storage read, write or fsync of a node fails (EIO; a failed fsync loses its writes
+    /// for good); the node stops itself and is started again.
+    pub io_error: bool,
 }
 
 /// Every task, dedicated loops included, runs on the simulation's one thread. Each node
@@ -111,6 +117,8 @@ pub struct FaultMix {
 #[derive(Debug, Default)]
 struct SimExecutor {
     live: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+    /// Every task it spawned, to kill them all when the node crashes, as kill -9 would.
+    spawned: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// Counts a task as live until it finishes or is dropped.
@@ -142,12 +150,30 @@ impl SimExecutor {
     }
 }
 
+impl SimExecutor {
+    fn start(&self, name: &'static str, task: BoxFuture<()>) {
+        let handle = tokio::spawn(self.counted(name, task)).abort_handle();
+        let mut spawned = self.spawned.lock().expect("task list lock");
+        if spawned.len() >= 64 {
+            spawned.retain(|task| !task.is_finished());
+        }
+        spawned.push(handle);
+    }
+}
+
+/// Stops every task a node's executor spawned (at their next await).
+fn kill_tasks(spawned: &std::sync::Mutex<Vec<tokio::task::AbortHandle>>) {
+    for task in spawned.lock().expect("task list lock").drain(..) {
+        task.abort();
+    }
+}
+
 impl Executor for SimExecutor {
     fn spawn(&self, name: &'static str, task: BoxFuture<()>) {
-        tokio::spawn(self.counted(name, task));
+        self.start(name, task);
     }
     fn spawn_dedicated(&self, name: &'static str, task: BoxFuture<()>) {
-        tokio::spawn(self.counted(name, task));
+        self.start(name, task);
     }
 }
 
@@ -158,6 +184,8 @@ struct SimNode {
     running: Option<(Arc<Node>, StreamService)>,
     /// The live tasks of the running (or last) process, by name.
     tasks: Arc<std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+    /// The tasks the running process spawned, killed when it crashes.
+    spawned: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 /// What one seed produced.
@@ -194,6 +222,9 @@ pub struct SeedReport {
     pub power_losses: u32,
     pub pauses: u32,
     pub clock_jumps: u32,
+    /// Storage errors armed, and nodes that stopped on one and were started again.
+    pub io_errors: u32,
+    pub storage_failures: u32,
     pub corruptions: u32,
     /// Messages delivered a second time (duplicates and replays of old messages).
     pub redelivered: u64,
@@ -239,6 +270,8 @@ pub struct World {
     power_losses: u32,
     pauses: u32,
     clock_jumps: u32,
+    io_errors: u32,
+    storage_failures: u32,
     /// Stopped nodes whose stored records were damaged (at most one per seed).
     corruptions: u32,
     partitions: u32,
@@ -334,6 +367,7 @@ impl World {
                 data_dir: scratch.path().join(format!("node-{}", place.id)),
                 running: None,
                 tasks: Arc::default(),
+                spawned: Arc::default(),
             })
             .collect::<Vec<SimNode>>();
         let removed = vec![false; nodes.len()];
@@ -371,6 +405,7 @@ impl World {
             // Clock faults stay out of seeds with a test-length retention hour: a clock ahead
             // by seconds would expire records early by design there.
             clock: family("clock") && retention_hour_ms.is_none(),
+            io_error: family("io-error"),
         };
         // Each node's clock starts off by up to ±2 s and runs fast or slow by up to 500 ppm.
         let clocks: Vec<Arc<SimClock>> = (0..zones.len())
@@ -406,6 +441,8 @@ impl World {
             power_losses: 0,
             pauses: 0,
             clock_jumps: 0,
+            io_errors: 0,
+            storage_failures: 0,
             corruptions: 0,
             partitions: 0,
             zone_losses: 0,
@@ -456,6 +493,7 @@ impl World {
         };
         let executor = SimExecutor::default();
         self.nodes[position].tasks = executor.live.clone();
+        self.nodes[position].spawned = executor.spawned.clone();
         let seams =
             Seams { clock: self.clocks[position].clone(), executor: Arc::new(executor), fs: fs as Arc<dyn FileSystem> };
         // A founder knows the founders; a joiner knows only itself, asks to be admitted whenever
@@ -500,7 +538,10 @@ impl World {
         let Some((node, service)) = self.nodes[position].running.take() else { return Ok(()) };
         self.network.detach(id);
         self.trace.record(&format!("crash node {id}"));
+        // openraft runs its own tasks, which only a shutdown stops; the node's own tasks die
+        // at once, wherever they are, as in a killed process.
         node.shutdown().await;
+        kill_tasks(&self.nodes[position].spawned);
         let engine =
             node.log_engine().upgrade().map(|logs| logs.raft_engine()).ok_or("the raft log is already gone")?;
         drop(service);
@@ -522,6 +563,9 @@ impl World {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let mut disk_rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
+        // A storage error armed and not fired yet goes with the process (a restarting node
+        // meets none while it recovers).
+        self.nodes[position].fs.clear_faults();
         self.nodes[position].fs.crash(&mut disk_rng);
         self.crashes += 1;
         Ok(())
@@ -817,6 +861,27 @@ impl World {
         Ok(())
     }
 
+    /// Starts again every node that stopped itself after a storage error, as a process
+    /// supervisor would: it recovers from what its disk had synced.
+    async fn restart_failed(&mut self) -> Result<(), String> {
+        for position in 0..self.nodes.len() {
+            let failure =
+                self.nodes[position].running.as_ref().and_then(|(node, _)| node.storage_failure().borrow().clone());
+            let Some(reason) = failure else { continue };
+            let id = self.nodes[position].id;
+            self.trace.record(&format!("node {id} stopped after a storage error: {reason}"));
+            self.storage_failures += 1;
+            self.crash_node(position).await?;
+            tokio::time::sleep(Duration::from_millis(self.rng.gen_range(100..2_000))).await;
+            if self.removed_in_metadata(id) {
+                self.removed[position] = true;
+            } else {
+                self.start_node(position).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Damages a stopped node's stored shard records: flips 1–3 bytes of the durable part of one
     /// segment file (or a shard's generation pointer). The other replicas keep a good copy.
     fn corrupt_segments(&mut self, position: usize) {
@@ -948,6 +1013,7 @@ impl World {
                     _ = tokio::time::sleep(pause) => {}
                 }
                 self.stop_departed().await?;
+                self.restart_failed().await?;
                 if self.membership && !self.admitted && self.rng.gen_bool(0.3) {
                     let joiner = self.founders;
                     self.start_node(joiner).await?;
@@ -975,6 +1041,7 @@ impl World {
                     (mix.corrupt, "corrupt"),
                     (mix.pause, "pause"),
                     (mix.clock, "clock"),
+                    (mix.io_error, "io-error"),
                 ]
                 .into_iter()
                 .filter_map(|(on, action)| on.then_some(action))
@@ -989,7 +1056,11 @@ impl World {
         self.network.heal();
         self.network.release();
         self.network.set_faults(MessageFaults::default());
+        for slot in &self.nodes {
+            slot.fs.clear_faults();
+        }
         self.trace.record("final heal");
+        self.restart_failed().await?;
 
         let (reads, lineage, trimmed) = self.settle_and_read().await?;
         let expiry = check::Expiry {
@@ -1058,6 +1129,8 @@ impl World {
             power_losses: self.power_losses,
             pauses: self.pauses,
             clock_jumps: self.clock_jumps,
+            io_errors: self.io_errors,
+            storage_failures: self.storage_failures,
             corruptions: self.corruptions,
             redelivered: self.network.redelivered(),
             mix: self.mix,
@@ -1152,6 +1225,18 @@ impl World {
                 tokio::time::sleep(Duration::from_millis(self.rng.gen_range(200..4_000))).await;
                 self.network.release();
                 self.trace.record(&format!("resume node {id}"));
+            }
+            "io-error" => {
+                // Armed on the running node: one of its next storage operations of a kind fails.
+                let (fault, kind) = match self.rng.gen_range(0..3) {
+                    0 => (IoFault::Read, "read"),
+                    1 => (IoFault::Write, "write"),
+                    _ => (IoFault::Sync, "fsync"),
+                };
+                let after = self.rng.gen_range(1..=200);
+                self.nodes[victim].fs.fail_after(fault, after);
+                self.io_errors += 1;
+                self.trace.record(&format!("node {id}: storage {kind} number {after} from now fails"));
             }
             "clock" => {
                 self.clock_jumps += 1;
@@ -1264,7 +1349,10 @@ impl World {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("the stream did not become ACTIVE on every node: (node, status) {statuses:?}"));
+                return Err(format!(
+                    "the stream did not become ACTIVE on every node: (node, status) {statuses:?}; metadata group: {:?}",
+                    self.group_report(riffle_node::control::metadata::META_GROUP)
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -28,11 +28,7 @@ impl Node {
     /// here. Ends when the node stops.
     pub(crate) async fn report_load(self: Arc<Self>) {
         let interval = Duration::from_millis(self.options.limits.on_demand.report_interval_ms);
-        loop {
-            tokio::time::sleep(interval).await;
-            if self.is_stopped() {
-                return;
-            }
+        while self.rest(interval).await {
             let shards = self.measure_led_shards();
             if shards.is_empty() {
                 continue;

@@ -196,7 +196,7 @@ impl Node {
                 }
             });
             futures::future::join_all(asks).await;
-            tokio::time::sleep(pause).await;
+            self.rest(pause).await;
         }
     }
 

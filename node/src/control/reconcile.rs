@@ -77,7 +77,7 @@ impl Node {
             // that failed is proposed again even when nothing else changes.
             tokio::select! {
                 changed = state.changed() => if changed.is_err() { return },
-                _ = tokio::time::sleep(Duration::from_millis(SCALING_RECHECK_MS)) => {}
+                _ = self.rest(Duration::from_millis(SCALING_RECHECK_MS)) => {}
             }
             if self.is_stopped() {
                 return;
@@ -243,6 +243,7 @@ impl Node {
                 leading_since: Mutex::new(None),
             }),
         ));
+        self.watch_core(&raft, group_id);
         let fresh = amnesiac || damaged || (!restarted && !never_held_data);
         let lost_before = self.resume_readmission(&group, fresh).await?;
         if restarted && !group.awaiting_readmission() {

@@ -51,11 +51,7 @@ impl Node {
     /// Runs retention passes every check interval until the node stops.
     pub(crate) async fn enforce_retention(self: Arc<Self>) {
         let interval = Duration::from_millis(self.options.limits.retention.check_interval_ms);
-        loop {
-            tokio::time::sleep(interval).await;
-            if self.is_stopped() {
-                return;
-            }
+        while self.rest(interval).await {
             self.retention_pass().await;
         }
     }

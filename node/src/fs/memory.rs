@@ -46,10 +46,39 @@ struct Inode {
 }
 
 impl Inode {
+    /// Makes every unsynced change durable. (`durable` plus the unsynced changes in order is
+    /// always `current`, unless a sync failed and lost some of them.)
     fn sync(&mut self) {
-        self.durable.clone_from(&self.current);
+        for change in std::mem::take(&mut self.unsynced) {
+            // Replaying a change already applied once to `current` cannot fail.
+            let replayed = match change {
+                PendingChange::Write { offset, bytes } => write_into(&mut self.durable, offset, &bytes),
+                PendingChange::SetLen(len) => set_len_of(&mut self.durable, len),
+            };
+            debug_assert!(replayed.is_ok(), "a change applied before replays again");
+        }
+    }
+
+    /// A failed fsync, as Linux has it: the changes it could not write never reach the disk,
+    /// not even through a later fsync that succeeds, while reads still see them until a crash.
+    fn lose_unsynced(&mut self) {
         self.unsynced.clear();
     }
+}
+
+/// The operation an injected storage error hits (see [`MemoryFileSystem::fail_after`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoFault {
+    /// A read returns EIO.
+    Read,
+    /// A write returns EIO and writes nothing.
+    Write,
+    /// An fsync returns EIO and the changes it should have made durable are lost for good.
+    Sync,
+}
+
+fn injected(fault: IoFault) -> io::Error {
+    io::Error::other(format!("injected {fault:?} error (EIO)"))
 }
 
 fn write_into(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) -> io::Result<()> {
@@ -119,6 +148,29 @@ struct Shared {
     namespace: Mutex<Namespace>,
     /// Bumped by every crash; handles remember the value they were opened under.
     generation: AtomicU64,
+    /// Armed storage errors: each fails the operation of its kind when its count runs out.
+    faults: Mutex<Vec<(IoFault, u64)>>,
+}
+
+impl Shared {
+    /// Counts one operation of kind `fault`; fails it if an armed error runs out on it.
+    fn check(&self, fault: IoFault) -> io::Result<()> {
+        let mut faults = lock(&self.faults);
+        let mut fired = false;
+        faults.retain_mut(|(kind, remaining)| {
+            if *kind != fault || fired {
+                return true;
+            }
+            *remaining = remaining.saturating_sub(1);
+            fired = *remaining == 0;
+            !fired
+        });
+        if fired {
+            Err(injected(fault))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// An in-memory [`FileSystem`] that can simulate a crash. Cheap to clone; clones share files.
@@ -174,6 +226,17 @@ impl MemoryFileSystem {
             inode.current.clone_from(&survivor);
             inode.durable = survivor;
         }
+    }
+
+    /// Arms a storage error: the `operations`-th next operation of kind `fault` (over every
+    /// file; 1 is the very next) fails with EIO. For the simulator's storage-fault family.
+    pub fn fail_after(&self, fault: IoFault, operations: u64) {
+        lock(&self.shared.faults).push((fault, operations.max(1)));
+    }
+
+    /// Disarms every storage error not fired yet.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
     }
 
     /// Flips every bit of the byte at `offset` in both the durable and the current image,
@@ -244,6 +307,7 @@ impl MemoryFile {
 impl FileHandle for MemoryFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let inode = self.inode()?;
+        self.shared.check(IoFault::Read)?;
         let Ok(start) = usize::try_from(offset) else {
             return Ok(0);
         };
@@ -257,6 +321,7 @@ impl FileHandle for MemoryFile {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut inode = self.writable_inode()?;
+        self.shared.check(IoFault::Write)?;
         write_into(&mut inode.current, offset, buf)?;
         if !buf.is_empty() {
             inode.unsynced.push(PendingChange::Write { offset, bytes: buf.to_vec() });
@@ -266,17 +331,30 @@ impl FileHandle for MemoryFile {
 
     fn write_all_at_and_sync(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
         let mut inode = self.writable_inode()?;
+        self.shared.check(IoFault::Write)?;
         let mut position = offset;
         for buf in bufs {
             write_into(&mut inode.current, position, buf)?;
+            if !buf.is_empty() {
+                inode.unsynced.push(PendingChange::Write { offset: position, bytes: buf.to_vec() });
+            }
             position += buf.len() as u64;
+        }
+        if let Err(error) = self.shared.check(IoFault::Sync) {
+            inode.lose_unsynced();
+            return Err(error);
         }
         inode.sync();
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.inode()?.sync();
+        let mut inode = self.inode()?;
+        if let Err(error) = self.shared.check(IoFault::Sync) {
+            inode.lose_unsynced();
+            return Err(error);
+        }
+        inode.sync();
         Ok(())
     }
 
@@ -537,5 +615,40 @@ mod tests {
         fs.crash(&mut ChaCha8Rng::seed_from_u64(0));
         assert_eq!(read_all(&fs, &path), vec![b'a', b'b' ^ 0xff, b'c']);
         assert!(fs.corrupt_byte(&path, 3).is_err());
+    }
+    #[test]
+    fn a_failed_sync_loses_its_writes_for_good() {
+        let (fs, root) = setup();
+        let path = root.join("file");
+        let file = fs.open(&path, OpenMode::CreateNew).expect("create");
+        file.write_all_at_and_sync(&[b"abc"], 0).expect("write");
+        file.write_at(b"def", 3).expect("write");
+        fs.fail_after(IoFault::Sync, 1);
+        assert!(file.sync_data().is_err());
+        // Reads still see the lost bytes, and a later sync succeeds without saving them.
+        assert_eq!(read_all(&fs, &path), b"abcdef");
+        file.write_at(b"g", 6).expect("write");
+        file.sync_data().expect("sync");
+        assert_eq!(fs.durable_content(&path).expect("durable"), b"abc\0\0\0g");
+        fs.crash(&mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(read_all(&fs, &path), b"abc\0\0\0g");
+    }
+
+    #[test]
+    fn injected_errors_fire_once_on_the_counted_operation() {
+        let (fs, root) = setup();
+        let file = fs.open(&root.join("file"), OpenMode::CreateNew).expect("create");
+        fs.fail_after(IoFault::Write, 2);
+        file.write_at(b"a", 0).expect("first write");
+        assert!(file.write_all_at_and_sync(&[b"b"], 1).is_err(), "the second write fails");
+        file.write_at(b"c", 1).expect("third write");
+        let mut buf = [0u8; 2];
+        fs.fail_after(IoFault::Read, 1);
+        assert!(file.read_at(&mut buf, 0).is_err());
+        assert_eq!(file.read_at(&mut buf, 0).expect("read"), 2);
+        assert_eq!(&buf, b"ac");
+        fs.fail_after(IoFault::Read, 1);
+        fs.clear_faults();
+        file.read_at(&mut buf, 0).expect("disarmed");
     }
 }

@@ -26,6 +26,7 @@ use super::codec;
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::seam::Executor;
 use crate::storage::engine_fs::{EngineFileSystem, EntryCodec};
+use crate::storage::failstop::FailStop;
 
 const VOTE_KEY: &[u8] = b"vote";
 const PURGED_KEY: &[u8] = b"purged";
@@ -168,11 +169,17 @@ impl Debug for LogEngine {
 }
 
 impl LogEngine {
-    /// Starts the writer for an open engine.
-    pub fn start(engine: Engine<EngineFileSystem>, config: LogEngineConfig, executor: &dyn Executor) -> Arc<LogEngine> {
+    /// Starts the writer for an open engine. Once `failstop` is tripped (a storage error, see
+    /// `storage::failstop`), no write is acknowledged any more.
+    pub fn start(
+        engine: Engine<EngineFileSystem>,
+        config: LogEngineConfig,
+        executor: &dyn Executor,
+        failstop: FailStop,
+    ) -> Arc<LogEngine> {
         let engine = Arc::new(EngineHost::new(engine, config.engine_thread));
         let (jobs, receiver) = mpsc::channel(config.write_queue_depth_max.max(1));
-        executor.spawn_dedicated("raft-log-writer", Box::pin(run_writer(engine.clone(), receiver, config)));
+        executor.spawn_dedicated("raft-log-writer", Box::pin(run_writer(engine.clone(), receiver, config, failstop)));
         Arc::new(LogEngine { engine, jobs })
     }
 
@@ -254,7 +261,12 @@ impl LogEngine {
     }
 }
 
-async fn run_writer(engine: Arc<EngineHost>, mut receiver: mpsc::Receiver<WriteJob>, config: LogEngineConfig) {
+async fn run_writer(
+    engine: Arc<EngineHost>,
+    mut receiver: mpsc::Receiver<WriteJob>,
+    config: LogEngineConfig,
+    failstop: FailStop,
+) {
     let mut writes: u64 = 0;
     while let Some(first) = receiver.recv().await {
         let mut bytes = first.bytes();
@@ -277,6 +289,12 @@ async fn run_writer(engine: Arc<EngineHost>, mut receiver: mpsc::Receiver<WriteJ
             }
             Ok(None) => Ok(()),
             Err(error) => Err(error),
+        };
+        // A failed sync reports success to raft-engine (which would panic) and trips the
+        // latch instead: nothing written since the latch tripped is acknowledged.
+        let result = match failstop.reason() {
+            Some(reason) => Err(format!("storage failed, the node is stopping: {reason}")),
+            None => result,
         };
         for job in jobs {
             if result.is_ok() {

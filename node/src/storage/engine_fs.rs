@@ -12,10 +12,14 @@
 //! live only in the seam. With the real file system the seam and the directory are the same
 //! thing and no mirroring happens.
 //!
-//! raft-engine panics when a sync fails (on purpose: an fsync error may have lost data). A
-//! simulated crash makes every old handle fail, so the simulator first *fences* the engine
-//! ([`EngineFence`]): from then on every operation fails except `sync`, which does nothing,
-//! and the dead engine can be dropped without panicking and without touching the disk.
+//! raft-engine panics when a sync fails (on purpose: an fsync error may have lost data). Riffle
+//! stops the node instead (`super::failstop`): a failed read, write or sync of a log file trips
+//! the node's [`FailStop`] and *fences* the engine ([`EngineFence`]): from then on every
+//! operation fails except `sync`, which does nothing — so the failed sync itself reports
+//! success to raft-engine, and the log writer, which checks the latch after every write before
+//! it acknowledges anything, turns that write into an error. A simulated crash fences the
+//! engine the same way, so that the dead engine can be dropped without panicking and without
+//! touching the disk.
 
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -27,6 +31,7 @@ use raft_engine::env::{Handle, Permission, WriteExt};
 
 use crate::fs::{FileHandle, FileSystem, OpenMode};
 use crate::storage::error::{IoResultExt, StorageError};
+use crate::storage::failstop::FailStop;
 
 /// Bytes at the start of every raft-engine entry that hold its log index (big-endian).
 pub const ENTRY_INDEX_BYTES: usize = 8;
@@ -65,19 +70,42 @@ impl raft_engine::MessageExt for EntryCodec {
     }
 }
 
-/// Cuts an engine off from its files once the simulator has declared its node dead.
+/// Cuts an engine off from its files once a storage error stopped its node, or once the
+/// simulator has declared the node dead.
 #[derive(Debug, Clone, Default)]
-pub struct EngineFence(Arc<AtomicBool>);
+pub struct EngineFence {
+    fenced: Arc<AtomicBool>,
+    failstop: FailStop,
+}
 
 impl EngineFence {
+    fn new(failstop: FailStop) -> Self {
+        EngineFence { fenced: Arc::default(), failstop }
+    }
+
     /// From now on every file operation of the engine fails, except `sync`, which succeeds
     /// without doing anything (raft-engine panics on sync errors, also while dropping).
     pub fn fence(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.fenced.store(true, Ordering::SeqCst);
     }
 
     pub fn is_fenced(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// The node's storage-failure latch, which this fence trips.
+    pub fn failstop(&self) -> &FailStop {
+        &self.failstop
+    }
+
+    /// Passes `result` through; an error in it is a storage failure: the node's latch trips
+    /// and the engine is fenced.
+    fn watch<T>(&self, what: &str, result: io::Result<T>) -> io::Result<T> {
+        if let Err(error) = &result {
+            self.failstop.trip(format!("raft log {what}: {error}"));
+            self.fence();
+        }
+        result
     }
 
     fn check(&self) -> io::Result<()> {
@@ -100,8 +128,9 @@ pub struct EngineFileSystem {
 impl EngineFileSystem {
     /// `mirror_names` must be true whenever `fs` is not the real disk under the engine's
     /// directory (raft-engine lists that real directory to find its files).
-    pub fn new(fs: Arc<dyn FileSystem>, mirror_names: bool) -> Self {
-        Self { fs, mirror_names, fence: EngineFence::default() }
+    /// Storage errors trip `failstop`.
+    pub fn new(fs: Arc<dyn FileSystem>, mirror_names: bool, failstop: FailStop) -> Self {
+        Self { fs, mirror_names, fence: EngineFence::new(failstop) }
     }
 
     /// The fence of this file system and every handle it opens.
@@ -120,21 +149,24 @@ pub struct EngineHandle {
 impl Handle for EngineHandle {
     fn truncate(&self, offset: usize) -> io::Result<()> {
         self.fence.check()?;
-        self.file.set_len(offset as u64)
+        self.fence.watch("truncate", self.file.set_len(offset as u64))
     }
 
     fn file_size(&self) -> io::Result<usize> {
         self.fence.check()?;
-        let len = self.file.len()?;
+        let len = self.fence.watch("size", self.file.len())?;
         usize::try_from(len).map_err(|_| io::Error::other("file size does not fit usize"))
     }
 
     fn sync(&self) -> io::Result<()> {
         if self.fence.is_fenced() {
-            // The node is dead: nothing it wrote after the crash reached the disk anyway.
+            // The node is stopping or dead: nothing it wrote since reached the disk for sure.
             return Ok(());
         }
-        self.file.sync_data()
+        // A failed sync trips the latch and reports success: raft-engine would panic on the
+        // error, and the log writer refuses the write once the latch is tripped.
+        let _ = self.fence.watch("fsync", self.file.sync_data());
+        Ok(())
     }
 }
 
@@ -148,7 +180,7 @@ pub struct EngineFile {
 impl Read for EngineFile {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.handle.fence.check()?;
-        let count = self.handle.file.read_at(buf, self.offset)?;
+        let count = self.handle.fence.watch("read", self.handle.file.read_at(buf, self.offset))?;
         self.offset += count as u64;
         Ok(count)
     }
@@ -157,7 +189,7 @@ impl Read for EngineFile {
 impl Write for EngineFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.handle.fence.check()?;
-        self.handle.file.write_at(buf, self.offset)?;
+        self.handle.fence.watch("write", self.handle.file.write_at(buf, self.offset))?;
         self.offset += buf.len() as u64;
         Ok(buf.len())
     }
@@ -184,7 +216,7 @@ impl Seek for EngineFile {
 impl WriteExt for EngineFile {
     fn truncate(&mut self, offset: usize) -> io::Result<()> {
         self.handle.fence.check()?;
-        self.handle.file.set_len(offset as u64)?;
+        self.handle.fence.watch("truncate", self.handle.file.set_len(offset as u64))?;
         self.offset = offset as u64;
         Ok(())
     }
@@ -211,7 +243,7 @@ impl raft_engine::env::FileSystem for EngineFileSystem {
     fn create<P: AsRef<Path>>(&self, path: P) -> io::Result<EngineHandle> {
         self.fence.check()?;
         let path = path.as_ref();
-        let file = self.fs.open(path, OpenMode::Create)?;
+        let file = self.fence.watch("create", self.fs.open(path, OpenMode::Create))?;
         if self.mirror_names {
             std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         }
@@ -304,7 +336,7 @@ pub fn engine_config(dir: &Path) -> Result<raft_engine::Config, StorageError> {
 /// when `fs` is not the real disk (see the module docs). Blocking: call it from a thread that
 /// may block.
 pub fn open_engine(fs: Arc<dyn FileSystem>, dir: &Path, mirror_names: bool) -> Result<RaftEngine, StorageError> {
-    open_engine_with_fence(fs, dir, mirror_names).map(|(engine, _fence)| engine)
+    open_engine_with_fence(fs, dir, mirror_names, FailStop::default()).map(|(engine, _fence)| engine)
 }
 
 /// [`open_engine`], also returning the fence the simulator pulls when it crashes the node.
@@ -312,13 +344,14 @@ pub fn open_engine_with_fence(
     fs: Arc<dyn FileSystem>,
     dir: &Path,
     mirror_names: bool,
+    failstop: FailStop,
 ) -> Result<(RaftEngine, EngineFence), StorageError> {
     let config = engine_config(dir)?;
     fs.create_dir_all(dir).context(|| format!("create raft-engine directory {}", dir.display()))?;
     if mirror_names {
         std::fs::create_dir_all(dir).context(|| format!("create mirrored raft-engine directory {}", dir.display()))?;
     }
-    let engine_fs = Arc::new(EngineFileSystem::new(fs, mirror_names));
+    let engine_fs = Arc::new(EngineFileSystem::new(fs, mirror_names, failstop));
     let fence = engine_fs.fence();
     let engine = raft_engine::Engine::open_with_file_system(config, engine_fs)?;
     Ok((engine, fence))
@@ -382,7 +415,7 @@ mod tests {
             let memory = MemoryFileSystem::new();
             let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
 
-            let (engine, fence) = open_engine_with_fence(fs.clone(), &dir, true).expect("open");
+            let (engine, fence) = open_engine_with_fence(fs.clone(), &dir, true, FailStop::default()).expect("open");
             write_entries(&engine, 1..=5, true);
             write_entries(&engine, 6..=8, false);
             // Crash with the engine still open (its close would sync), as a process death
@@ -403,6 +436,31 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_sync_stops_the_node_instead_of_panicking() {
+        let names = tempfile::tempdir().expect("tempdir");
+        let dir = names.path().join("raft");
+        let memory = MemoryFileSystem::new();
+        let fs: Arc<dyn FileSystem> = Arc::new(memory.clone());
+        let failstop = FailStop::default();
+        let (engine, fence) = open_engine_with_fence(fs.clone(), &dir, true, failstop.clone()).expect("open");
+        write_entries(&engine, 1..=3, true);
+        memory.fail_after(crate::fs::memory::IoFault::Sync, 1);
+        // raft-engine hears of no error (it would panic); the latch and the fence have it.
+        write_entries(&engine, 4..=5, true);
+        assert!(failstop.reason().is_some_and(|reason| reason.contains("fsync")), "{:?}", failstop.reason());
+        assert!(fence.is_fenced());
+        let mut batch = LogBatch::default();
+        batch.add_entries::<EntryCodec>(REGIONS[0], &[EntryCodec::encode(6, b"x")]).expect("add");
+        assert!(engine.write(&mut batch, true).is_err(), "a fenced engine writes nothing more");
+        drop(engine);
+        // The failed sync lost entries 4 and 5 for good; a restart finds 1..=3.
+        memory.crash(&mut ChaCha8Rng::seed_from_u64(1));
+        let engine = open_engine(fs, &dir, true).expect("reopen");
+        assert_prefix_with_synced(&engine, 3, "after the failed sync");
+        assert_eq!(engine.last_index(REGIONS[0]), Some(3));
+    }
+
+    #[test]
     fn engine_on_the_real_file_system_reopens() {
         let temp = tempfile::tempdir().expect("tempdir");
         let dir = temp.path().join("raft");
@@ -419,7 +477,7 @@ mod tests {
     fn mirrored_names_follow_the_seam() {
         let names = tempfile::tempdir().expect("tempdir");
         let memory: Arc<dyn FileSystem> = Arc::new(MemoryFileSystem::new());
-        let engine_fs = EngineFileSystem::new(memory.clone(), true);
+        let engine_fs = EngineFileSystem::new(memory.clone(), true, FailStop::default());
         let dir = names.path();
         memory.create_dir_all(dir).expect("mkdir");
         use raft_engine::env::FileSystem as _;

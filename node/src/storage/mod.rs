@@ -4,9 +4,11 @@
 
 pub mod engine_fs;
 pub mod error;
+pub mod failstop;
 pub mod segment;
 pub mod segment_format;
 
 pub use engine_fs::{open_engine, open_engine_with_fence, EngineFence, EngineFileSystem, EntryCodec, RaftEngine};
 pub use error::StorageError;
+pub use failstop::FailStop;
 pub use segment::{BatchLogId, ReadOutcome, SegmentStore, SegmentStoreConfig, ShardSegments};

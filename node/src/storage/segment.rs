@@ -33,6 +33,7 @@ use riffle_proto::peer::{AppendBatch, StoredRecord};
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::{IoResultExt, StorageError};
+use super::failstop::FailStop;
 use super::segment_format::{
     self, contains_valid_batch, decode_header, decode_records, encode_batch, peek_header, BatchHeader,
     BATCH_PAYLOAD_BYTES_MAX, BATCH_RECORDS_MAX,
@@ -709,6 +710,8 @@ type DirtyShards = Mutex<BTreeMap<(u64, u64), Arc<ShardInner>>>;
 struct WriterLink {
     sender: mpsc::Sender<WriterMessage>,
     dirty: Arc<DirtyShards>,
+    /// The node's storage-failure latch, tripped by a failed segment write or sync.
+    failstop: FailStop,
 }
 
 impl WriterLink {
@@ -834,7 +837,7 @@ fn write_shard_round(shard: &Arc<ShardInner>) -> bool {
             plan.more_pending
         }
         Err(error) => {
-            tracing::error!(group_id = shard.group_id, %error, "segment write failed");
+            shard.link.failstop.trip(format!("segment write of group {}: {error}", shard.group_id));
             state.write_error = Some(error.to_string());
             false
         }
@@ -1048,6 +1051,17 @@ impl SegmentStore {
         config: SegmentStoreConfig,
         executor: &dyn Executor,
     ) -> Result<SegmentStore, StorageError> {
+        Self::open_with_failstop(fs, root, config, executor, FailStop::default())
+    }
+
+    /// [`Self::open`], tripping `failstop` when a segment write or sync fails.
+    pub fn open_with_failstop(
+        fs: Arc<dyn FileSystem>,
+        root: PathBuf,
+        config: SegmentStoreConfig,
+        executor: &dyn Executor,
+        failstop: FailStop,
+    ) -> Result<SegmentStore, StorageError> {
         config.validate()?;
         fs.create_dir_all(&root).context(|| format!("create segment root {}", root.display()))?;
         let (sender, receiver) = mpsc::channel(config.write_queue_depth_max);
@@ -1060,7 +1074,7 @@ impl SegmentStore {
                 config: config.clone(),
                 read_files: Arc::new(ReadFiles::new(config.open_read_files_max)),
                 indexes: Arc::new(SegmentIndexes::new(config.index_cache_entries_max)),
-                link: Arc::new(WriterLink { sender, dirty }),
+                link: Arc::new(WriterLink { sender, dirty, failstop }),
                 shards: Mutex::default(),
                 next_instance: AtomicU64::new(0),
             }),
@@ -1637,7 +1651,7 @@ impl ShardSegments {
             }
         };
         if let Err(error) = write_current(fs, &inner.dir, new_generation) {
-            tracing::error!(group_id = inner.group_id, %error, "snapshot import failed");
+            inner.link.failstop.trip(format!("snapshot import of group {}: {error}", inner.group_id));
             inner.state().write_error = Some(error.to_string());
             return Err(error);
         }
