@@ -215,6 +215,9 @@ pub struct Node {
     /// On a group leader: when a replica that lost its disk last asked to be readmitted (it is
     /// not made a voter again meanwhile).
     pub(crate) readmissions_asked: Mutex<BTreeMap<(u64, NodeId), i64>>,
+    /// On a group leader: the disk loss (`lost_at`) it last readmitted each replica for, to
+    /// tell a late copy of an old request from a new loss.
+    pub(crate) readmissions_served: Mutex<BTreeMap<(u64, NodeId), u64>>,
     /// The cluster's nodes as the node that admitted this one listed them (see
     /// `Node::learn_members`).
     pub(crate) told_members: Mutex<Vec<NodePlace>>,
@@ -292,6 +295,7 @@ impl Node {
             amnesiac: std::sync::atomic::AtomicBool::new(false),
             amnesia_lost_at: std::sync::atomic::AtomicU64::new(0),
             readmissions_asked: Mutex::new(BTreeMap::new()),
+            readmissions_served: Mutex::new(BTreeMap::new()),
             group_changes: tokio::sync::Mutex::new(()),
             told_members: Mutex::new(Vec::new()),
             amnesia_ends_at: std::sync::atomic::AtomicU64::new(0),
@@ -468,25 +472,37 @@ impl Node {
         self.amnesiac.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Greets every peer (at most 300 ms each, all at once) and tells whether any of them
-    /// already runs a cluster.
-    ///
-    /// Known hazard (the simulator's seed 711 before the founders started together): silence
-    /// counts as "no cluster", so a node that lost its disk, with one founder removed and the
-    /// other's answer lost, founds a second cluster and votes with an empty log in the first
-    /// one's groups. Waiting for a majority of founders to answer fixes that but makes a
-    /// founder that starts a moment after the others look like one that lost its disk (the
-    /// process-level failover test then stalled); the fix needs the cluster to record each
-    /// node's first start, so that a founder that never ran is told apart from an amnesiac one.
+    /// Greets every peer (at most 300 ms each, all at once) and tells whether any of them runs a
+    /// cluster this node took part in (see `HelloReply`). Silence is no answer: the greetings are
+    /// repeated until a peer says so or, with this node, a majority of the configured nodes has
+    /// said it does not — a node that lost its disk while its peers' answers were lost would
+    /// otherwise found a second cluster and vote with an empty log (the simulator's seed 711).
+    /// Residual hazard: the record of a node's taking part (`NodeStarted`) is proposed once it
+    /// has acknowledged the metadata leader's appends, so a node that loses its disk before that
+    /// record commits, or whose answering peers have not applied it yet, is taken for a new one.
     async fn peers_know_a_cluster(&self) -> bool {
-        let greetings = self.peer_ids().into_iter().map(|peer| async move {
-            let call = self.transport.call(peer, hello());
-            match tokio::time::timeout(std::time::Duration::from_millis(300), call).await {
-                Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => reply.knows_cluster,
-                _ => false,
+        let pause = std::time::Duration::from_millis(self.options.raft.heartbeat_interval_ms);
+        let configured = self.options.nodes.len();
+        loop {
+            let greetings = self.peer_ids().into_iter().map(|peer| async move {
+                let call = self.transport.call(peer, hello());
+                match tokio::time::timeout(std::time::Duration::from_millis(300), call).await {
+                    Ok(Ok(PeerResponse { body: Some(peer_response::Body::Hello(reply)) })) => Some(reply.knows_cluster),
+                    _ => None,
+                }
+            });
+            let answers = futures::future::join_all(greetings).await;
+            if answers.contains(&Some(true)) {
+                return true;
             }
-        });
-        futures::future::join_all(greetings).await.into_iter().any(|knows| knows)
+            let denials = answers.iter().filter(|answer| **answer == Some(false)).count();
+            if (denials + 1) * 2 > configured {
+                return false;
+            }
+            if !self.rest(pause).await {
+                return false;
+            }
+        }
     }
 
     /// Whether this process started on an empty disk in a running cluster and has not caught up
@@ -582,6 +598,14 @@ impl Node {
             _ = stopping.wait_for(|stopping| *stopping) => {}
         }
         !self.is_stopped()
+    }
+
+    /// Whether this node is a voter of the metadata group in its own replica's latest
+    /// membership (a joining or departing node is a learner).
+    pub(crate) fn is_meta_voter(&self) -> bool {
+        self.meta_raft().is_some_and(|raft| {
+            raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == self.id())
+        })
     }
 
     pub fn meta_raft(&self) -> Option<&Raft> {
@@ -711,7 +735,10 @@ async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Re
             // new cluster's first start peers have initialized but not yet elected anyone.)
             let committed =
                 node.meta_raft().and_then(|raft| raft.metrics().borrow().last_applied).is_some_and(|id| id.index >= 1);
-            let knows_cluster = committed && !node.is_amnesiac();
+            // ... and whose metadata records that the greeting node took part in it: a member
+            // that never ran (a founder starting late) is not mistaken for one that lost its disk.
+            let started = node.meta_state().nodes.get(&from).is_some_and(|known| known.started);
+            let knows_cluster = committed && started && !node.is_amnesiac();
             let removed = node
                 .meta_state()
                 .nodes

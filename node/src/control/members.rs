@@ -173,6 +173,7 @@ impl Node {
                     peer_address: place.peer_address.clone(),
                     grpc_address: place.grpc_address.clone(),
                     state: NodeState::Active,
+                    started: false,
                 })
                 .collect());
         }
@@ -227,6 +228,23 @@ impl Node {
                     metrics.last_log_index.unwrap_or(0).saturating_sub(matched.map_or(0, |log_id| log_id.index));
                 matched.is_none() || behind > META_LEARNER_LAG_MAX
             });
+            // Members that acknowledged this leader's appends have taken part in the cluster:
+            // recorded, so that one starting again on an empty disk is known to have lost data.
+            if metrics.current_leader == Some(self.id()) {
+                for node in state.nodes.values().filter(|node| !node.started) {
+                    let acknowledged = node.id == self.id()
+                        || metrics
+                            .replication
+                            .as_ref()
+                            .and_then(|progress| progress.get(&node.id).cloned())
+                            .flatten()
+                            .is_some();
+                    if acknowledged {
+                        let command = meta_command::Command::NodeStarted(wire::NodeStarted { node: node.id });
+                        self.propose_in_background(format!("membership:started:{}", node.id), command);
+                    }
+                }
+            }
             let waiting: BTreeSet<u64> = self.readmissions_waiting(META_GROUP).into_iter().chain(lagging).collect();
             if let Some(step) = next_meta_membership_step(state, &voters, &learners, &waiting) {
                 self.step_meta_membership(step);
@@ -305,6 +323,31 @@ impl Node {
                 Err(_) => return Err(ApiError::Internal(format!("adding learner {} timed out", moving.to))),
             }
             crate::control::readmission::wait_caught_up(raft, moving.to, timeout).await.map_err(ApiError::Internal)?;
+            // The move drops `from`'s copy: not while another replica takes no part (awaits its
+            // readmission after a disk loss, or has not answered this leader), or the group is
+            // left with fewer good copies than a quorum needs. It is retried later.
+            let metrics = raft.metrics().borrow().clone();
+            let waiting = self.readmissions_waiting(group.id);
+            let absent: Vec<u64> = voters
+                .iter()
+                .copied()
+                .filter(|id| *id != moving.from && *id != self.id())
+                .filter(|id| {
+                    waiting.contains(id)
+                        || metrics
+                            .replication
+                            .as_ref()
+                            .and_then(|progress| progress.get(id).cloned())
+                            .flatten()
+                            .is_none()
+                })
+                .collect();
+            if !absent.is_empty() {
+                return Err(ApiError::Internal(format!(
+                    "group {}: voters {absent:?} take no part (awaiting readmission?): the move waits",
+                    group.id
+                )));
+            }
             let mut wanted = voters.clone();
             wanted.remove(&moving.from);
             wanted.insert(moving.to);

@@ -33,6 +33,14 @@ pub struct NodeMeta {
     pub peer_address: String,
     pub grpc_address: String,
     pub state: NodeState,
+    /// It has taken part in the cluster (acknowledged the metadata leader's appends): starting
+    /// on an empty disk, it lost its data. Records from before this field had all run.
+    #[serde(default = "has_started")]
+    pub started: bool,
+}
+
+fn has_started() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +71,7 @@ impl NodeMeta {
             peer_address: info.peer_address.clone(),
             grpc_address: info.grpc_address.clone(),
             state: NodeState::Active,
+            started: false,
         }
     }
 
@@ -113,6 +122,17 @@ impl MetaState {
         }
         self.nodes = nodes;
         Ok(())
+    }
+
+    /// Records that a node took part in the cluster (see [`NodeMeta::started`]).
+    pub(crate) fn node_started(&mut self, id: u64) -> Result<(), MetaRejection> {
+        match self.nodes.get_mut(&id) {
+            Some(known) => {
+                known.started = true;
+                Ok(())
+            }
+            None => Err(MetaRejection::Invalid(format!("node {id} is not a member"))),
+        }
     }
 
     /// Admits a node; the same node again updates its addresses (it may have moved).
@@ -497,6 +517,7 @@ mod tests {
             peer_address: format!("127.0.0.1:{}", 7000 + id),
             grpc_address: format!("127.0.0.1:{}", 8000 + id),
             state: NodeState::Active,
+            started: true,
         }
     }
 

@@ -450,6 +450,7 @@ impl MetaState {
             Some(meta_command::Command::MoveReplica(start)) => self.move_replica(start),
             Some(meta_command::Command::ReplicaMoved(moved)) => self.replica_moved(moved),
             Some(meta_command::Command::PreferLeader(prefer)) => self.prefer_leader(prefer),
+            Some(meta_command::Command::NodeStarted(started)) => self.node_started(started.node),
             None => Err(MetaRejection::Invalid("empty metadata command".to_string())),
         }
     }

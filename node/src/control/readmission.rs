@@ -34,6 +34,8 @@ const READMISSION_KEY: &[u8] = b"readmission";
 /// A key of the metadata group's log: when this node found its disk empty in a running
 /// cluster (8 bytes), or zero once it has caught up with everything that existed before.
 const AMNESIA_KEY: &[u8] = b"amnesia";
+/// Times a leader asks a readmitted replica again whose answer was lost.
+const READMITTED_RETRIES_MAX: u32 = 10;
 
 /// Where a replica stands after its disk was lost, as kept on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +250,15 @@ impl Node {
             }
             other => return Err(RouteError::NotLeader(other)),
         }
+        // A request for a loss this node already readmitted the replica for, arriving after the
+        // replica became a voter again (delayed or duplicated), is stale: taking the voter out
+        // again would start a membership change only its own readmission could finish.
+        let served = self.readmissions_served.lock().expect("lock is not poisoned").get(&(group.id, replica)).copied();
+        let is_voter = group.raft.metrics().borrow().membership_config.membership().voter_ids().any(|id| id == replica);
+        if served == Some(lost_at) && is_voter {
+            tracing::info!(group = group.id, replica, lost_at, "ignoring a stale readmission request");
+            return Ok(());
+        }
         let now = self.seams.clock.now_ms();
         self.readmissions_asked.lock().expect("lock is not poisoned").insert((group.id, replica), now);
         let key = format!("readmit:{}:{replica}", group.id);
@@ -266,6 +277,22 @@ impl Node {
         ensure_leads_as_voter(raft, self.id())?;
         let voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if voters.contains(&replica) {
+            // Never propose a removal whose new configuration has no live majority (another voter
+            // awaits its own readmission, or has not answered this leader): it could never
+            // commit, and an uncommitted membership change blocks every later one.
+            let waiting = self.readmissions_waiting(group.id);
+            let metrics = raft.metrics().borrow().clone();
+            let acked = |id: &u64| {
+                *id == self.id()
+                    || metrics.replication.as_ref().and_then(|progress| progress.get(id).cloned()).flatten().is_some()
+            };
+            let remaining: BTreeSet<u64> = voters.iter().copied().filter(|id| *id != replica).collect();
+            let live = remaining.iter().filter(|id| acked(id) && !waiting.contains(id)).count();
+            if live * 2 <= remaining.len() {
+                return Err(format!(
+                    "removing {replica} would leave voters {remaining:?} without a live majority (awaiting readmission: {waiting:?})"
+                ));
+            }
             tracing::info!(group = group.id, replica, "taking a replica that lost its disk out of the voters");
             let removal = openraft::ChangeMembers::RemoveVoters(BTreeSet::from([replica]));
             match tokio::time::timeout(timeout, raft.change_membership(removal, false)).await {
@@ -293,9 +320,20 @@ impl Node {
             body: Some(peer_request::Body::Readmitted(wire::Readmitted { lost_at, term })),
             incarnation: 0,
         };
-        match tokio::time::timeout(timeout, self.transport.call(replica, request)).await {
+        let mut outcome = tokio::time::timeout(timeout, self.transport.call(replica, request.clone())).await;
+        // `readmitted` is idempotent on the replica: a lost answer is asked again, so that this
+        // leader learns the replica is readmitted and restores it as a voter at once (the group
+        // has two voters meanwhile).
+        let mut tries = 0;
+        while matches!(outcome, Ok(Err(_))) && tries < READMITTED_RETRIES_MAX {
+            tries += 1;
+            self.rest(Duration::from_millis(self.options.raft.heartbeat_interval_ms)).await;
+            outcome = tokio::time::timeout(timeout, self.transport.call(replica, request.clone())).await;
+        }
+        match outcome {
             Ok(Ok(PeerResponse { body: Some(peer_response::Body::Done(_)) })) => {
                 tracing::info!(group = group.id, replica, term, "readmitted a replica that lost its disk");
+                self.readmissions_served.lock().expect("lock is not poisoned").insert((group.id, replica), lost_at);
                 self.readmissions_asked.lock().expect("lock is not poisoned").remove(&(group.id, replica));
                 Ok(())
             }

@@ -42,6 +42,10 @@ impl Node {
                     return;
                 }
                 Some(NodeState::Decommissioning) => self.ask_whether_removed(),
+                // Not a voter of the metadata group as its own log has it (a learner being
+                // decommissioned, restarted before it applied anything): it may have been
+                // removed meanwhile, and then no leader will ever send it its removal.
+                _ if !self.is_meta_voter() => self.ask_whether_removed(),
                 _ => {}
             }
             let deleted: BTreeSet<u64> = current.deleted_groups.iter().copied().collect();
