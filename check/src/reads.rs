@@ -28,6 +28,9 @@ pub struct Page {
     /// The page says it reached the shard's newest record: fewer records than asked for and
     /// nothing behind (`MillisBehindLatest` 0), or the end of a closed shard.
     pub at_tip: bool,
+    /// The page ended the shard: it is closed and nothing follows (no next iterator).
+    #[serde(default)]
+    pub shard_end: bool,
 }
 
 /// One reader's walk along one shard.
@@ -40,6 +43,10 @@ pub struct ReadChain {
     pub iterator_invoked_us: u64,
     pub iterator_completed_us: u64,
     pub pages: Vec<Page>,
+    /// The shard whose end the reader reached just before, if it came here from there (a
+    /// consumer following the lineage reads a child from `TRIM_HORIZON` once its parent ended).
+    #[serde(default)]
+    pub from_parent: Option<u32>,
 }
 
 /// The final records of one shard, indexed by sequence number.
@@ -49,8 +56,10 @@ struct Shard<'a> {
 }
 
 /// Checks every chain against the final state: it read only records the shard keeps, each one
-/// the next after the previous, started where its iterator type says, and, whenever it reported
-/// the tip, held every put acknowledged before the page began.
+/// the next after the previous, started where its iterator type says, whenever it reported the
+/// tip held every put acknowledged before the page began, ended a closed shard only after its
+/// last record (`read-end`), and went on from a parent only into one of its children
+/// (`read-lineage`).
 pub fn check_reads(chains: &[ReadChain], puts: &[Put], end: &FinalState) -> Vec<Violation> {
     let mut violations = Vec::new();
     let shards: BTreeMap<u32, Shard> = end
@@ -73,6 +82,17 @@ pub fn check_reads(chains: &[ReadChain], puts: &[Put], end: &FinalState) -> Vec<
     let no_puts = Vec::new();
     for chain in chains {
         let shard_number = chain.shard;
+        if let Some(parent) = chain.from_parent {
+            if !end.lineage.parents.get(&shard_number).is_some_and(|parents| parents.contains(&parent)) {
+                violations.push(Violation::new(
+                    "read-lineage",
+                    format!(
+                        "client {} went on from the end of shard {parent} to shard {shard_number}, which is not its child",
+                        chain.client
+                    ),
+                ));
+            }
+        }
         if end.expiry.trimmed.get(&shard_number) == Some(&None) {
             continue;
         }
@@ -175,6 +195,29 @@ pub fn check_reads(chains: &[ReadChain], puts: &[Put], end: &FinalState) -> Vec<
                     }
                 }
                 previous = Some(record);
+            }
+            if page.shard_end && !trimmed {
+                // The shard ended here: nothing it holds may lie after the last record read.
+                let last_read = previous.and_then(|record| shard.at.get(record.sequence.as_str()).copied());
+                let unread = match (last_read, previous) {
+                    (Some(index), _) => shard.records.get(index + 1..).unwrap_or_default(),
+                    (None, Some(_)) => &[],
+                    // Nothing read at all: only a chain from the start proves the shard empty.
+                    (None, None) if chain.start == StartPosition::TrimHorizon => shard.records,
+                    (None, None) => &[],
+                };
+                if let Some(first) = unread.first() {
+                    violations.push(Violation::new(
+                        "read-end",
+                        format!(
+                            "{label}: the page begun at {} µs ended the shard, which holds {} more record(s) from {} ({})",
+                            page.invoked_us,
+                            unread.len(),
+                            first.sequence,
+                            first.value
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -287,7 +330,15 @@ mod tests {
     }
 
     fn chain(start: StartPosition, pages: Vec<Page>) -> ReadChain {
-        ReadChain { client: 0, shard: 0, start, iterator_invoked_us: 100, iterator_completed_us: 110, pages }
+        ReadChain {
+            client: 0,
+            shard: 0,
+            start,
+            iterator_invoked_us: 100,
+            iterator_completed_us: 110,
+            pages,
+            from_parent: None,
+        }
     }
 
     fn page(invoked_us: u64, records: &[(&str, &str)], at_tip: bool) -> Page {
@@ -296,6 +347,7 @@ mod tests {
             completed_us: invoked_us + 5,
             records: records.iter().map(|(sequence, value)| record(sequence, value)).collect(),
             at_tip,
+            shard_end: false,
         }
     }
 
@@ -392,5 +444,27 @@ mod tests {
         shard.records[2].arrival_ms = 5;
         let text = text(&check_timestamps(&[shard]));
         assert!(text.contains("[timestamp-order] shard 0: c at 13 arrived at 5 ms, before b at 12 (12 ms)"), "{text}");
+    }
+    #[test]
+    fn a_shard_ends_only_after_its_last_record_and_leads_to_its_children() {
+        let mut state = end(SHARD);
+        state.reads.push(read(1, &[]));
+        state.lineage.parents.insert(1, vec![0]);
+        let mut ended = page(400, &[("13", "c"), ("14", "d")], true);
+        ended.shard_end = true;
+        let mut early = page(400, &[("12", "b")], true);
+        early.shard_end = true;
+        let mut child = chain(StartPosition::TrimHorizon, vec![page(500, &[], true)]);
+        child.shard = 1;
+        child.from_parent = Some(0);
+        let mut stranger = child.clone();
+        stranger.shard = 0;
+        stranger.from_parent = Some(1);
+        let good = vec![chain(StartPosition::AfterSequence("12".into()), vec![ended]), child];
+        assert_eq!(check_reads(&good, &puts(), &state), Vec::new());
+        let bad = vec![chain(StartPosition::AtSequence("12".into()), vec![early]), stranger];
+        let text = text(&check_reads(&bad, &puts(), &state));
+        assert!(text.contains("[read-end]") && text.contains("holds 2 more record(s) from 13 (c)"), "{text}");
+        assert!(text.contains("[read-lineage] client 0 went on from the end of shard 1 to shard 0"), "{text}");
     }
 }

@@ -23,11 +23,20 @@ pub enum Bug {
     /// A record's arrival timestamp is the leader's clock as it is, not raised to the shard's
     /// newest timestamp: a leader whose clock is behind makes timestamps go back.
     TimestampRegress,
+    /// A GetRecords on a closed shard that returns records says the shard ended there, even
+    /// when records remain before its seal (a consumer moves on to the children too early).
+    EndShardEarly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] =
-        [Bug::AckBeforeFsync, Bug::SkipRecordOnRead, Bug::StaleRead, Bug::WriteAfterSeal, Bug::TimestampRegress];
+    pub const ALL: [Bug; 6] = [
+        Bug::AckBeforeFsync,
+        Bug::SkipRecordOnRead,
+        Bug::StaleRead,
+        Bug::WriteAfterSeal,
+        Bug::TimestampRegress,
+        Bug::EndShardEarly,
+    ];
 
     /// The name `riffle-sim --plant` takes.
     pub fn name(self) -> &'static str {
@@ -37,6 +46,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::WriteAfterSeal => "write-after-seal",
             Bug::TimestampRegress => "timestamp-regress",
+            Bug::EndShardEarly => "end-shard-early",
         }
     }
 

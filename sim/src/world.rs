@@ -1833,10 +1833,13 @@ async fn reader(
                 iterator_invoked_us,
                 iterator_completed_us: start.elapsed().as_micros() as u64,
                 pages: Vec::new(),
+                from_parent: None,
             });
             chains.len() - 1
         };
         let mut iterator = response.shard_iterator;
+        let mut index = index;
+        let mut shard = shard;
         for _ in 0..rng.gen_range(1..8) {
             let Some((node, service)) = pick(&mut rng) else { break };
             let limit = rng.gen_range(1..=40);
@@ -1866,11 +1869,54 @@ async fn reader(
                 records.len(),
                 if at_tip { " (tip)" } else { "" }
             ));
-            let page = check::Page { invoked_us, completed_us: start.elapsed().as_micros() as u64, records, at_tip };
+            let shard_end = response.next_shard_iterator.is_none();
+            let page = check::Page {
+                invoked_us,
+                completed_us: start.elapsed().as_micros() as u64,
+                records,
+                at_tip,
+                shard_end,
+            };
             chains.borrow_mut()[index].pages.push(page);
             match response.next_shard_iterator {
                 Some(next) => iterator = next,
-                None => break,
+                None => {
+                    // The shard is closed and read to its end: a consumer goes on with a child,
+                    // from its start, as the lineage says (the end of an expired lineage has none).
+                    let children: Vec<u32> = response
+                        .child_shards
+                        .iter()
+                        .filter_map(|child| riffle_node::keys::parse_shard_id(&child.shard_id))
+                        .collect();
+                    let Some(&child) = children.get(rng.gen_range(0..children.len().max(1))) else { break };
+                    let request = v1::GetShardIteratorRequest {
+                        stream_name: STREAM.into(),
+                        shard_id: riffle_node::keys::shard_id(child),
+                        shard_iterator_type: v1::ShardIteratorType::TrimHorizon as i32,
+                        starting_sequence_number: None,
+                        timestamp_ms: None,
+                    };
+                    let iterator_invoked_us = start.elapsed().as_micros() as u64;
+                    let Ok(Ok(response)) =
+                        tokio::time::timeout(READ_TIMEOUT, service.get_shard_iterator(request)).await
+                    else {
+                        break;
+                    };
+                    trace.record(&format!("reader {client}: from the end of shard {shard} on to its child {child}"));
+                    let mut chains = chains.borrow_mut();
+                    chains.push(check::ReadChain {
+                        client,
+                        shard: child,
+                        start: StartPosition::TrimHorizon,
+                        iterator_invoked_us,
+                        iterator_completed_us: start.elapsed().as_micros() as u64,
+                        pages: Vec::new(),
+                        from_parent: Some(shard),
+                    });
+                    index = chains.len() - 1;
+                    shard = child;
+                    iterator = response.shard_iterator;
+                }
             }
             tokio::time::sleep(Duration::from_micros(rng.gen_range(0..200_000))).await;
         }

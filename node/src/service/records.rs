@@ -325,7 +325,7 @@ impl StreamService {
         let read = wire::ForwardRead { start: Some(start), limit, bytes_max: GET_RECORDS_BYTES_MAX };
         let result =
             self.node.read(&shard, read).await.map_err(|error| self.rate_exceeded(error, &stream.name, shard.index))?;
-        let records = result
+        let records: Vec<v1::Record> = result
             .records
             .into_iter()
             .map(|record| v1::Record {
@@ -336,7 +336,10 @@ impl StreamService {
             })
             .collect();
         // At a sealed shard's end the reader moves on to the children, as Kinesis tells it.
-        let ended = result.sealed_at_index.is_some_and(|index| result.next_sequence >= sequence::first_of_batch(index));
+        let ended = result.sealed_at_index.is_some_and(|index| result.next_sequence >= sequence::first_of_batch(index))
+            || (crate::planted::active(crate::planted::Bug::EndShardEarly)
+                && result.sealed_at_index.is_some()
+                && !records.is_empty());
         if ended {
             let mut children: Vec<v1::ChildShard> =
                 stream.children_of(shard.index).map(|child| self.child_shard(child)).collect();
