@@ -70,13 +70,8 @@ pub fn check_puts(puts: &[Put], reads: &[ShardRead], expiry: &Expiry) -> Vec<Vio
             continue;
         }
         match places {
-            Some(places) if !places.is_empty() => violations.push(Violation::new(
-                "lost",
-                format!(
-                    "{} acknowledged at shard {shard} sequence {sequence} but read at {places:?} (shard, sequence)",
-                    put.value
-                ),
-            )),
+            // Expired where it was acknowledged (another attempt of the same value, stored
+            // elsewhere, may still be read).
             _ if expiry.expired(*shard, sequence) => {
                 if put.invoked_us + expiry.retention_us > expiry.end_us {
                     violations.push(Violation::new(
@@ -88,6 +83,13 @@ pub fn check_puts(puts: &[Put], reads: &[ShardRead], expiry: &Expiry) -> Vec<Vio
                     ));
                 }
             }
+            Some(places) if !places.is_empty() => violations.push(Violation::new(
+                "lost",
+                format!(
+                    "{} acknowledged at shard {shard} sequence {sequence} but read at {places:?} (shard, sequence)",
+                    put.value
+                ),
+            )),
             _ => violations.push(Violation::new(
                 "lost",
                 format!(
@@ -226,5 +228,18 @@ mod tests {
         let text = names(&check_puts(&puts[..3], &[read(0, &[])], &early));
         assert!(text.contains("[early-expiry] young (shard 0, sequence 493) expired too early"), "{text}");
         assert!(!text.contains("old (shard"), "{text}");
+    }
+    #[test]
+    fn a_retry_that_expired_where_it_was_acknowledged_is_not_lost() {
+        // The first attempt's outcome was unknown and it landed in shard 0; the retry was
+        // acknowledged in shard 1 (after a reshard) and expired there.
+        let puts = vec![put("v", 0, 10, crate::Outcome::Info("unknown".into())), put("v", 20, 30, ok(1, "601"))];
+        let reads = vec![read(0, &[("491", "v")]), read(1, &[])];
+        let expiry =
+            Expiry { retention_us: 500, end_us: 1_000, trimmed: BTreeMap::from([(1, Some("602".to_string()))]) };
+        assert_eq!(check_puts(&puts, &reads, &expiry), Vec::new());
+        let kept = Expiry { trimmed: BTreeMap::new(), ..expiry };
+        let text = names(&check_puts(&puts, &reads, &kept));
+        assert!(text.contains("[lost] v acknowledged at shard 1 sequence 601 but read at [(0, \"491\")]"), "{text}");
     }
 }

@@ -43,8 +43,7 @@ pub struct SimOptions {
     /// requests and responses lost, messages held back so that later ones overtake them.
     pub message_faults: bool,
     /// One crash in ten becomes a power loss: every running node crashes at once, each losing
-    /// what it had not synced. Off by default until the finding it made is fixed (a
-    /// decommissioned node restarted by a power loss stays a lagging metadata learner).
+    /// what it had not synced.
     pub power_loss: bool,
     /// Fault families turned off by name (see [`FAULT_FAMILIES`]; by default [`default_off`]);
     /// `--faults LIST` turns off every family not listed.
@@ -83,8 +82,8 @@ impl SimOptions {
         if !self.message_faults {
             flags.push_str(" --no-message-faults");
         }
-        if self.power_loss {
-            flags.push_str(" --power-loss");
+        if !self.power_loss {
+            flags.push_str(" --no-power-loss");
         }
         if self.off != default_off() {
             let on: Vec<&str> = FAULT_FAMILIES.iter().copied().filter(|family| !self.off.contains(*family)).collect();
@@ -111,7 +110,7 @@ impl Default for SimOptions {
             disk_loss: true,
             membership: true,
             message_faults: true,
-            power_loss: false,
+            power_loss: true,
             off: default_off(),
             plant: None,
         }

@@ -62,20 +62,31 @@ struct Arguments {
     #[arg(long)]
     no_message_faults: bool,
     /// Fault families to draw from, comma-separated (default all but corrupt): partition, zone,
-    /// one-way, flapping, crash, corrupt, pause, clock, drop, delay, duplicate, replay; `none`.
+    /// one-way, flapping, crash, corrupt, pause, clock, io-error, drop, delay, duplicate,
+    /// replay; `none`.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
+    /// Workload parts besides the producers, comma-separated (default all): readers (iterators
+    /// of every type, following the lineage), meta (tag writers and readers), reshards,
+    /// membership (a node joins, another is decommissioned); `puts` alone for none.
+    #[arg(long, value_delimiter = ',')]
+    workload: Option<Vec<String>>,
     /// Where a sweep writes the trace and history of its failing seeds.
     #[arg(long, default_value = "riffle-sim-failures")]
     out: std::path::PathBuf,
-    /// Let one crash in ten be a power loss of every node at once.
+    /// Never let a crash be a power loss (by default one crash in ten stops every node at once,
+    /// each losing what it had not synced).
     #[arg(long)]
-    power_loss: bool,
+    no_power_loss: bool,
     /// Plant a deliberate defect in the node code (ack-before-fsync, skip-record-on-read,
-    /// stale-read, write-after-seal) to see the checks catch it.
+    /// stale-read, write-after-seal, timestamp-regress, end-shard-early) to see the checks
+    /// catch it.
     #[arg(long, value_parser = parse_bug)]
     plant: Option<riffle_node::planted::Bug>,
 }
+
+/// The workload parts `--workload` selects among (the producers always run).
+const WORKLOAD_PARTS: [&str; 4] = ["readers", "meta", "reshards", "membership"];
 
 fn parse_bug(name: &str) -> Result<riffle_node::planted::Bug, String> {
     riffle_node::planted::Bug::from_name(name).ok_or_else(|| {
@@ -106,18 +117,26 @@ fn main() -> Result<()> {
             .map(|family| family.to_string())
             .collect();
     }
+    let parts: Vec<String> =
+        arguments.workload.clone().unwrap_or_else(|| WORKLOAD_PARTS.iter().map(|part| part.to_string()).collect());
+    for part in &parts {
+        if part != "puts" && !WORKLOAD_PARTS.contains(&part.as_str()) {
+            bail!("no workload part {part}; known: puts, {}", WORKLOAD_PARTS.join(", "));
+        }
+    }
+    let has = |part: &str| parts.iter().any(|listed| listed == part);
     let options = SimOptions {
         off,
         operations_per_client: arguments.operations,
-        readers: arguments.readers,
-        meta_clients: arguments.meta_clients,
-        reshards: arguments.reshards,
+        readers: if has("readers") { arguments.readers } else { 0 },
+        meta_clients: if has("meta") { arguments.meta_clients } else { 0 },
+        reshards: if has("reshards") { arguments.reshards } else { 0 },
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
-        membership: !arguments.no_membership,
+        membership: !arguments.no_membership && has("membership"),
         message_faults: !arguments.no_message_faults,
         plant: arguments.plant,
-        power_loss: arguments.power_loss,
+        power_loss: !arguments.no_power_loss,
         ..SimOptions::default()
     };
     if let Some(seed) = arguments.seed {

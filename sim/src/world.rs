@@ -1465,10 +1465,20 @@ impl World {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             };
-            let lowest_trim = (0..self.nodes.len())
+            let trims: Vec<(u64, u64, u64)> = (0..self.nodes.len())
                 .filter_map(|position| self.nodes[position].running.as_ref())
-                .filter_map(|(node, _)| node.group(group_id))
-                .filter_map(|group| group.shard.as_ref().map(|shard| shard.segments.trim_sequence()))
+                .filter_map(|(node, _)| node.group(group_id).map(|group| (node.id(), group)))
+                .filter_map(|(id, group)| {
+                    group
+                        .shard
+                        .as_ref()
+                        .map(|shard| (id, shard.segments.trim_sequence(), shard.segments.end_sequence()))
+                })
+                .collect();
+            self.trace.record(&format!("shard {shard}: (replica, trim, end) {trims:?}"));
+            let lowest_trim = trims
+                .iter()
+                .map(|(_, trim, _)| *trim)
                 // A replica readmitted after a disk loss that has not caught up yet holds nothing
                 // and has trimmed nothing; it says nothing about what retention removed.
                 .filter(|trim| *trim > 0)
