@@ -566,6 +566,11 @@ impl Node {
     /// A group's Raft core that quits on a storage error (a log or state-machine read or write
     /// openraft could not do) serves nothing more: the node fails stop, as for any storage
     /// error, and a restart brings the group back from what was synced.
+    ///
+    /// It also checks, on every change of the group's Raft metrics, invariants that hold on any
+    /// correct replica (in release builds too): its term never goes back, nor does what it
+    /// applied, and it never applies beyond what its log or snapshot holds. A broken one fails
+    /// the node stop with `invariant broken: ...` (the simulator fails the seed on it).
     pub(crate) fn watch_core(&self, raft: &Raft, group_id: u64) {
         let raft = raft.clone();
         let failstop = self.failstop.clone();
@@ -573,7 +578,14 @@ impl Node {
             "raft-core-watch",
             Box::pin(async move {
                 let mut metrics = raft.metrics();
-                while metrics.changed().await.is_ok() {}
+                let mut seen = ReplicaProgress::default();
+                while metrics.changed().await.is_ok() {
+                    let now = metrics.borrow_and_update().clone();
+                    if let Err(broken) = seen.advance(&now) {
+                        failstop.trip(format!("invariant broken in group {group_id}: {broken}"));
+                        return;
+                    }
+                }
                 match raft.with_raft_state(|_| ()).await {
                     Err(openraft::error::Fatal::StorageError(error)) => {
                         failstop.trip(format!("the raft core of group {group_id} stopped: {error}"))
@@ -694,7 +706,25 @@ async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Re
                 return Err(refused);
             }
             let request = codec::vote_request_from_wire(vote).map_err(malformed)?;
+            let candidate_log = request.last_log_id;
             let response = group.raft.vote(request).await.map_err(|error| RouteError::Failed(error.to_string()))?;
+            // This replica's own candidacy refused a candidate with a longer log: it backs off
+            // for a while, as openraft does when a vote *response* shows a longer log — which it
+            // never sees when that candidate is outside its (stale) configuration, so the two
+            // would otherwise outbid each other's terms for ever (seed 433).
+            if !response.vote_granted
+                && candidate_log > response.last_log_id
+                && !response.vote.is_committed()
+                && response.vote.leader_id().voted_for() == Some(node.id())
+                && !group.sits_out_elections()
+            {
+                tracing::info!(
+                    group = group_id,
+                    candidate = from,
+                    "refused a candidate with a longer log: sitting out elections for a while"
+                );
+                node.rejoin_quietly(&group);
+            }
             Ok(peer_response::Body::Vote(codec::vote_response_to_wire(&response)))
         }
         peer_request::Body::InstallSnapshot(install) => {
@@ -747,6 +777,32 @@ async fn handle_peer(node: &Arc<Node>, from: NodeId, request: PeerRequest) -> Re
             Ok(peer_response::Body::Hello(riffle_proto::peer::HelloReply { knows_cluster, removed }))
         }
         forwarded => node.serve(group_id, forwarded).await,
+    }
+}
+
+/// What one replica's Raft metrics showed so far, to check that they only move forward.
+#[derive(Debug, Default)]
+struct ReplicaProgress {
+    term: u64,
+    applied: u64,
+}
+
+impl ReplicaProgress {
+    fn advance(&mut self, now: &openraft::RaftMetrics<NodeId, openraft::EmptyNode>) -> Result<(), String> {
+        let applied = now.last_applied.map_or(0, |id| id.index);
+        if now.current_term < self.term {
+            return Err(format!("the term went back from {} to {}", self.term, now.current_term));
+        }
+        if applied < self.applied {
+            return Err(format!("the applied index went back from {} to {applied}", self.applied));
+        }
+        let held = now.last_log_index.unwrap_or(0).max(now.snapshot.map_or(0, |id| id.index));
+        if applied > held {
+            return Err(format!("applied {applied} beyond the log's last index and the snapshot ({held})"));
+        }
+        self.term = now.current_term;
+        self.applied = applied;
+        Ok(())
     }
 }
 

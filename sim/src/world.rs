@@ -869,6 +869,9 @@ impl World {
                 self.nodes[position].running.as_ref().and_then(|(node, _)| node.storage_failure().borrow().clone());
             let Some(reason) = failure else { continue };
             let id = self.nodes[position].id;
+            if reason.starts_with("invariant broken") {
+                return Err(format!("node {id}: {reason}"));
+            }
             self.trace.record(&format!("node {id} stopped after a storage error: {reason}"));
             self.storage_failures += 1;
             self.crash_node(position).await?;

@@ -348,6 +348,14 @@ impl Node {
                     group.id
                 )));
             }
+            // Every voter that stays must also hold every entry: one cut off now may have
+            // acknowledged this leader once, yet would miss the new configuration, leaving it
+            // on fewer replicas than a quorum once `from` drops its copy (seed 433).
+            for id in voters.iter().copied().filter(|id| *id != moving.from && *id != self.id()) {
+                if let Err(error) = crate::control::readmission::wait_caught_up(raft, id, timeout).await {
+                    return Err(ApiError::Internal(format!("group {}: {error}: the move waits", group.id)));
+                }
+            }
             let mut wanted = voters.clone();
             wanted.remove(&moving.from);
             wanted.insert(moving.to);
