@@ -61,7 +61,7 @@ struct Arguments {
     /// responses and held-back messages for its chaos phase).
     #[arg(long)]
     no_message_faults: bool,
-    /// Fault families to draw from, comma-separated (default all but corrupt): partition, zone,
+    /// Fault families to draw from, comma-separated (default all): partition, zone,
     /// one-way, flapping, crash, corrupt, pause, clock, io-error, drop, delay, duplicate,
     /// replay; `none`.
     #[arg(long, value_delimiter = ',')]

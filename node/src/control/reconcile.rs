@@ -168,6 +168,15 @@ impl Node {
         }
     }
 
+    /// Whether the tail recovery cut off `segments` held records this replica had made durable
+    /// and cannot get back from its own log (see `host_shard`).
+    fn cut_is_damage(&self, group_id: u64, segments: &crate::storage::ShardSegments) -> bool {
+        let durable = segments.last_durable().map_or(0, |log_id| log_id.index);
+        let purged = self.logs.purged_index(group_id);
+        let marker = crate::raft::state_machine::applied_marker_index(&self.logs, group_id);
+        purged > durable || marker > durable
+    }
+
     pub(crate) async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
         let group_id = shard.group_id;
         // A removal of an old copy of this replica under way finishes first.
@@ -182,6 +191,20 @@ impl Node {
         let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
         let never_held_data = founder || shard.founders.contains(&self.id());
         let (segments, damaged) = match self.segments.shard(group_id) {
+            // A cut tail is a torn write the log replays, unless the log no longer holds what
+            // followed the last good batch (purged), or the state machine had recorded having
+            // applied past it: then the cut lost records this replica had made durable, and it
+            // is damage like any other (it would otherwise serve the shard without them).
+            Ok(segments) if segments.recovered_cut() && self.cut_is_damage(group_id, &segments) => {
+                tracing::warn!(
+                    node = self.id(),
+                    group = group_id,
+                    "this replica's newest stored records are unreadable and the log cannot replay them: dropping them to be readmitted and repaired from the other replicas"
+                );
+                self.logs.remove_group(group_id).await?;
+                self.segments.remove_shard(group_id).map_err(|error| error.to_string())?;
+                (self.segments.shard(group_id).map_err(|error| error.to_string())?, true)
+            }
             Ok(segments) => (segments, false),
             // Stored records that fail their checksums are damage, not the end of the log: this
             // replica drops everything it holds of the group (log and vote included) and is

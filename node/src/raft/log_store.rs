@@ -198,6 +198,11 @@ impl LogEngine {
         self.engine.call(move |engine| engine.get(group, &key))
     }
 
+    /// The index up to which `group`'s log is purged on disk (0 if nothing is).
+    pub fn purged_index(&self, group: u64) -> u64 {
+        self.get(group, PURGED_KEY).and_then(|bytes| decode_log_id(&bytes).ok()).map_or(0, |log_id| log_id.index)
+    }
+
     /// Stores `key = value` for `group` and returns once it is fsynced.
     pub async fn put_durable(&self, group: u64, key: &[u8], value: Vec<u8>) -> Result<(), String> {
         self.submit_and_wait(group, vec![WriteOp::Put(key.to_vec(), value)]).await

@@ -137,6 +137,14 @@ fn decode_meta_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, MetaState), Stora
     Ok((meta, snapshot.state))
 }
 
+/// The index of the applied marker a shard's state machine persisted (0 without one).
+pub(crate) fn applied_marker_index(logs: &LogEngine, group: u64) -> u64 {
+    logs.get(group, APPLIED_KEY)
+        .and_then(|bytes| wire::LogId::decode(bytes.as_slice()).ok())
+        .and_then(|log_id| codec::log_id_from_wire(log_id).ok())
+        .map_or(0, |log_id| log_id.index)
+}
+
 /// A shard's state machine over its segments.
 pub struct ShardStateMachine {
     group: u64,

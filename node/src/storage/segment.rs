@@ -570,6 +570,8 @@ struct ShardState {
     /// Snapshots being sent from the files ([`ExportReader`]s alive): while there are any, no
     /// file is removed (a later trim, import or opening removes what is left).
     export_pins: usize,
+    /// Recovery cut a tail it could not read (a torn write, or damage that reads like one).
+    recovered_cut: bool,
 }
 
 impl ShardState {
@@ -948,6 +950,7 @@ fn recover_generation(fs: &dyn FileSystem, dir: &Path) -> Result<ShardState, Sto
         let is_last = position + 1 == files.len();
         let (headers, valid_len, file_len) = scan_segment(fs, &path, is_last)?;
         if valid_len < file_len {
+            state.recovered_cut = true;
             let file = fs
                 .open(&path, OpenMode::ReadWrite)
                 .context(|| format!("open segment {} to truncate", path.display()))?;
@@ -1388,6 +1391,12 @@ impl ShardSegments {
     /// is none.
     pub fn first_sequence(&self) -> Result<u64, StorageError> {
         Ok(self.first_kept()?.map_or_else(|| self.end_sequence(), |(sequence, _)| sequence))
+    }
+
+    /// Whether opening the shard cut an unreadable tail off its newest segment: a torn write,
+    /// or damage that reads like one (the caller tells them apart; see `host_shard`).
+    pub fn recovered_cut(&self) -> bool {
+        self.inner.state().recovered_cut
     }
 
     /// Records below this sequence are expired.
