@@ -747,9 +747,13 @@ impl World {
         self.replicas_of(group_id)
             .map(|(node, group)| {
                 let metrics = group.raft.metrics().borrow().clone();
+                let core = match &metrics.running_state {
+                    Ok(()) => String::new(),
+                    Err(fatal) => format!(" (core stopped: {fatal})"),
+                };
                 format!(
                     "node {node}: term {} leader {:?} last log {:?} applied {:?} voters {:?} learners {:?} \
-                     replication {:?}{}",
+                     replication {:?}{}{core}",
                     metrics.current_term,
                     metrics.current_leader,
                     metrics.last_log_index,
@@ -1358,6 +1362,7 @@ impl World {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+            self.restart_failed().await?;
         }
     }
 
@@ -1467,6 +1472,8 @@ impl World {
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                // A node that fails stop meanwhile is started again, as a supervisor would.
+                self.restart_failed().await?;
             };
             let trims: Vec<(u64, u64, u64)> = (0..self.nodes.len())
                 .filter_map(|position| self.nodes[position].running.as_ref())

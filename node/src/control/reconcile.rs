@@ -173,8 +173,8 @@ impl Node {
     fn cut_is_damage(&self, group_id: u64, segments: &crate::storage::ShardSegments) -> bool {
         let durable = segments.last_durable().map_or(0, |log_id| log_id.index);
         let purged = self.logs.purged_index(group_id);
-        let marker = crate::raft::state_machine::applied_marker_index(&self.logs, group_id);
-        purged > durable || marker > durable
+        let recorded = crate::raft::state_machine::recorded_applied_index(&self.logs, group_id);
+        purged > durable || recorded > durable
     }
 
     pub(crate) async fn host_shard(self: &Arc<Self>, shard: &ShardMeta) -> Result<(), String> {
@@ -193,7 +193,7 @@ impl Node {
         let (segments, damaged) = match self.segments.shard(group_id) {
             // A cut tail is a torn write the log replays, unless the log no longer holds what
             // followed the last good batch (purged), or the state machine had recorded having
-            // applied past it: then the cut lost records this replica had made durable, and it
+            // applied past it (its applied marker or its membership): then the cut lost records this replica had made durable, and it
             // is damage like any other (it would otherwise serve the shard without them).
             Ok(segments) if segments.recovered_cut() && self.cut_is_damage(group_id, &segments) => {
                 tracing::warn!(

@@ -137,12 +137,21 @@ fn decode_meta_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, MetaState), Stora
     Ok((meta, snapshot.state))
 }
 
-/// The index of the applied marker a shard's state machine persisted (0 without one).
-pub(crate) fn applied_marker_index(logs: &LogEngine, group: u64) -> u64 {
-    logs.get(group, APPLIED_KEY)
+/// The highest applied point a shard's state machine recorded besides its segments: its
+/// applied marker or its stored membership's log id (0 without either).
+pub(crate) fn recorded_applied_index(logs: &LogEngine, group: u64) -> u64 {
+    let marker = logs
+        .get(group, APPLIED_KEY)
         .and_then(|bytes| wire::LogId::decode(bytes.as_slice()).ok())
         .and_then(|log_id| codec::log_id_from_wire(log_id).ok())
-        .map_or(0, |log_id| log_id.index)
+        .map_or(0, |log_id| log_id.index);
+    let membership = logs
+        .get(group, MEMBERSHIP_KEY)
+        .and_then(|bytes| wire::StoredMembership::decode(bytes.as_slice()).ok())
+        .and_then(|stored| codec::stored_membership_from_wire(stored).ok())
+        .and_then(|stored| stored.log_id().map(|log_id| log_id.index))
+        .unwrap_or(0);
+    marker.max(membership)
 }
 
 /// A shard's state machine over its segments.
@@ -200,7 +209,11 @@ impl ShardStateMachine {
             segments.trim(u64::from_le_bytes(sequence)).map_err(read_error)?;
         }
         let durable = segments.last_durable().as_ref().map(from_batch_log_id);
-        let last_applied = durable.max(marker);
+        // A membership is persisted only once the segments hold everything applied before it
+        // (see `apply`), so its log id is an applied point too. Without it a restart could
+        // report a membership newer than the applied point, and a snapshot with
+        // last_membership > last_log_id makes a follower's openraft panic.
+        let last_applied = durable.max(marker).max(membership.log_id().clone());
         floor.start_at(last_applied);
         Ok(ShardStateMachine { group, logs, floor, segments, seal, last_applied, membership, started })
     }
@@ -319,6 +332,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                         EntryPayload::Blank => ApplyResult::Nothing,
                         EntryPayload::Membership(membership) => {
                             machine.membership = StoredMembership::new(Some(entry.log_id), membership);
+                            machine.segments.flush().await.map_err(write_error)?;
                             machine.persist_membership().await?;
                             ApplyResult::Nothing
                         }
