@@ -28,6 +28,8 @@ use crate::SimOptions;
 use riffle_check::{self as check, MetaAction, MetaOperation, Outcome, Put, Record, ShardRead};
 
 const STREAM: &str = "sim";
+/// The sector size of the `corrupt` family's zeroed sectors.
+const SECTOR_BYTES: u64 = 512;
 /// Partition keys the put clients draw from.
 const PARTITION_KEYS: u32 = 24;
 /// Open shards a seed's reshards keep the stream within.
@@ -903,6 +905,19 @@ impl World {
             return;
         }
         let (path, durable) = files[self.rng.gen_range(0..files.len())].clone();
+        let name = path.strip_prefix(&self.nodes[position].data_dir).unwrap_or(&path).display().to_string();
+        self.corruptions += 1;
+        if self.rng.gen_bool(0.5) {
+            // A sector (512 bytes, aligned) reads as zeros: lost, or stale in an append-only file.
+            let sector = self.rng.gen_range(0..durable.div_ceil(SECTOR_BYTES)) * SECTOR_BYTES;
+            if self.nodes[position].fs.zero_range(&path, sector, SECTOR_BYTES).is_ok() {
+                self.trace.record(&format!(
+                    "corrupt node {} file {name}: sector at {sector} zeroed",
+                    self.nodes[position].id
+                ));
+            }
+            return;
+        }
         let flips = self.rng.gen_range(1..=3);
         let mut offsets = Vec::new();
         for _ in 0..flips {
@@ -911,8 +926,6 @@ impl World {
                 offsets.push(offset);
             }
         }
-        self.corruptions += 1;
-        let name = path.strip_prefix(&self.nodes[position].data_dir).unwrap_or(&path).display().to_string();
         self.trace.record(&format!("corrupt node {} file {name} at {offsets:?}", self.nodes[position].id));
     }
 

@@ -256,6 +256,27 @@ impl MemoryFileSystem {
         Ok(())
     }
 
+    /// Zeroes `len` bytes from `offset` (clipped to the file) in both images, as a sector the
+    /// disk lost or returns stale would read in an append-only file. For tests of checksum
+    /// handling.
+    pub fn zero_range(&self, path: &Path, offset: u64, len: u64) -> io::Result<()> {
+        let namespace = self.namespace();
+        let inode = namespace.files.get(&normalize(path)).ok_or_else(|| not_found(path))?;
+        let mut inode = lock(inode);
+        let start = usize::try_from(offset).map_err(|_| invalid_input("offset too large"))?;
+        let end = start.saturating_add(usize::try_from(len).map_err(|_| invalid_input("length too large"))?);
+        if start >= inode.current.len() {
+            return Err(invalid_input("zero_range offset is past the end of the file"));
+        }
+        let current_end = end.min(inode.current.len());
+        inode.current[start..current_end].fill(0);
+        let durable_end = end.min(inode.durable.len());
+        if start < durable_end {
+            inode.durable[start..durable_end].fill(0);
+        }
+        Ok(())
+    }
+
     /// Every file under `dir`, at any depth, with its durable length. For tests that damage
     /// stored data.
     pub fn files_under(&self, dir: &Path) -> Vec<(PathBuf, u64)> {
@@ -616,6 +637,19 @@ mod tests {
         assert_eq!(read_all(&fs, &path), vec![b'a', b'b' ^ 0xff, b'c']);
         assert!(fs.corrupt_byte(&path, 3).is_err());
     }
+    #[test]
+    fn zero_range_zeroes_both_images_within_the_file() {
+        let (fs, root) = setup();
+        let path = root.join("file");
+        let file = fs.open(&path, OpenMode::CreateNew).expect("create");
+        file.write_all_at_and_sync(&[b"abcdef"], 0).expect("write");
+        fs.zero_range(&path, 4, 512).expect("zero");
+        assert_eq!(read_all(&fs, &path), b"abcd\0\0");
+        fs.crash(&mut ChaCha8Rng::seed_from_u64(0));
+        assert_eq!(read_all(&fs, &path), b"abcd\0\0");
+        assert!(fs.zero_range(&path, 6, 1).is_err());
+    }
+
     #[test]
     fn a_failed_sync_loses_its_writes_for_good() {
         let (fs, root) = setup();

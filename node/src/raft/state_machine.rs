@@ -213,7 +213,7 @@ impl ShardStateMachine {
         // (see `apply`), so its log id is an applied point too. Without it a restart could
         // report a membership newer than the applied point, and a snapshot with
         // last_membership > last_log_id makes a follower's openraft panic.
-        let last_applied = durable.max(marker).max(membership.log_id().clone());
+        let last_applied = durable.max(marker).max(*membership.log_id());
         floor.start_at(last_applied);
         Ok(ShardStateMachine { group, logs, floor, segments, seal, last_applied, membership, started })
     }
