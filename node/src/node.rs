@@ -644,6 +644,11 @@ impl Node {
     pub fn hosted_groups(&self) -> Vec<u64> {
         self.groups.lock().expect("groups lock is not poisoned").keys().copied().collect()
     }
+
+    /// The groups this node's raft log holds anything of (hosted or not).
+    pub fn stored_groups(&self) -> Vec<u64> {
+        self.logs.groups()
+    }
 }
 
 fn raft_config_for_meta(timing: &RaftTiming) -> Result<Arc<openraft::Config>, String> {

@@ -32,6 +32,10 @@ pub struct SimOptions {
     pub readers: u32,
     /// Split or merge attempts during the workload.
     pub reshards: u32,
+    /// Administrative operations during the workload: retention changes of the stream, and a
+    /// second stream created and deleted (its groups must then be gone from every node). Off by
+    /// default until what it found is fixed (docs/simulation.md).
+    pub admin: bool,
     /// Inject partitions and crash-restarts.
     pub faults: bool,
     /// Let one crash per seed also lose the node's disk.
@@ -70,6 +74,9 @@ impl SimOptions {
         if self.reshards != default.reshards {
             flags.push_str(&format!(" --reshards {}", self.reshards));
         }
+        if self.admin {
+            flags.push_str(" --workload readers,meta,reshards,membership,admin");
+        }
         if !self.faults {
             flags.push_str(" --no-faults");
         }
@@ -106,6 +113,7 @@ impl Default for SimOptions {
             meta_operations_per_client: 24,
             readers: 2,
             reshards: 3,
+            admin: false,
             faults: true,
             disk_loss: true,
             membership: true,

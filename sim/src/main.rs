@@ -66,9 +66,10 @@ struct Arguments {
     /// replay; `none`.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
-    /// Workload parts besides the producers, comma-separated (default all): readers (iterators
+    /// Workload parts besides the producers, comma-separated (default all but admin): readers (iterators
     /// of every type, following the lineage), meta (tag writers and readers), reshards,
-    /// membership (a node joins, another is decommissioned); `puts` alone for none.
+    /// membership (a node joins, another is decommissioned), admin (retention changes, a second
+    /// stream created and deleted); `puts` alone for none.
     #[arg(long, value_delimiter = ',')]
     workload: Option<Vec<String>>,
     /// Where a sweep writes the trace and history of its failing seeds.
@@ -86,7 +87,7 @@ struct Arguments {
 }
 
 /// The workload parts `--workload` selects among (the producers always run).
-const WORKLOAD_PARTS: [&str; 4] = ["readers", "meta", "reshards", "membership"];
+const WORKLOAD_PARTS: [&str; 5] = ["readers", "meta", "reshards", "membership", "admin"];
 
 fn parse_bug(name: &str) -> Result<riffle_node::planted::Bug, String> {
     riffle_node::planted::Bug::from_name(name).ok_or_else(|| {
@@ -117,8 +118,10 @@ fn main() -> Result<()> {
             .map(|family| family.to_string())
             .collect();
     }
-    let parts: Vec<String> =
-        arguments.workload.clone().unwrap_or_else(|| WORKLOAD_PARTS.iter().map(|part| part.to_string()).collect());
+    let parts: Vec<String> = arguments.workload.clone().unwrap_or_else(|| {
+        // The admin part is opt-in until what it found is fixed (docs/simulation.md).
+        WORKLOAD_PARTS.iter().filter(|part| **part != "admin").map(|part| part.to_string()).collect()
+    });
     for part in &parts {
         if part != "puts" && !WORKLOAD_PARTS.contains(&part.as_str()) {
             bail!("no workload part {part}; known: puts, {}", WORKLOAD_PARTS.join(", "));
@@ -131,6 +134,7 @@ fn main() -> Result<()> {
         readers: if has("readers") { arguments.readers } else { 0 },
         meta_clients: if has("meta") { arguments.meta_clients } else { 0 },
         reshards: if has("reshards") { arguments.reshards } else { 0 },
+        admin: has("admin"),
         faults: !arguments.no_faults,
         disk_loss: !arguments.no_disk_loss,
         membership: !arguments.no_membership && has("membership"),

@@ -1015,11 +1015,23 @@ impl World {
         let total_producers = self.options.clients;
         let total_meta_operations = (self.options.meta_clients * self.options.meta_operations_per_client) as usize;
         let total_reshards = self.options.reshards;
+        let admin_done = Rc::new(std::cell::Cell::new(!self.options.admin));
+        let extra_groups: Rc<RefCell<Vec<u64>>> = Rc::default();
+        if self.options.admin {
+            local.spawn_local(admin(
+                ChaCha8Rng::seed_from_u64(self.rng.gen()),
+                services.clone(),
+                admin_done.clone(),
+                extra_groups.clone(),
+                self.trace.clone(),
+            ));
+        }
         let workload = local.run_until(async {
             let clients_done = async {
                 while *producers_done.borrow() < total_producers
                     || meta_history.borrow().len() < total_meta_operations
                     || *reshards_done.borrow() < total_reshards
+                    || !admin_done.get()
                 {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -1083,6 +1095,7 @@ impl World {
         self.restart_failed().await?;
 
         let (reads, lineage, trimmed) = self.settle_and_read().await?;
+        self.check_deleted(&extra_groups.borrow()).await?;
         let expiry = check::Expiry {
             retention_us: self.retention_hour_ms.map_or(u64::MAX / 2, |hour_ms| hour_ms * 24 * 1_000),
             end_us: start.elapsed().as_micros() as u64,
@@ -1579,6 +1592,55 @@ impl World {
         Ok(())
     }
 
+    /// The admin workload's second stream was deleted: once healed it is gone from the
+    /// metadata, and no running node hosts or stores any of its groups.
+    async fn check_deleted(&mut self, groups: &[u64]) -> Result<(), String> {
+        if !self.options.admin {
+            return Ok(());
+        }
+        let mut groups = groups.to_vec();
+        let deadline = tokio::time::Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let known = match self.reader()?.stream_meta(EXTRA_STREAM).await {
+                Err(error) if error.error_type() == "ResourceNotFoundException" => None,
+                Err(error) => Some(format!("describe: {error}")),
+                Ok(stream) => {
+                    // Still there (every delete attempt failed, or a create whose outcome was
+                    // unknown took effect later): the user deletes it again, now healed.
+                    groups.extend(stream.shards.iter().map(|shard| shard.group_id));
+                    let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into(), ..Default::default() };
+                    let _ = self.reader()?.delete_stream(request).await;
+                    Some(format!("still {:?}", stream.status))
+                }
+            };
+            let hosting: Vec<(u64, Vec<u64>)> = self
+                .nodes
+                .iter()
+                .filter_map(|slot| slot.running.as_ref())
+                .map(|(node, _)| {
+                    let held: Vec<u64> = node
+                        .hosted_groups()
+                        .into_iter()
+                        .chain(node.stored_groups())
+                        .filter(|group| groups.contains(group))
+                        .collect();
+                    (node.id(), held)
+                })
+                .filter(|(_, held)| !held.is_empty())
+                .collect();
+            if known.is_none() && hosting.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the deleted stream {EXTRA_STREAM} is not gone after healing: metadata {known:?}; (node, groups still held) {hosting:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.restart_failed().await?;
+        }
+    }
+
     /// Whether the shard expired whole (retention removed a closed shard), as a member sees it.
     async fn shard_expired(&self, shard: u32) -> bool {
         let Ok(service) = self.reader() else { return false };
@@ -1651,6 +1713,97 @@ impl World {
         self.trace.clone()
     }
 }
+
+/// The administrative workload, through a random node per call: two retention changes of the
+/// stream (24–72 hours; the checker's expiry bound stays the 24-hour minimum), then a second
+/// stream created, left a moment and deleted, each call repeated until it is known to have taken
+/// effect. The deleted stream's groups are recorded for [`World::check_deleted`].
+async fn admin(
+    mut rng: ChaCha8Rng,
+    services: Rc<RefCell<Vec<Option<StreamService>>>>,
+    done: Rc<std::cell::Cell<bool>>,
+    groups: Rc<RefCell<Vec<u64>>>,
+    trace: Arc<Trace>,
+) {
+    let pick = |rng: &mut ChaCha8Rng| {
+        let position = rng.gen_range(0..services.borrow().len());
+        services.borrow()[position].clone().map(|service| (position + 1, service))
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3_000))).await;
+        let Some((node, service)) = pick(&mut rng) else { continue };
+        let Ok(Ok(stream)) = tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(STREAM)).await else {
+            continue;
+        };
+        let hours = rng.gen_range(24..=72u32);
+        let current = stream.retention_period_hours;
+        if hours == current {
+            continue;
+        }
+        let call = service.update_retention(STREAM, i64::from(hours), hours > current);
+        let outcome = match tokio::time::timeout(OPERATION_TIMEOUT, call).await {
+            Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(error)) => format!("{}: {}", error.error_type(), error.message()),
+            Err(_) => "timed out".to_string(),
+        };
+        trace.record(&format!("admin: retention {current} -> {hours} hours via node {node}: {outcome}"));
+    }
+    // A second stream: created (until it exists), then deleted (until it is gone or deleting).
+    let mut attempts = 0;
+    let created = loop {
+        attempts += 1;
+        if attempts > ADMIN_ATTEMPTS_MAX {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1_000))).await;
+        let Some((node, service)) = pick(&mut rng) else { continue };
+        let request = v1::CreateStreamRequest {
+            stream_name: EXTRA_STREAM.into(),
+            shard_count: rng.gen_range(1..=2),
+            ..Default::default()
+        };
+        let outcome = tokio::time::timeout(OPERATION_TIMEOUT, service.create_stream(request)).await;
+        trace.record(&format!("admin: create {EXTRA_STREAM} via node {node}: {outcome:?}"));
+        match outcome {
+            Ok(Ok(_)) => break true,
+            Ok(Err(error)) if error.error_type() == "ResourceInUseException" => break true,
+            _ => {}
+        }
+    };
+    trace.record(&format!("admin: {EXTRA_STREAM} created: {created}"));
+    {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..3_000))).await;
+        for _ in 0..ADMIN_ATTEMPTS_MAX {
+            let Some((node, service)) = pick(&mut rng) else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            // Its groups, as this node knows them (recorded before each delete attempt).
+            if let Ok(Ok(stream)) = tokio::time::timeout(OPERATION_TIMEOUT, service.stream_meta(EXTRA_STREAM)).await {
+                let mut known = groups.borrow_mut();
+                for shard in &stream.shards {
+                    if !known.contains(&shard.group_id) {
+                        known.push(shard.group_id);
+                    }
+                }
+            }
+            let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into(), ..Default::default() };
+            let outcome = tokio::time::timeout(OPERATION_TIMEOUT, service.delete_stream(request)).await;
+            trace.record(&format!("admin: delete {EXTRA_STREAM} via node {node}: {outcome:?}"));
+            match outcome {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) if error.error_type() == "ResourceNotFoundException" => break,
+                _ => tokio::time::sleep(Duration::from_millis(rng.gen_range(100..1_000))).await,
+            }
+        }
+    }
+    done.set(true);
+}
+
+/// Calls the admin workload makes of one step before it gives up on it.
+const ADMIN_ATTEMPTS_MAX: u32 = 30;
+/// The admin workload's second stream.
+const EXTRA_STREAM: &str = "sim-extra";
 
 /// Attempts a producer makes of one record whose outcome stays unknown (the first and two
 /// retries), as an SDK retries an InternalFailure.
