@@ -1095,7 +1095,8 @@ impl World {
         self.restart_failed().await?;
 
         let (reads, lineage, trimmed) = self.settle_and_read().await?;
-        self.check_deleted(&extra_groups.borrow()).await?;
+        let extra_groups = extra_groups.borrow().clone();
+        self.check_deleted(&extra_groups).await?;
         let expiry = check::Expiry {
             retention_us: self.retention_hour_ms.map_or(u64::MAX / 2, |hour_ms| hour_ms * 24 * 1_000),
             end_us: start.elapsed().as_micros() as u64,
@@ -1608,7 +1609,7 @@ impl World {
                     // Still there (every delete attempt failed, or a create whose outcome was
                     // unknown took effect later): the user deletes it again, now healed.
                     groups.extend(stream.shards.iter().map(|shard| shard.group_id));
-                    let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into(), ..Default::default() };
+                    let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into() };
                     let _ = self.reader()?.delete_stream(request).await;
                     Some(format!("still {:?}", stream.status))
                 }
@@ -1787,7 +1788,7 @@ async fn admin(
                     }
                 }
             }
-            let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into(), ..Default::default() };
+            let request = v1::DeleteStreamRequest { stream_name: EXTRA_STREAM.into() };
             let outcome = tokio::time::timeout(OPERATION_TIMEOUT, service.delete_stream(request)).await;
             trace.record(&format!("admin: delete {EXTRA_STREAM} via node {node}: {outcome:?}"));
             match outcome {
