@@ -377,6 +377,24 @@ impl Node {
             let key = format!("restore:{}", group.id);
             let node = self.clone();
             self.spawn_keyed("restore-voters", key, async move {
+                // The metadata applied here may be older than the group's membership: after a
+                // restart it is the last snapshot's until the log is applied again (openraft
+                // restores a leader at once), and a lagging metadata replica may lead a shard
+                // group. A replica moved away then looks like one taken out for its readmission
+                // (seed 275). The voters were seen before this linearizable read, so a move that
+                // took a replica out of them shows in it (still moving, or replaced).
+                let Ok(current) = node.meta_read().await else { return };
+                let placed = current
+                    .streams
+                    .values()
+                    .flat_map(|stream| stream.shards.iter())
+                    .find(|shard| shard.group_id == group.id && !shard.expired && shard.moving.is_none())
+                    .map(|shard| shard.replicas.clone())
+                    .unwrap_or_default();
+                let missing: BTreeSet<u64> = missing.into_iter().filter(|id| placed.contains(id)).collect();
+                if missing.is_empty() {
+                    return;
+                }
                 if let Err(error) = node.add_voters(&group, missing).await {
                     tracing::debug!(group = group.id, %error, "a replica is not a voter again yet");
                 }
