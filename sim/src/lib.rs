@@ -33,8 +33,7 @@ pub struct SimOptions {
     /// Split or merge attempts during the workload.
     pub reshards: u32,
     /// Administrative operations during the workload: retention changes of the stream, and a
-    /// second stream created and deleted (its groups must then be gone from every node). Off by
-    /// default until what it found is fixed (docs/simulation.md).
+    /// second stream created and deleted (its groups must then be gone from every node).
     pub admin: bool,
     /// Inject partitions and crash-restarts.
     pub faults: bool,
@@ -74,8 +73,8 @@ impl SimOptions {
         if self.reshards != default.reshards {
             flags.push_str(&format!(" --reshards {}", self.reshards));
         }
-        if self.admin {
-            flags.push_str(" --workload readers,meta,reshards,membership,admin");
+        if !self.admin {
+            flags.push_str(" --workload readers,meta,reshards,membership");
         }
         if !self.faults {
             flags.push_str(" --no-faults");
@@ -113,7 +112,7 @@ impl Default for SimOptions {
             meta_operations_per_client: 24,
             readers: 2,
             reshards: 3,
-            admin: false,
+            admin: true,
             faults: true,
             disk_loss: true,
             membership: true,

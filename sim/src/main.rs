@@ -66,7 +66,7 @@ struct Arguments {
     /// replay; `none`.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
-    /// Workload parts besides the producers, comma-separated (default all but admin): readers (iterators
+    /// Workload parts besides the producers, comma-separated (default all): readers (iterators
     /// of every type, following the lineage), meta (tag writers and readers), reshards,
     /// membership (a node joins, another is decommissioned), admin (retention changes, a second
     /// stream created and deleted); `puts` alone for none.
@@ -118,10 +118,8 @@ fn main() -> Result<()> {
             .map(|family| family.to_string())
             .collect();
     }
-    let parts: Vec<String> = arguments.workload.clone().unwrap_or_else(|| {
-        // The admin part is opt-in until what it found is fixed (docs/simulation.md).
-        WORKLOAD_PARTS.iter().filter(|part| **part != "admin").map(|part| part.to_string()).collect()
-    });
+    let parts: Vec<String> =
+        arguments.workload.clone().unwrap_or_else(|| WORKLOAD_PARTS.iter().map(|part| part.to_string()).collect());
     for part in &parts {
         if part != "puts" && !WORKLOAD_PARTS.contains(&part.as_str()) {
             bail!("no workload part {part}; known: puts, {}", WORKLOAD_PARTS.join(", "));

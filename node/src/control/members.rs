@@ -18,6 +18,7 @@ use crate::control::metadata::{MetaRejection, MetaState, ReplicaMove, META_GROUP
 use crate::control::placement::NodePlace;
 use crate::control::readmission::{ensure_leads_as_voter, leads_as_voter};
 use crate::node::{Group, Node};
+use crate::raft::types::Raft;
 use crate::transport::{NodeId, PeerTransport, TransportError};
 
 /// The metadata group's key under which a joined node keeps the nodes it was told of.
@@ -220,6 +221,14 @@ impl Node {
             }
             let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
             let learners: BTreeSet<u64> = membership.membership().learner_ids().collect();
+            // A leader no longer among the voters (it made itself a learner while being
+            // decommissioned; openraft 0.9 lets it go on leading) cannot readmit a voter that
+            // lost its disk, nor change the membership again: it hands the leadership to a voter
+            // that has every entry (seed 330, admin workload).
+            if metrics_leader(raft) == Some(self.id()) && !voters.contains(&self.id()) {
+                self.hand_over_meta(raft, &voters);
+                return;
+            }
             // A learner is made a voter only once it has caught up (and so has been admitted).
             let metrics = raft.metrics().borrow().clone();
             let lagging = learners.iter().copied().filter(|id| {
@@ -451,6 +460,36 @@ impl Node {
         }
     }
 
+    /// Asks a voter of the metadata group that has every entry, and is not awaiting its
+    /// readmission, to take the leadership from this (non-voter) leader.
+    fn hand_over_meta(self: &Arc<Self>, raft: &Raft, voters: &BTreeSet<u64>) {
+        let metrics = raft.metrics().borrow().clone();
+        let waiting = self.readmissions_waiting(META_GROUP);
+        let last = metrics.last_log_index;
+        let Some(to) = voters.iter().copied().find(|id| {
+            !waiting.contains(id)
+                && metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|progress| progress.get(id))
+                    .is_some_and(|matched| matched.map(|log_id| log_id.index) == last)
+        }) else {
+            return;
+        };
+        let node = self.clone();
+        self.spawn_keyed("meta-handoff", "handoff:meta".to_string(), async move {
+            let request = riffle_proto::peer::PeerRequest {
+                group_id: META_GROUP,
+                body: Some(riffle_proto::peer::peer_request::Body::TakeLeadership(wire::Blank {})),
+                incarnation: 0,
+            };
+            tracing::info!(to, "handing the metadata group's leadership to a voter: this leader is not one");
+            let wait = Duration::from_millis(node.options.raft.election_timeout_max_ms);
+            let _ = tokio::time::timeout(wait, node.transport.call(to, request)).await;
+            node.rest(wait).await;
+        });
+    }
+
     async fn hand_over(&self, group: &Group, to: NodeId) -> Result<(), String> {
         let shard_group = group.shard.as_ref().ok_or("not a shard group")?;
         let permits = self.options.limits.appends_in_flight_max.max(1) as u32;
@@ -595,4 +634,9 @@ fn unplaced_groups(state: &MetaState, node: NodeId, groups: BTreeSet<u64>) -> BT
 
 fn rejection(rejection: MetaRejection) -> ApiError {
     ApiError::InvalidArgument(rejection.to_string())
+}
+
+/// The leader of a group as its own replica sees it.
+fn metrics_leader(raft: &Raft) -> Option<NodeId> {
+    raft.metrics().borrow().current_leader
 }
