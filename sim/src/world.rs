@@ -1678,13 +1678,7 @@ impl World {
 
     async fn read_shard(&self, shard: u32) -> Result<Vec<Record>, String> {
         let service = self.reader()?;
-        let request = v1::GetShardIteratorRequest {
-            stream_name: STREAM.into(),
-            shard_id: riffle_node::keys::shard_id(shard),
-            shard_iterator_type: v1::ShardIteratorType::TrimHorizon as i32,
-            starting_sequence_number: None,
-            timestamp_ms: None,
-        };
+        let request = trim_horizon(shard);
         let mut iterator = service.get_shard_iterator(request).await.map_err(|error| error.to_string())?.shard_iterator;
         let mut records = Vec::new();
         for _ in 0..10_000 {
@@ -1712,6 +1706,17 @@ impl World {
 
     pub fn trace(&self) -> Arc<Trace> {
         self.trace.clone()
+    }
+}
+
+/// A GetShardIterator request for `shard` of the stream from TRIM_HORIZON.
+fn trim_horizon(shard: u32) -> v1::GetShardIteratorRequest {
+    v1::GetShardIteratorRequest {
+        stream_name: STREAM.into(),
+        shard_id: riffle_node::keys::shard_id(shard),
+        shard_iterator_type: v1::ShardIteratorType::TrimHorizon as i32,
+        starting_sequence_number: None,
+        timestamp_ms: None,
     }
 }
 
@@ -2076,13 +2081,7 @@ async fn reader(
                         .filter_map(|child| riffle_node::keys::parse_shard_id(&child.shard_id))
                         .collect();
                     let Some(&child) = children.get(rng.gen_range(0..children.len().max(1))) else { break };
-                    let request = v1::GetShardIteratorRequest {
-                        stream_name: STREAM.into(),
-                        shard_id: riffle_node::keys::shard_id(child),
-                        shard_iterator_type: v1::ShardIteratorType::TrimHorizon as i32,
-                        starting_sequence_number: None,
-                        timestamp_ms: None,
-                    };
+                    let request = trim_horizon(child);
                     let iterator_invoked_us = start.elapsed().as_micros() as u64;
                     let Ok(Ok(response)) =
                         tokio::time::timeout(READ_TIMEOUT, service.get_shard_iterator(request)).await
