@@ -30,6 +30,9 @@ struct TraceState {
     recent: VecDeque<String>,
     /// Every event, when `RIFFLE_SIM_TRACE` names a file to write them to.
     all: Option<Vec<String>>,
+    /// The run's scratch directory, whose name is random: written as `<scratch>` so that
+    /// events naming a file hash the same in every run.
+    scratch: Option<String>,
 }
 
 impl Default for Trace {
@@ -49,14 +52,28 @@ impl Trace {
                 recent: VecDeque::new(),
                 all: (std::env::var_os("RIFFLE_SIM_TRACE").is_some() || RECORD_ALL.with(|flag| flag.get()))
                     .then(Vec::new),
+                scratch: None,
             }),
         }
+    }
+
+    /// Names the run's scratch directory, to be written as `<scratch>` in every later event.
+    pub fn hide_scratch(&self, path: &std::path::Path) {
+        self.state.lock().expect("trace lock is not poisoned").scratch = Some(path.display().to_string());
     }
 
     /// Records an event at the current virtual time.
     pub fn record(&self, event: &str) {
         let micros = self.start.elapsed().as_micros() as u64;
         let mut state = self.state.lock().expect("trace lock is not poisoned");
+        let hidden;
+        let event = match state.scratch.as_deref() {
+            Some(scratch) if event.contains(scratch) => {
+                hidden = event.replace(scratch, "<scratch>");
+                hidden.as_str()
+            }
+            _ => event,
+        };
         state.hasher.update(micros.to_le_bytes());
         state.hasher.update(event.as_bytes());
         state.hasher.update([0u8]);

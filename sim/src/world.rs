@@ -347,6 +347,7 @@ impl World {
             .prefix(&format!("riffle-sim-{seed}-"))
             .tempdir()
             .map_err(|error| format!("scratch directory: {error}"))?;
+        trace.hide_scratch(scratch.path());
         let on_demand = rng.gen_bool(1.0 / 3.0);
         let retention_hour_ms = rng.gen_bool(1.0 / 3.0).then(|| rng.gen_range(100..=500));
         let membership = options.membership && rng.gen_bool(1.0 / 3.0);

@@ -33,6 +33,7 @@ fn seeds_under_partitions_and_crashes_pass_every_check() {
 #[test]
 fn the_same_seed_gives_the_same_trace() {
     let options = SimOptions::default();
+    let mut storage_failures = 0;
     for seed in 1_000..1_000 + DETERMINISM_SEEDS {
         let first = run_seed(seed, &options).unwrap_or_else(|failure| panic!("{failure}"));
         let second = run_seed(seed, &options).unwrap_or_else(|failure| panic!("{failure}"));
@@ -41,5 +42,9 @@ fn the_same_seed_gives_the_same_trace() {
             "seed {seed} is not deterministic; replay with `cargo run --release -p riffle-sim -- --seed {seed}`"
         );
         assert!(first.acknowledged > 0, "seed {seed} acknowledged nothing");
+        storage_failures += first.storage_failures;
     }
+    // A node that stops on a storage error and is started again must replay exactly too (its
+    // error names a file in the run's randomly named scratch directory).
+    assert!(storage_failures > 0, "no seed of the determinism range stopped a node on a storage error");
 }
