@@ -5,3 +5,5 @@
 //! history of client operations and check it with the same checker as the simulator
 //! (`riffle_check`, the crate `check/`). Today the process-level failover test lives in
 //! `node/tests/cluster_failover.rs`.
+
+pub mod net;

@@ -88,6 +88,41 @@ pub struct NodeConfig {
     /// only to see expiry in tests.
     #[serde(default)]
     pub retention: crate::control::retention::RetentionSettings,
+    /// Modes for fault testing only (`[test_only]`), which the process-level fault harness
+    /// (`riffle-jepsen`) turns on; never for data anyone needs. Default: all off.
+    #[serde(default, skip_serializing_if = "TestOnly::is_off")]
+    pub test_only: TestOnly,
+}
+
+/// Test-only modes of a node (see [`NodeConfig::test_only`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestOnly {
+    /// `"lose-unsynced"`: keep every unsynced write in the process's memory until it is synced,
+    /// so that `kill -9` loses what a power failure would (`crate::fs::unsynced`).
+    /// `"ack-before-fsync"`: the same, but a sync does nothing — a deliberate defect that
+    /// acknowledges writes nothing made durable, to show the harness's checks fail.
+    /// Absent: the real file system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<TestStorage>,
+    /// Let the harness set this node's wall clock: the clock reads the system time plus the
+    /// milliseconds in the file `clock-offset-ms` of the data directory, read again on SIGUSR1.
+    #[serde(default)]
+    pub clock_control: bool,
+}
+
+impl TestOnly {
+    pub fn is_off(&self) -> bool {
+        *self == TestOnly::default()
+    }
+}
+
+/// A test-only storage mode (see [`TestOnly::storage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestStorage {
+    LoseUnsynced,
+    AckBeforeFsync,
 }
 
 /// Certificates of the peer transport (mutual TLS under the cluster CA).

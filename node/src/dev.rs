@@ -154,6 +154,7 @@ pub fn write_dev_cluster_configs_with(
             throttling: crate::shard::admission::ThrottleSettings { enabled: throttling, ..Default::default() },
             on_demand: Default::default(),
             retention: Default::default(),
+            test_only: Default::default(),
         };
         let config = apply_overrides(config, overrides)?;
         config.validate().map_err(anyhow::Error::msg)?;

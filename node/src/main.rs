@@ -18,11 +18,14 @@ use clap::{Parser, Subcommand};
 use riffle_node::api::grpc::GrpcApi;
 use riffle_node::api::kinesis::{self, KinesisApi};
 use riffle_node::config::NodeConfig;
+use riffle_node::config::TestStorage;
 use riffle_node::control::placement::NodePlace;
 use riffle_node::dev::{self, DevPorts};
 use riffle_node::fs::real::RealFileSystem;
+use riffle_node::fs::unsynced::{SyncMode, UnsyncedApartFileSystem, WRITE_BACK_INTERVAL};
+use riffle_node::fs::FileSystem;
 use riffle_node::node::Node;
-use riffle_node::seam::{Seams, SystemClock, TokioExecutor};
+use riffle_node::seam::{Clock, OffsetClock, Seams, SystemClock, TokioExecutor};
 use riffle_node::service::StreamService;
 use riffle_node::transport::quic::{QuicConfig, QuicTransport};
 use riffle_node::transport::tls::{self, NodeTlsPaths};
@@ -163,6 +166,55 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }
 
+/// The node's file system: the real one, or a test-only mode (`[test_only] storage`).
+fn node_file_system(config: &NodeConfig) -> Arc<dyn FileSystem> {
+    match config.test_only.storage {
+        None => Arc::new(RealFileSystem::new()),
+        Some(TestStorage::LoseUnsynced) => {
+            tracing::warn!("test-only storage mode: unsynced writes live in memory and die with the process");
+            Arc::new(UnsyncedApartFileSystem::new(SyncMode::Persist))
+        }
+        Some(TestStorage::AckBeforeFsync) => {
+            tracing::warn!("test-only storage mode ack-before-fsync: this node acknowledges writes it never syncs");
+            Arc::new(UnsyncedApartFileSystem::new(SyncMode::Skip { write_back: WRITE_BACK_INTERVAL }))
+        }
+    }
+}
+
+/// The node's wall clock: the system's, or one the fault harness sets (`[test_only]
+/// clock_control`): the system time plus the milliseconds in `clock-offset-ms` of the data
+/// directory, read at start and again on every SIGUSR1.
+fn node_clock(config: &NodeConfig) -> Result<Arc<dyn Clock>> {
+    if !config.test_only.clock_control {
+        return Ok(Arc::new(SystemClock));
+    }
+    let clock = Arc::new(OffsetClock::default());
+    let file = config.data_dir.join("clock-offset-ms");
+    let read_offset = {
+        let clock = clock.clone();
+        move || match std::fs::read_to_string(&file) {
+            Ok(text) => match text.trim().parse::<i64>() {
+                Ok(offset) => {
+                    tracing::warn!(offset_ms = offset, "test-only clock control: the wall clock is offset");
+                    clock.set_offset_ms(offset);
+                }
+                Err(error) => tracing::warn!(%error, file = %file.display(), "clock offset is not a number"),
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => clock.set_offset_ms(0),
+            Err(error) => tracing::warn!(%error, file = %file.display(), "reading the clock offset"),
+        }
+    };
+    read_offset();
+    let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("listening for SIGUSR1 (test-only clock control)")?;
+    tokio::spawn(async move {
+        while signals.recv().await.is_some() {
+            read_offset();
+        }
+    });
+    Ok(clock)
+}
+
 fn run_node(config_path: &Path) -> Result<()> {
     init_logging();
     let config = NodeConfig::load(config_path)?;
@@ -172,8 +224,7 @@ fn run_node(config_path: &Path) -> Result<()> {
 
 async fn serve(config: NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let seams =
-        Seams { clock: Arc::new(SystemClock), executor: Arc::new(TokioExecutor), fs: Arc::new(RealFileSystem::new()) };
+    let seams = Seams { clock: node_clock(&config)?, executor: Arc::new(TokioExecutor), fs: node_file_system(&config) };
     let clock = seams.clock.clone();
     let node = Node::open(config.node_options(), seams).map_err(anyhow::Error::msg)?;
     let tls = NodeTlsPaths {

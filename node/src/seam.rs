@@ -29,6 +29,25 @@ impl Clock for SystemClock {
     }
 }
 
+/// The system clock plus an offset that can change while the node runs: the test-only clock
+/// control the process-level fault harness uses to skew and jump a node's wall clock.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.offset_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Starts tasks and dedicated loops.
 pub trait Executor: Send + Sync + std::fmt::Debug + 'static {
     /// Runs `task` concurrently on the node's runtime.

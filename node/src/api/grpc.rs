@@ -121,4 +121,8 @@ impl Riffle for GrpcApi {
     async fn get_records(&self, request: Request<GetRecordsRequest>) -> Reply<GetRecordsResponse> {
         self.service.get_records(request.into_inner()).await.map(Response::new).map_err(status)
     }
+
+    async fn read_replica(&self, request: Request<ReadReplicaRequest>) -> Reply<ReadReplicaResponse> {
+        self.service.read_replica(request.into_inner()).await.map(Response::new).map_err(status)
+    }
 }

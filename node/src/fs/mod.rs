@@ -18,6 +18,7 @@ use std::sync::Arc;
 pub mod conformance;
 pub mod memory;
 pub mod real;
+pub mod unsynced;
 
 /// How [`FileSystem::open`] opens a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -283,6 +283,55 @@ impl StreamService {
         Ok(v1::GetShardIteratorResponse { shard_iterator: self.iterators.encode(&iterator) })
     }
 
+    /// The records of one shard as this node's own replica holds them (its applied prefix),
+    /// without asking the leader: `ReadReplica`, for comparing replicas.
+    pub async fn read_replica(&self, request: v1::ReadReplicaRequest) -> Result<v1::ReadReplicaResponse, ApiError> {
+        let limit = request.limit.unwrap_or(GET_RECORDS_MAX);
+        validate_page_size(limit, "limit")?;
+        let stream = self.stream_for_records(&request.stream_name).await?;
+        let not_held = || {
+            ApiError::ResourceNotFound(format!(
+                "Node {} holds no replica of shard {} in stream {}.",
+                self.node.id(),
+                request.shard_id,
+                request.stream_name
+            ))
+        };
+        let shard_index = keys::parse_shard_id(&request.shard_id).ok_or_else(|| {
+            ApiError::ResourceNotFound(format!(
+                "Could not find shard {} in stream {} under account {}.",
+                request.shard_id, request.stream_name, self.settings.account
+            ))
+        })?;
+        let shard = stream.shard(shard_index).ok_or_else(not_held)?;
+        let group = self.node.group(shard.group_id).ok_or_else(not_held)?;
+        let shard_group = group.shard.as_ref().ok_or_else(not_held)?;
+        let from = match &request.starting_sequence_number {
+            None => 0,
+            Some(text) => sequence::parse(text, shard_index)
+                .map_err(|error| ApiError::InvalidArgument(format!("StartingSequenceNumber {text}: {error}")))?,
+        };
+        let outcome = shard_group
+            .segments
+            .read(from, limit as usize, GET_RECORDS_BYTES_MAX as usize)
+            .map_err(|error| ApiError::Internal(format!("reading the replica of {}: {error}", request.shard_id)))?;
+        let records = outcome
+            .records
+            .into_iter()
+            .map(|record| v1::Record {
+                sequence_number: sequence::render(shard_index, record.sequence),
+                approximate_arrival_timestamp_ms: record.timestamp_ms,
+                data: record.data,
+                partition_key: record.partition_key,
+            })
+            .collect::<Vec<_>>();
+        Ok(v1::ReadReplicaResponse {
+            next_sequence_number: (!records.is_empty()).then(|| sequence::render(shard_index, outcome.next_sequence)),
+            records,
+            node_id: self.node.id(),
+        })
+    }
+
     pub async fn get_records(&self, request: v1::GetRecordsRequest) -> Result<v1::GetRecordsResponse, ApiError> {
         let limit = request.limit.unwrap_or(GET_RECORDS_MAX);
         validate_page_size(limit, "limit")?;
