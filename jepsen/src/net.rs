@@ -77,7 +77,7 @@ const HOST_INTERFACE_NAME: &str = "eth0";
 const CLIENT_SWITCH_PORT_NAME: &str = "client";
 
 /// Which host of the test network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Host {
     /// The node with this id.
     Node(u64),
@@ -471,8 +471,8 @@ impl Drop for Topology {
 /// namespace named `rj<digits>-...` whose creating process (the digits are its process id) no
 /// longer runs. Returns their names, sorted.
 ///
-/// Processes a dead run left behind inside such a namespace keep running (see
-/// [`Topology::destroy`]). A process id that has been reused by an unrelated process keeps its
+/// Processes a dead run left behind inside such a namespace (its nodes) are killed first. A
+/// process id that has been reused by an unrelated process keeps its
 /// namespaces, which errs on the side of never removing a live run's network.
 pub fn clean_stale() -> anyhow::Result<Vec<String>> {
     let entries = match fs::read_dir(NAMESPACE_DIRECTORY) {
@@ -500,6 +500,14 @@ pub fn clean_stale() -> anyhow::Result<Vec<String>> {
     stale.sort();
     let mut failures = Vec::new();
     for name in &stale {
+        // Node processes of the dead run still inside: they die first.
+        if let Ok(pids) = run_ip(&["netns", "pids", name]) {
+            for pid in pids.split_whitespace().filter_map(|pid| pid.parse::<libc::pid_t>().ok()).filter(|pid| *pid > 0)
+            {
+                // SAFETY: SIGKILL to a process inside a namespace of a dead harness run.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
         match delete_namespace(name) {
             Ok(()) => tracing::info!(namespace = %name, "removed a stale test namespace"),
             Err(error) => failures.push(format!("{error:#}")),
@@ -547,8 +555,10 @@ fn delete_namespace(namespace: &str) -> anyhow::Result<()> {
 /// or `None` if the name does not have that shape.
 fn creator_process_id(namespace: &str) -> Option<libc::pid_t> {
     let rest = namespace.strip_prefix(HARNESS_PREFIX_START)?;
-    let (digits, _) = rest.split_once('-')?;
-    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+    // The process id, then an optional run suffix (`rj1234r2-a1`), then the host.
+    let (run, _) = rest.split_once('-')?;
+    let digits = &run[..run.bytes().take_while(u8::is_ascii_digit).count()];
+    if digits.is_empty() {
         return None;
     }
     // Zero or negative ids would make kill(2) signal process groups; no harness has them.
@@ -734,7 +744,7 @@ mod tests {
     fn stale_names_carry_the_creator_process_id() {
         assert_eq!(creator_process_id("rj1234-a1"), Some(1234));
         assert_eq!(creator_process_id("rj1234-sw"), Some(1234));
-        assert_eq!(creator_process_id("rj1234t1-a1"), None);
+        assert_eq!(creator_process_id("rj1234r2-a1"), Some(1234), "a run suffix after the process id");
         assert_eq!(creator_process_id("rj-a1"), None);
         assert_eq!(creator_process_id("rj0-a1"), None);
         assert_eq!(creator_process_id("rj99999999999-a1"), None);
@@ -864,7 +874,7 @@ mod tests {
             .expect_err("creating over an existing namespace must fail");
         let message = format!("{error:#}");
         assert!(message.contains(&squatter), "{message}");
-        assert_eq!(namespaces_of(&prefix), [squatter.clone()]);
+        assert_eq!(namespaces_of(&prefix), std::slice::from_ref(&squatter));
 
         delete_namespace(&squatter).expect("removing the namespace in the way");
     }

@@ -106,9 +106,9 @@ pub struct TestOnly {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<TestStorage>,
     /// Let the harness set this node's wall clock: the clock reads the system time plus the
-    /// milliseconds in the file `clock-offset-ms` of the data directory, read again on SIGUSR1.
-    #[serde(default)]
-    pub clock_control: bool,
+    /// milliseconds written in this file (read every 100 ms; absent or empty: no offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_file: Option<PathBuf>,
 }
 
 impl TestOnly {

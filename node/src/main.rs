@@ -181,38 +181,43 @@ fn node_file_system(config: &NodeConfig) -> Arc<dyn FileSystem> {
     }
 }
 
+/// How often the test-only clock control looks at its offset file.
+const CLOCK_CONTROL_POLL: Duration = Duration::from_millis(100);
+
 /// The node's wall clock: the system's, or one the fault harness sets (`[test_only]
-/// clock_control`): the system time plus the milliseconds in `clock-offset-ms` of the data
-/// directory, read at start and again on every SIGUSR1.
-fn node_clock(config: &NodeConfig) -> Result<Arc<dyn Clock>> {
-    if !config.test_only.clock_control {
-        return Ok(Arc::new(SystemClock));
-    }
+/// clock_offset_file`): the system time plus the milliseconds in that file, read at start and
+/// then every [`CLOCK_CONTROL_POLL`] (a file, not a signal, so that the harness cannot kill a
+/// node that has not set up a handler yet).
+fn node_clock(config: &NodeConfig) -> Arc<dyn Clock> {
+    let Some(file) = config.test_only.clock_offset_file.clone() else {
+        return Arc::new(SystemClock);
+    };
+    tracing::warn!(file = %file.display(), "test-only clock control: the wall clock follows an offset file");
     let clock = Arc::new(OffsetClock::default());
-    let file = config.data_dir.join("clock-offset-ms");
     let read_offset = {
         let clock = clock.clone();
-        move || match std::fs::read_to_string(&file) {
-            Ok(text) => match text.trim().parse::<i64>() {
-                Ok(offset) => {
-                    tracing::warn!(offset_ms = offset, "test-only clock control: the wall clock is offset");
-                    clock.set_offset_ms(offset);
-                }
-                Err(error) => tracing::warn!(%error, file = %file.display(), "clock offset is not a number"),
-            },
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => clock.set_offset_ms(0),
-            Err(error) => tracing::warn!(%error, file = %file.display(), "reading the clock offset"),
+        let mut current = 0i64;
+        move || {
+            let offset = match std::fs::read_to_string(&file) {
+                Ok(text) => text.trim().parse::<i64>().unwrap_or(current),
+                Err(_) => 0,
+            };
+            if offset != current {
+                tracing::warn!(offset_ms = offset, "test-only clock control: the wall clock is offset");
+                clock.set_offset_ms(offset);
+                current = offset;
+            }
         }
     };
+    let mut read_offset = read_offset;
     read_offset();
-    let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        .context("listening for SIGUSR1 (test-only clock control)")?;
     tokio::spawn(async move {
-        while signals.recv().await.is_some() {
+        loop {
+            tokio::time::sleep(CLOCK_CONTROL_POLL).await;
             read_offset();
         }
     });
-    Ok(clock)
+    clock
 }
 
 fn run_node(config_path: &Path) -> Result<()> {
@@ -224,7 +229,7 @@ fn run_node(config_path: &Path) -> Result<()> {
 
 async fn serve(config: NodeConfig) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let seams = Seams { clock: node_clock(&config)?, executor: Arc::new(TokioExecutor), fs: node_file_system(&config) };
+    let seams = Seams { clock: node_clock(&config), executor: Arc::new(TokioExecutor), fs: node_file_system(&config) };
     let clock = seams.clock.clone();
     let node = Node::open(config.node_options(), seams).map_err(anyhow::Error::msg)?;
     let tls = NodeTlsPaths {
