@@ -261,8 +261,8 @@ impl Cluster {
         self.nodes.get(&id).is_some_and(|node| node.departed)
     }
 
-    /// Reaps nodes that exited by themselves and starts them again (unless they departed);
-    /// returns a description of each exit.
+    /// Reaps nodes that exited by themselves and starts them again — unless they departed: a
+    /// clean exit (status 0) means the node left the cluster. Returns a description of each exit.
     pub fn supervise(&mut self) -> Result<Vec<String>> {
         let mut exits = Vec::new();
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
@@ -272,6 +272,12 @@ impl Cluster {
             let Some(status) = child.try_wait().with_context(|| format!("checking node {id}"))? else { continue };
             node.child = None;
             node.paused = false;
+            if status.success() {
+                // A node exits cleanly by itself only once it has left the cluster.
+                node.departed = true;
+                exits.push(format!("node {id} left the cluster and exited"));
+                continue;
+            }
             let exit = format!("node {id} exited by itself ({status})");
             node.unexpected_exits.push(exit.clone());
             exits.push(exit);

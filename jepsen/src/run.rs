@@ -499,6 +499,9 @@ async fn apply(
                     for exit in cluster.supervise()? {
                         notes.push(exit);
                     }
+                    if cluster.is_departed(*node) {
+                        return Ok(Some(format!("node {node} decommissioned (it left and exited)")));
+                    }
                 }
                 tokio::time::sleep(POLL_PAUSE).await;
             }
