@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
 use anyhow::{bail, Context, Result};
-use riffle_node::config::{NodeConfig, PeerConfig, RaftConfig, TestOnly, TestStorage, TlsConfig};
+use riffle_node::config::{NodeConfig, PeerConfig, PeerDial, RaftConfig, TestOnly, TestStorage, TlsConfig};
 use riffle_node::transport::tls::{ensure_dev_certificates, NodeTlsPaths};
 
 use crate::net::{Host, Topology};
@@ -60,6 +60,8 @@ pub struct ClusterOptions {
     pub storage: Option<TestStorage>,
     /// The founding nodes (id, zone); the topology may hold more (spares that join later).
     pub founders: Vec<u64>,
+    /// The link relay node-to-node packets go through, if the schedule needs one.
+    pub relay: Option<crate::relay::RelayPlan>,
 }
 
 impl Cluster {
@@ -115,6 +117,12 @@ impl Cluster {
                 test_only: TestOnly {
                     storage: options.storage,
                     clock_offset_file: Some(node_dir.join("clock-offset-ms")),
+                    dial: options
+                        .relay
+                        .iter()
+                        .flat_map(|relay| relay.dial_plan(host.id, &ids))
+                        .map(|(id, address)| PeerDial { id, address })
+                        .collect(),
                 },
             };
             config.validate().map_err(|problem| anyhow::anyhow!("node {} configuration: {problem}", host.id))?;

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod nemesis;
 pub mod net;
 pub mod plot;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod workload;

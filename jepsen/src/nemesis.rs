@@ -26,8 +26,10 @@ pub enum Action {
     Resume(Vec<u64>),
     /// Drops every packet from the first host to the second, for each pair.
     Cut(Vec<(Host, Host)>),
-    /// Removes every cut.
+    /// Removes every cut and every link fault.
     Heal,
+    /// Sets a link fault on each direction (from, to) between nodes (the link relay).
+    Link(Vec<(u64, u64)>, crate::relay::LinkFault),
     /// Sets a node's wall clock to the system time plus this many milliseconds.
     Clock(u64, i64),
     /// Damages a file of a stopped node (the node must be killed first).
@@ -73,6 +75,8 @@ pub struct Situation<'a> {
     pub spares: &'a [u64],
     /// The stream's open shard count now.
     pub shards: u32,
+    /// Node-to-node packets go through the link relay (link faults are possible).
+    pub relay: bool,
 }
 
 /// The named schedules (`riffle-jepsen schedules`).
@@ -90,8 +94,12 @@ pub const SCHEDULES: &[(&str, &str)] = &[
     ("partitions", "one node, one zone, majority ring, one-way and client-to-leader partitions"),
     ("clock", "wall-clock offsets and jumps forward and back on single nodes"),
     (
+        "links",
+        "node-to-node packets through the link relay: loss, delay with jitter (reordering), duplication, alone or together, on one direction, one node's links or all links",
+    ),
+    (
         "chaos",
-        "general chaos: every fault package in rotation (kills, pauses, partitions, clock, corruption, power loss, resharding) with quiet windows",
+        "general chaos: every fault package in rotation (kills, pauses, partitions, link faults, clock, corruption, power loss, resharding) with quiet windows",
     ),
 ];
 
@@ -247,6 +255,55 @@ fn reshard_package(_rng: &mut ChaCha8Rng, at: &Situation) -> Package {
     Package { name: format!("UpdateShardCount to {target}"), actions: vec![Action::Reshard(target)] }
 }
 
+/// Loss, delay with jitter, duplication, or all three, on some node-to-node directions.
+fn links_package(rng: &mut ChaCha8Rng, at: &Situation) -> Package {
+    use crate::relay::LinkFault;
+    let (scope, directions): (String, Vec<(u64, u64)>) = match rng.gen_range(0..3) {
+        0 => {
+            let all = at
+                .members
+                .iter()
+                .flat_map(|from| at.members.iter().filter(move |to| *to != from).map(move |to| (*from, *to)));
+            ("every link".into(), all.collect())
+        }
+        1 => {
+            let node = pick(rng, at.members);
+            let links =
+                at.members.iter().filter(|other| **other != node).flat_map(|other| [(node, *other), (*other, node)]);
+            (format!("node {node}'s links"), links.collect())
+        }
+        _ => {
+            let from = pick(rng, at.members);
+            let others: Vec<u64> = at.members.iter().copied().filter(|node| *node != from).collect();
+            let to = pick(rng, &others);
+            (format!("{from} to {to}"), vec![(from, to)])
+        }
+    };
+    let delay_max = rng.gen_range(20..=300);
+    let fault = match rng.gen_range(0..4) {
+        0 => LinkFault { loss: rng.gen_range(0.05..0.4), ..Default::default() },
+        1 => LinkFault { delay_min_ms: delay_max / 4, delay_max_ms: delay_max, ..Default::default() },
+        2 => LinkFault { duplicate: rng.gen_range(0.1..0.5), ..Default::default() },
+        _ => LinkFault {
+            loss: rng.gen_range(0.05..0.2),
+            duplicate: rng.gen_range(0.05..0.3),
+            delay_min_ms: 0,
+            delay_max_ms: delay_max,
+            cut: false,
+        },
+    };
+    Package {
+        name: format!(
+            "links {scope}: loss {:.0}%, duplicates {:.0}%, delay {}-{} ms",
+            fault.loss * 100.0,
+            fault.duplicate * 100.0,
+            fault.delay_min_ms,
+            fault.delay_max_ms
+        ),
+        actions: vec![Action::Link(directions, fault), wait(rng, 2_000, 8_000), Action::Heal],
+    }
+}
+
 /// A spare joins, and a founding node of the same zone leaves, while another node is killed.
 fn membership_package(rng: &mut ChaCha8Rng, at: &Situation) -> Option<Package> {
     let spare = *at.spares.first()?;
@@ -282,7 +339,8 @@ pub fn next_package(schedule: &str, round: u64, rng: &mut ChaCha8Rng, at: &Situa
         "zone-loss" => Some(zone_loss_package(rng, at)),
         "partitions" => Some(partition_package(rng, at)),
         "clock" => Some(clock_package(rng, at)),
-        "chaos" => Some(match rng.gen_range(0..9) {
+        "links" => Some(links_package(rng, at)),
+        "chaos" => Some(match rng.gen_range(0..if at.relay { 10 } else { 9 }) {
             0 => kill_package(rng, at),
             1 => pause_package(rng, at),
             2 => partition_kill_package(rng, at),
@@ -291,7 +349,8 @@ pub fn next_package(schedule: &str, round: u64, rng: &mut ChaCha8Rng, at: &Situa
             5 => corruption_package(rng, at),
             6 => power_loss_package(rng, at),
             7 => zone_loss_package(rng, at),
-            _ => reshard_package(rng, at),
+            8 => reshard_package(rng, at),
+            _ => links_package(rng, at),
         }),
         _ => None,
     }

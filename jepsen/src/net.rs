@@ -403,6 +403,16 @@ impl Topology {
         Ok(())
     }
 
+    /// Adds the link relay's host: a namespace `{prefix}-rl` at `10.{net}.0.201/24`, plugged
+    /// into the bridge like the others. Returns its namespace and address.
+    pub fn add_relay_host(&mut self) -> anyhow::Result<(String, Ipv4Addr)> {
+        let namespace = format!("{}-rl", self.prefix);
+        let address = Ipv4Addr::new(10, self.network_number, 0, RELAY_HOST_NUMBER);
+        self.add_host(&namespace, "relay", address)
+            .with_context(|| format!("connecting the relay namespace {namespace} to the switch"))?;
+        Ok((namespace, address))
+    }
+
     /// Makes one host namespace and plugs it into the bridge.
     fn add_host(&mut self, namespace: &str, switch_port: &str, address: Ipv4Addr) -> anyhow::Result<()> {
         let switch_namespace = self.switch_namespace.clone();
@@ -527,6 +537,15 @@ pub fn clean_stale() -> anyhow::Result<Vec<String>> {
 /// gone.
 pub fn prefix_for_this_process() -> String {
     format!("{HARNESS_PREFIX_START}{}", std::process::id())
+}
+
+/// The host number of the link relay (see [`Topology::add_relay_host`]).
+const RELAY_HOST_NUMBER: u8 = 201;
+
+/// Moves the calling thread into the named network namespace (threads it spawns afterwards
+/// inherit it).
+pub fn enter_namespace(namespace: &str) -> anyhow::Result<()> {
+    enter(namespace)
 }
 
 /// Moves the calling thread into the named network namespace.

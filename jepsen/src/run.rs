@@ -17,7 +17,8 @@ use serde::Serialize;
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::nemesis::{self, Action, Situation};
-use crate::net::{self, Topology};
+use crate::net::{self, Host, Topology};
+use crate::relay::{Relay, RelayPlan};
 use crate::report::{self, Availability, FaultWindow, Verdict};
 use crate::workload::{self, Api, Clients, Operation, Recorder, STREAM};
 
@@ -111,7 +112,20 @@ pub fn run(options: &RunOptions, interrupted: Arc<AtomicBool>) -> Result<RunResu
         layout.push((4, "a".into()));
     }
     let prefix = format!("{}r{}", net::prefix_for_this_process(), RUNS.fetch_add(1, Ordering::SeqCst));
-    let topology = Topology::create(&prefix, &layout)?;
+    let mut topology = Topology::create(&prefix, &layout)?;
+    // Link faults need node-to-node packets to go through the relay.
+    let relay_plan = match uses_relay(&options.schedule) {
+        true => {
+            let (namespace, address) = topology.add_relay_host()?;
+            let nodes = topology
+                .nodes()
+                .iter()
+                .map(|node| (node.id, std::net::SocketAddr::from((node.address, crate::cluster::PEER_PORT))))
+                .collect();
+            Some((namespace, RelayPlan { address, nodes }))
+        }
+        false => None,
+    };
     let cluster = Cluster::new(
         topology,
         &ClusterOptions {
@@ -119,8 +133,13 @@ pub fn run(options: &RunOptions, interrupted: Arc<AtomicBool>) -> Result<RunResu
             dir: dir.clone(),
             storage: Some(options.storage),
             founders: vec![1, 2, 3],
+            relay: relay_plan.as_ref().map(|(_, plan)| plan.clone()),
         },
     )?;
+    let relay = match &relay_plan {
+        Some((namespace, plan)) => Some(Relay::start(namespace, plan)?),
+        None => None,
+    };
     // The clients live in their own namespace: a thread enters it and runs the async part.
     let options_for_thread = options.clone();
     let dir_for_thread = dir.clone();
@@ -134,8 +153,14 @@ pub fn run(options: &RunOptions, interrupted: Arc<AtomicBool>) -> Result<RunResu
                 .enable_all()
                 .build()
                 .context("starting the client runtime")?;
-            let result =
-                runtime.block_on(run_in_namespace(&options_for_thread, &dir_for_thread, &mut cluster, interrupted));
+            let result = runtime.block_on(run_in_namespace(
+                &options_for_thread,
+                &dir_for_thread,
+                &mut cluster,
+                relay.as_ref(),
+                interrupted,
+            ));
+            drop(relay);
             let shut = cluster.shut_down();
             let result = result?;
             shut?;
@@ -172,10 +197,16 @@ fn progress(recorder: &Recorder, message: &str) {
     eprintln!("[{seconds:7.1}s] {message}");
 }
 
+/// Whether a schedule needs the link relay.
+fn uses_relay(schedule: &str) -> bool {
+    matches!(schedule, "links" | "chaos")
+}
+
 async fn run_in_namespace(
     options: &RunOptions,
     dir: &std::path::Path,
     cluster: &mut Cluster,
+    relay: Option<&Relay>,
     interrupted: Arc<AtomicBool>,
 ) -> Result<RunResult> {
     let recorder = Arc::new(Recorder::new());
@@ -229,7 +260,8 @@ async fn run_in_namespace(
         let leader = shard_leader(&founders).await;
         let zones: Vec<(u64, String)> =
             members.iter().map(|id| (*id, cluster.zone(*id).unwrap_or_default().to_string())).collect();
-        let situation = Situation { members: &members, zones: &zones, leader, spares: &spares, shards };
+        let situation =
+            Situation { members: &members, zones: &zones, leader, spares: &spares, shards, relay: relay.is_some() };
         let Some(package) = nemesis::next_package(&options.schedule, round, &mut rng, &situation) else {
             // No faults: wait out the run, supervising.
             supervised_wait(cluster, &recorder, &mut notes, Duration::from_secs(1), &interrupted).await?;
@@ -244,7 +276,8 @@ async fn run_in_namespace(
         let start_us = recorder.now_us();
         let mut details = Vec::new();
         for action in &package.actions {
-            let detail = apply(action, cluster, &everyone, &recorder, &mut rng, &mut notes, &interrupted).await?;
+            let detail =
+                apply(action, cluster, relay, &everyone, &recorder, &mut rng, &mut notes, &interrupted).await?;
             if let Some(detail) = detail {
                 details.push(detail);
             }
@@ -272,6 +305,13 @@ async fn run_in_namespace(
     // Heal everything, then stop the workload.
     progress(&recorder, "healing: every cut removed, every node resumed, clocks reset, stopped nodes started");
     heal_all(cluster, &members)?;
+    if let Some(relay) = relay {
+        relay.heal();
+        let (forwarded, dropped, duplicated, delayed) = relay.counts();
+        notes.push(format!(
+            "link relay: {forwarded} packets forwarded, {dropped} dropped, {duplicated} duplicated, {delayed} delayed"
+        ));
+    }
     stop.store(true, Ordering::SeqCst);
     for task in tasks {
         let _ = task.await;
@@ -420,9 +460,11 @@ async fn supervised_wait(
 }
 
 /// Carries out one action; returns what it did when that is worth a line in the report.
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     action: &Action,
     cluster: &mut Cluster,
+    relay: Option<&Relay>,
     clients: &Clients,
     recorder: &Recorder,
     rng: &mut ChaCha8Rng,
@@ -453,9 +495,26 @@ async fn apply(
         Action::Cut(cuts) => {
             for (from, to) in cuts {
                 cluster.topology().cut(*from, *to)?;
+                // Node-to-node packets through the relay do not pass the blackhole routes.
+                if let (Some(relay), Host::Node(from), Host::Node(to)) = (relay, from, to) {
+                    relay.cut(*from, *to);
+                }
             }
         }
-        Action::Heal => cluster.topology().heal()?,
+        Action::Heal => {
+            cluster.topology().heal()?;
+            if let Some(relay) = relay {
+                relay.heal();
+            }
+        }
+        Action::Link(directions, fault) => match relay {
+            Some(relay) => {
+                for (from, to) in directions {
+                    relay.set(*from, *to, *fault);
+                }
+            }
+            None => return Ok(Some("no link relay in this run: link fault skipped".into())),
+        },
         Action::Clock(node, offset) => cluster.set_clock_offset(*node, *offset)?,
         Action::Corrupt(node, damage) => {
             let files = cluster.data_files(*node)?;

@@ -109,6 +109,19 @@ pub struct TestOnly {
     /// milliseconds written in this file (read every 100 ms; absent or empty: no offset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset_file: Option<PathBuf>,
+    /// Dial these peers at these addresses whatever the cluster's metadata says
+    /// (`[[test_only.dial]] id = 2, address = "10.0.0.201:20102"`): the harness's link relay,
+    /// which delays, drops and duplicates node-to-node packets, sits there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dial: Vec<PeerDial>,
+}
+
+/// A test-only dialling address for one peer (see [`TestOnly::dial`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerDial {
+    pub id: u64,
+    pub address: SocketAddr,
 }
 
 impl TestOnly {

@@ -245,7 +245,10 @@ async fn serve(config: NodeConfig) -> Result<()> {
         config.peer_listen,
         peers,
         tls,
-        QuicConfig::default(),
+        QuicConfig {
+            dial_overrides: config.test_only.dial.iter().map(|dial| (dial.id, dial.address)).collect(),
+            ..QuicConfig::default()
+        },
         node.peer_handler(),
     )?;
     if !config.join.is_empty() && node.has_data() {

@@ -76,6 +76,10 @@ pub struct QuicConfig {
     /// A connection with no packets from the peer for this long is closed. Default 10000;
     /// 2 ..= 600000.
     pub idle_timeout_ms: u64,
+    /// Test-only: peers dialled at these addresses, whatever address the configuration or the
+    /// metadata gives them (the fault harness routes node-to-node packets through its link
+    /// relay this way). Default empty.
+    pub dial_overrides: BTreeMap<NodeId, SocketAddr>,
 }
 
 impl Default for QuicConfig {
@@ -91,6 +95,7 @@ impl Default for QuicConfig {
             concurrent_streams_max: 1024,
             keep_alive_interval_ms: 1_000,
             idle_timeout_ms: 10_000,
+            dial_overrides: BTreeMap::new(),
         }
     }
 }
@@ -239,7 +244,11 @@ impl QuicTransport {
             Endpoint::server(server_config, listen).map_err(|source| QuicError::Bind { address: listen, source })?;
         endpoint.set_default_client_config(client_config);
 
-        let peers = peers.into_iter().map(|(id, address)| (id, Arc::new(PeerSlot::new(address)))).collect();
+        let peers = peers
+            .into_iter()
+            .map(|(id, address)| (id, config.dial_overrides.get(&id).copied().unwrap_or(address)))
+            .map(|(id, address)| (id, Arc::new(PeerSlot::new(address))))
+            .collect();
         // Distinct per start of the process; 0 is reserved for "not seen".
         let incarnation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -258,6 +267,7 @@ impl QuicTransport {
 
     /// Adds a peer, or moves it to a new address. An existing connection to it is dropped.
     pub fn set_peer_addr(&self, peer: NodeId, address: SocketAddr) {
+        let address = self.shared.config.dial_overrides.get(&peer).copied().unwrap_or(address);
         let mut peers = self.shared.peers.write().unwrap_or_else(PoisonError::into_inner);
         peers.insert(peer, Arc::new(PeerSlot::new(address)));
     }
@@ -369,6 +379,7 @@ impl PeerTransport for QuicTransport {
         if peer == self.shared.local_id {
             return;
         }
+        let address = self.shared.config.dial_overrides.get(&peer).copied().unwrap_or(address);
         let known =
             self.shared.peers.read().unwrap_or_else(PoisonError::into_inner).get(&peer).map(|slot| slot.address);
         if known != Some(address) {
