@@ -88,7 +88,7 @@ pub struct Expiry {
     pub retention_us: u64,
     /// When the final reads ended (µs on the history's clock).
     pub end_us: u64,
-    /// Per shard, the lowest trim point among its replicas (rendered sequence; records below it
+    /// Per shard, the lowest trim point among its placed replicas (rendered sequence; records below it
     /// expired), or `None` for a closed shard that expired whole.
     pub trimmed: BTreeMap<u32, Option<String>>,
 }

@@ -1439,7 +1439,8 @@ impl World {
         'shards: for shard in 0..stream.shards.len() as u32 {
             let group_id = stream.shards[shard as usize].group_id;
             let mut attempts = 0u32;
-            let records = loop {
+            // The records, and the replicas they were compared with and found equal to.
+            let (records, compared) = loop {
                 if self.shard_expired(shard).await {
                     trimmed.insert(shard, None);
                     continue 'shards;
@@ -1465,7 +1466,7 @@ impl World {
                             .unwrap_or_default(),
                         Err(_) => (0..self.founders).collect(),
                     };
-                    for position in placed {
+                    for &position in &placed {
                         // A replica being dropped (a move just completed) may fail a read: look
                         // again; an error that persists ends in the disagreement below.
                         let replica = match self.replica_records(position, group_id, shard) {
@@ -1488,7 +1489,7 @@ impl World {
                         }
                     }
                     if differing.is_empty() {
-                        break records;
+                        break (records, placed);
                     }
                     attempts += 1;
                     if attempts > 600 {
@@ -1514,8 +1515,12 @@ impl World {
                 })
                 .collect();
             self.trace.record(&format!("shard {shard}: (replica, trim, end) {trims:?}"));
+            // Only the replicas the read was found equal to: a node that hosts the group without
+            // being placed (a learner a move is catching up, a copy being dropped) may lag, and
+            // its trim point with it: it has not applied the latest `Trim` entries yet (seed 3445).
             let lowest_trim = trims
                 .iter()
+                .filter(|(id, _, _)| compared.is_empty() || compared.contains(&(*id as usize - 1)))
                 .map(|(_, trim, _)| *trim)
                 // A replica readmitted after a disk loss that has not caught up yet holds nothing
                 // and has trimmed nothing; it says nothing about what retention removed.
