@@ -331,7 +331,7 @@ async fn run_in_namespace(
     progress(&recorder, &format!("recovery: {recovery_ms:?} ms after healing; draining every shard"));
 
     // Drain: every shard from TRIM_HORIZON, then every replica of it read directly.
-    let (state, replica_problems, records_drained) = drain(&founders, &everyone, cluster, &recorder).await?;
+    let (state, replica_problems, records_drained) = drain(&founders, cluster, &recorder).await?;
     violations.extend(replica_problems);
     let history = recorder.history();
     violations.extend(riffle_check::check_all(&history, &state).iter().map(ToString::to_string));
@@ -688,7 +688,6 @@ async fn recover(
 /// it directly, until each replica holds exactly the shard's records (bounded).
 async fn drain(
     founders: &Clients,
-    everyone: &Clients,
     cluster: &mut Cluster,
     recorder: &Recorder,
 ) -> Result<(FinalState, Vec<String>, usize)> {
@@ -734,7 +733,7 @@ async fn drain(
         };
         drained += records.len();
         let replicas: Vec<u64> = shard.replica_nodes.clone();
-        problems.extend(check_replicas(everyone, cluster, index, &replicas, &records, recorder).await?);
+        problems.extend(check_replicas(cluster, index, &replicas, &records, recorder).await?);
         reads.push(ShardRead { shard: index, records });
     }
     Ok((FinalState { reads, lineage, expiry: Default::default() }, problems, drained))
@@ -831,7 +830,6 @@ async fn read_replica(endpoint: &str, shard: u32) -> Result<Vec<Record>> {
 /// Each replica of the shard, read directly, must come to hold exactly `records` (replicas may
 /// trail the leader for a moment after healing: polled, bounded).
 async fn check_replicas(
-    clients: &Clients,
     cluster: &mut Cluster,
     shard: u32,
     replicas: &[u64],
@@ -866,7 +864,6 @@ async fn check_replicas(
             tokio::time::sleep(POLL_PAUSE).await;
         }
     }
-    let _ = clients;
     Ok(problems)
 }
 
