@@ -131,6 +131,13 @@ impl Riffle for FakeNode {
         Err(Status::unimplemented("the fake node has no cluster"))
     }
 
+    async fn read_replica(
+        &self,
+        _request: Request<riffle_client::proto::ReadReplicaRequest>,
+    ) -> Result<Response<riffle_client::proto::ReadReplicaResponse>, Status> {
+        Err(Status::unimplemented("the fake node holds no replicas"))
+    }
+
     async fn list_streams(
         &self,
         request: Request<ListStreamsRequest>,
