@@ -103,7 +103,7 @@ pub fn run(options: &RunOptions, interrupted: Arc<AtomicBool>) -> Result<RunResu
     for stale in net::clean_stale()? {
         eprintln!("removed the network of an earlier run that did not clean up: {stale}");
     }
-    let started = chrono_like_stamp();
+    let started = unix_seconds();
     let dir = options.out.join(format!("{}-{started}-seed{}", options.schedule, options.seed));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let spare = options.schedule == "kill-membership";
@@ -173,23 +173,9 @@ pub fn run(options: &RunOptions, interrupted: Arc<AtomicBool>) -> Result<RunResu
     }
 }
 
-/// A UTC time stamp for directory names, `20261207T221500Z`.
-fn chrono_like_stamp() -> String {
-    let seconds =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or(0);
-    let days = seconds / 86_400;
-    let (hour, minute, second) = (seconds % 86_400 / 3_600, seconds % 3_600 / 60, seconds % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}{second:02}Z")
+/// Seconds since the Unix epoch, for directory names (sortable, unique per run and seed).
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|since| since.as_secs()).unwrap_or(0)
 }
 
 fn progress(recorder: &Recorder, message: &str) {

@@ -503,7 +503,11 @@ pub async fn read(reader: u32, clients: Clients, recorder: Arc<Recorder>, seed: 
             let completed_us = recorder.now_us();
             let response = match answer {
                 Ok(Ok(response)) => response,
-                Ok(Err(error)) => {
+                failed => {
+                    let (kind, why) = match failed {
+                        Ok(Err(error)) => ("fail", error.to_string()),
+                        _ => ("info", "timed out".to_string()),
+                    };
                     recorder.record(Operation {
                         process: process.clone(),
                         f: "read",
@@ -511,21 +515,8 @@ pub async fn read(reader: u32, clients: Clients, recorder: Arc<Recorder>, seed: 
                         node,
                         invoked_us,
                         completed_us,
-                        kind: "fail",
-                        detail: format!("shard {shard}: {error}"),
-                    });
-                    break;
-                }
-                Err(_) => {
-                    recorder.record(Operation {
-                        process: process.clone(),
-                        f: "read",
-                        api: Api::Grpc,
-                        node,
-                        invoked_us,
-                        completed_us,
-                        kind: "info",
-                        detail: format!("shard {shard}: timed out"),
+                        kind,
+                        detail: format!("shard {shard}: {why}"),
                     });
                     break;
                 }
