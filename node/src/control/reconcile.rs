@@ -190,7 +190,21 @@ impl Node {
         // created) and was never moved away joins as it is, even after other replicas moved.
         let founder = shard.moves == 0 && shard.replicas.contains(&self.id());
         let never_held_data = founder || shard.founders.contains(&self.id());
+        let log_cut = self.logs.log_is_cut(group_id);
         let (segments, damaged) = match self.segments.shard(group_id) {
+            // A raft log that lost a stretch (raft-engine cut a damaged file) is damage too.
+            Ok(_) if log_cut => {
+                tracing::warn!(
+                    node = self.id(),
+                    group = group_id,
+                    first_kept = ?self.logs.first_index(group_id),
+                    purged = self.logs.purged_index(group_id),
+                    "this replica's raft log lost entries (a damaged log file was cut): dropping the group to be readmitted and repaired from the other replicas"
+                );
+                self.logs.remove_group(group_id).await?;
+                self.segments.remove_shard(group_id).map_err(|error| error.to_string())?;
+                (self.segments.shard(group_id).map_err(|error| error.to_string())?, true)
+            }
             // A cut tail is a torn write the log replays, unless the log no longer holds what
             // followed the last good batch (purged), or the state machine had recorded having
             // applied past it (its applied marker or its membership): then the cut lost records this replica had made durable, and it

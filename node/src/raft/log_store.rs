@@ -203,6 +203,24 @@ impl LogEngine {
         self.get(group, PURGED_KEY).and_then(|bytes| decode_log_id(&bytes).ok()).map_or(0, |log_id| log_id.index)
     }
 
+    /// Whether `group`'s log on this disk has lost a stretch: its first kept entry lies past
+    /// the point its purge marker records. A purge writes the marker and compacts the log in one
+    /// batch, so normally the first kept entry is exactly one past the marker. raft-engine,
+    /// meeting a broken batch in a log file at open, drops the rest of that file as if it were a
+    /// torn tail; when the dropped part held a later purge marker (or the marker lived in a
+    /// rewrite file it dropped), the log starts after the marker the node still has. Such a
+    /// replica cannot take its leader's appends (they start below what it keeps) and may lack
+    /// entries it acknowledged: it must be treated as damaged and readmitted.
+    pub fn log_is_cut(&self, group: u64) -> bool {
+        let purged = self.purged_index(group);
+        self.first_index(group).is_some_and(|first| first > purged + 1)
+    }
+
+    /// The index of the first entry `group` keeps, if it keeps any.
+    pub fn first_index(&self, group: u64) -> Option<u64> {
+        self.engine.engine().first_index(group)
+    }
+
     /// Stores `key = value` for `group` and returns once it is fsynced.
     pub async fn put_durable(&self, group: u64, key: &[u8], value: Vec<u8>) -> Result<(), String> {
         self.submit_and_wait(group, vec![WriteOp::Put(key.to_vec(), value)]).await
@@ -763,5 +781,45 @@ impl RaftLogStorage<TypeConfig> for GroupLog {
         }
         self.floor.purged(log_id).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::memory::MemoryFileSystem;
+    use crate::seam::TokioExecutor;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(openraft::CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn blank(index: u64) -> BytesValue {
+        encode_entry(&Entry { log_id: log_id(index), payload: openraft::EntryPayload::Blank })
+    }
+
+    #[tokio::test]
+    async fn a_log_that_starts_past_its_purge_marker_is_cut() {
+        let directory = tempfile::tempdir().expect("a scratch directory");
+        let failstop = FailStop::default();
+        let (engine, _fence) = crate::storage::engine_fs::open_engine_with_fence(
+            Arc::new(MemoryFileSystem::new()),
+            &directory.path().join("raft"),
+            true,
+            failstop.clone(),
+        )
+        .expect("the engine opens");
+        let logs = LogEngine::start(engine, LogEngineConfig::default(), &TokioExecutor, failstop);
+        logs.submit_and_wait(7, vec![WriteOp::Entries((1..=10).map(blank).collect())]).await.expect("appended");
+        assert!(!logs.log_is_cut(7), "a log never purged starts at its first entry");
+        let purge = vec![WriteOp::Put(PURGED_KEY.to_vec(), encode_log_id(&log_id(5))), WriteOp::Compact(6)];
+        logs.submit_and_wait(7, purge).await.expect("purged");
+        assert_eq!(logs.first_index(7), Some(6));
+        assert!(!logs.log_is_cut(7), "a purge keeps the first entry one past its marker");
+        // The later marker lost, an older one left (raft-engine dropped a damaged file's tail).
+        logs.put_durable(7, PURGED_KEY, encode_log_id(&log_id(2))).await.expect("an older marker");
+        assert!(logs.log_is_cut(7), "entries 3 to 5 are missing");
+        logs.remove_group(7).await.expect("removed");
+        assert!(!logs.log_is_cut(7), "a removed group keeps nothing");
     }
 }
