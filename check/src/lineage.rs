@@ -56,9 +56,24 @@ pub fn check_lineage(puts: &[Put], reads: &[ShardRead], lineage: &Lineage) -> Ve
             by_key.entry(put.key.as_str()).or_default().push((put, *shard));
         }
     }
+    // A violation exists between two shards of a key exactly when the put of the first that
+    // completed earliest completed before the put of the second that began last began: one
+    // witness per key and pair of shards, found in time linear in the puts.
     for (key, acknowledged) in by_key {
-        for (earlier, earlier_shard) in &acknowledged {
-            for (later, later_shard) in &acknowledged {
+        let mut first_completed: BTreeMap<u32, &Put> = BTreeMap::new();
+        let mut last_invoked: BTreeMap<u32, &Put> = BTreeMap::new();
+        for (put, shard) in acknowledged {
+            let first = first_completed.entry(shard).or_insert(put);
+            if put.completed_us < first.completed_us {
+                *first = put;
+            }
+            let last = last_invoked.entry(shard).or_insert(put);
+            if put.invoked_us > last.invoked_us {
+                *last = put;
+            }
+        }
+        for (earlier_shard, earlier) in &first_completed {
+            for (later_shard, later) in &last_invoked {
                 let before = earlier.completed_us < later.invoked_us;
                 if before && earlier_shard != later_shard && !lineage.is_ancestor(*earlier_shard, *later_shard) {
                     violations.push(Violation::new(
