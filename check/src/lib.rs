@@ -55,6 +55,26 @@ pub enum Outcome {
     Info(String),
 }
 
+impl Outcome {
+    /// How one record of a PutRecords answer ended: acknowledged at its shard and sequence
+    /// number; unknown for `InternalFailure` (the record may have been stored); refused for any
+    /// other error code. One rule for every tester.
+    pub fn of_put_records_entry(
+        shard: Option<u32>,
+        sequence: Option<String>,
+        error_code: Option<String>,
+        error_message: Option<String>,
+    ) -> Outcome {
+        match (shard, sequence, error_code) {
+            (Some(shard), Some(sequence), None) => Outcome::Ok { shard, sequence },
+            (_, _, Some(code)) if code == "InternalFailure" => Outcome::Info(error_message.unwrap_or(code)),
+            (_, _, code) => {
+                Outcome::Fail(format!("{}: {}", code.unwrap_or_default(), error_message.unwrap_or_default()))
+            }
+        }
+    }
+}
+
 /// One put attempt (of PutRecord, or one record of a PutRecords call), from invocation to
 /// completion. Times are microseconds on one clock for the whole history.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -246,16 +246,13 @@ async fn put_call(clients: &Clients, position: usize, api: Api, pending: &[(Stri
                 Ok(Ok(response)) => response
                     .records
                     .into_iter()
-                    .map(|entry| match (entry.sequence_number, entry.shard_id, entry.error_code) {
-                        (Some(sequence), Some(shard_id), None) => Outcome::Ok { shard: shard_of(&shard_id), sequence },
-                        (_, _, Some(code)) if code == "InternalFailure" => {
-                            Outcome::Info(entry.error_message.unwrap_or(code))
-                        }
-                        (_, _, code) => Outcome::Fail(format!(
-                            "{}: {}",
-                            code.unwrap_or_default(),
-                            entry.error_message.unwrap_or_default()
-                        )),
+                    .map(|entry| {
+                        Outcome::of_put_records_entry(
+                            entry.shard_id.as_deref().map(shard_of),
+                            entry.sequence_number,
+                            entry.error_code,
+                            entry.error_message,
+                        )
                     })
                     .collect(),
                 Ok(Err(error)) => vec![grpc_failure(&error); pending.len()],
@@ -294,18 +291,13 @@ async fn put_call(clients: &Clients, position: usize, api: Api, pending: &[(Stri
                 Ok(Ok(response)) if response.records().len() == pending.len() => response
                     .records()
                     .iter()
-                    .map(|entry| match (entry.sequence_number(), entry.shard_id(), entry.error_code()) {
-                        (Some(sequence), Some(shard_id), None) => {
-                            Outcome::Ok { shard: shard_of(shard_id), sequence: sequence.to_string() }
-                        }
-                        (_, _, Some("InternalFailure")) => {
-                            Outcome::Info(entry.error_message().unwrap_or("InternalFailure").to_string())
-                        }
-                        (_, _, code) => Outcome::Fail(format!(
-                            "{}: {}",
-                            code.unwrap_or_default(),
-                            entry.error_message().unwrap_or_default()
-                        )),
+                    .map(|entry| {
+                        Outcome::of_put_records_entry(
+                            entry.shard_id().map(shard_of),
+                            entry.sequence_number().map(str::to_string),
+                            entry.error_code().map(str::to_string),
+                            entry.error_message().map(str::to_string),
+                        )
                     })
                     .collect(),
                 Ok(Ok(response)) => vec![

@@ -1961,19 +1961,16 @@ async fn producer(
                         Ok(Ok(response)) if response.records.len() == pending.len() => response
                             .records
                             .into_iter()
-                            .map(|entry| match (entry.sequence_number, entry.shard_id, entry.error_code) {
-                                (Some(sequence), Some(shard_id), None) => Outcome::Ok {
-                                    shard: riffle_node::keys::parse_shard_id(&shard_id).unwrap_or(u32::MAX),
-                                    sequence,
-                                },
-                                (_, _, Some(code)) if code == "InternalFailure" => {
-                                    Outcome::Info(entry.error_message.unwrap_or(code))
-                                }
-                                (_, _, code) => Outcome::Fail(format!(
-                                    "{}: {}",
-                                    code.unwrap_or_default(),
-                                    entry.error_message.unwrap_or_default()
-                                )),
+                            .map(|entry| {
+                                Outcome::of_put_records_entry(
+                                    entry
+                                        .shard_id
+                                        .as_deref()
+                                        .map(|id| riffle_node::keys::parse_shard_id(id).unwrap_or(u32::MAX)),
+                                    entry.sequence_number,
+                                    entry.error_code,
+                                    entry.error_message,
+                                )
                             })
                             .collect(),
                         Ok(Ok(response)) => vec![
