@@ -259,7 +259,11 @@ pub fn run_seed(seed: u64, options: &SimOptions) -> Result<SeedReport, SimFailur
             recent_events: Vec::new(),
             flags: String::new(),
         }),
-        (outcome, _) => outcome,
+        // A failed check names the first panic too: it is often the cause.
+        (Err(failure), Some(first)) => {
+            Err(SimFailure { message: format!("{} (a task panicked first: {first})", failure.message), ..failure })
+        }
+        (outcome, None) => outcome,
     };
     outcome.map_err(|failure| SimFailure { flags: options.flags(), ..failure })
 }
