@@ -196,11 +196,12 @@ def summarize(results_dir):
     for workload in plan["workloads"]:
         kind = workload["kind"]
         row = {"id": workload["id"], "title": workload["title"], "kind": kind,
-               "parameters": workload.get("parameters", {}), "figures": {}, "status": {}, "ratios": {}}
+               "parameters": workload.get("parameters", {}), "figures": {}, "status": {}, "details": {}, "ratios": {}}
         for system_id in system_ids:
             run = runs.get(f"{system_id}/{workload['id']}") or {"status": "not run"}
             report = load_json(results_dir / run["json"]) if run.get("json") else None
             row["status"][system_id] = run.get("status", "ok" if report else "missing")
+            row["details"][system_id] = run.get("detail")
             row["figures"][system_id] = figures_of(report, kind) if report else None
         for comparison in plan.get("comparisons", []):
             key = f"{comparison['riffle']}/{comparison['peer']}"
@@ -305,8 +306,10 @@ def render_markdown(summary):
             if figures and figures["errors"]:
                 kinds = ", ".join(f"{name} {count:,}" for name, count in sorted(figures["error_kinds"].items()))
                 errors.append(f"- {titles[system['id']]}, {workload['title']}: {kinds}")
-            elif figures is None and status not in (None, "ok"):
-                errors.append(f"- {titles[system['id']]}, {workload['title']}: {status}")
+            if status != "ok":
+                detail = workload["details"].get(system["id"])
+                errors.append(f"- {titles[system['id']]}, {workload['title']}: {status}"
+                              + (f" ({detail})" if detail else ""))
     if errors:
         lines.append("")
         lines.append("Errors and failed runs:")
