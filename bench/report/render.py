@@ -229,7 +229,7 @@ def machine_fractions(machine, workloads, plan):
     if not machine:
         return []
     limits = [
-        ("seq_write_fsync_each_mb_per_s", "sequential write, fsync after each 1 MiB", 6),
+        ("seq_write_fsync_each_mb_per_s", "sequential write, fdatasync after each 1 MiB", 6),
         ("seq_write_mb_per_s", "sequential write, no fsync", 6),
         ("loopback_tcp_mb_per_s", "loopback TCP", 3),
     ]
@@ -254,6 +254,21 @@ def machine_fractions(machine, workloads, plan):
     return fractions
 
 
+def describe_disk(disk):
+    """`/dev/vda (ext4 on /, rotational)` from the report's disk facts (a dict, or older text)."""
+    if not isinstance(disk, dict):
+        return str(disk) if disk else "?"
+    text = str(disk.get("device") or disk.get("path") or "?")
+    if disk.get("model"):
+        text += f" {disk['model']}"
+    details = []
+    if disk.get("fs_type"):
+        details.append(f"{disk['fs_type']} on {disk.get('mount_point') or '?'}")
+    if disk.get("rotational") is not None:
+        details.append("rotational" if disk["rotational"] else "non-rotational")
+    return text + (f" ({', '.join(details)})" if details else "")
+
+
 def render_markdown(summary):
     systems = summary["systems"]
     titles = {system["id"]: system["title"] for system in systems}
@@ -267,7 +282,7 @@ def render_markdown(summary):
         lines.append("")
         lines.append(f"Machine: {machine.get('cpus', '?')} CPUs ({machine.get('cpu_model', '?')}), "
                      f"{format_count(machine.get('memory_mib'))} MiB RAM, Linux {machine.get('kernel', '?')}, "
-                     f"disk {machine.get('disk', '?')}. Every system ran alone on it, one after another.")
+                     f"disk {describe_disk(machine.get('disk'))}. Every system ran alone on it, one after another.")
     lines.append("")
 
     header = ["workload"] + [titles[system["id"]] for system in systems]
@@ -322,7 +337,7 @@ def render_markdown(summary):
         lines.append("")
         lines.append(f"Machine limits measured in the same run (`riffle-bench machine`, on the disk of the "
                      f"data directories, {limits.get('disk_dir', '?')}): sequential write "
-                     f"{format_mb(limits.get('seq_write_mb_per_s'))} MB/s, with an fsync after each 1 MiB "
+                     f"{format_mb(limits.get('seq_write_mb_per_s'))} MB/s, with an fdatasync after each 1 MiB write "
                      f"{format_mb(limits.get('seq_write_fsync_each_mb_per_s'))} MB/s; "
                      f"{format_count(limits.get('fsync_4k_per_s'))} fsyncs/s of 4 KiB writes; loopback TCP "
                      f"{format_mb(limits.get('loopback_tcp_mb_per_s'))} MB/s.")

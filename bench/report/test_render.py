@@ -181,6 +181,9 @@ class MarkdownTest(unittest.TestCase):
         self.assertIn("25.6% (×6: 154%)", row)
         self.assertIn("3.2% (×3: 10%)", row)
 
+    def test_machine_line_describes_the_disk(self):
+        self.assertIn("disk /dev/vda (ext4 on /, rotational)", self.markdown)
+
     def test_durability_lines(self):
         self.assertIn("- **NATS JetStream** v-nats: durability of nats", self.markdown)
 
