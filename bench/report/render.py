@@ -30,6 +30,9 @@ DOC_END = "<!-- bench-compare:latest:end -->"
 THROUGHPUT_KINDS = ("throughput", "drain")
 LATENCY_KINDS = ("latency", "e2e")
 PERCENTILES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))
+# An open-loop run whose acknowledged rate fell below this fraction of its target is marked
+# "behind": its latency is a queue that grew through the run.
+KEPT_UP_FRACTION = 0.95
 
 
 class RenderError(Exception):
@@ -82,6 +85,7 @@ def figures_of(report, kind):
         source, summary = latency_summary(report, kind)
         figures["latency_source"] = source
         figures["records_per_s"] = results.get("records_per_s")
+        figures["rate_records_per_s"] = (report.get("workload") or {}).get("rate_records_per_s")
         for key, _ in PERCENTILES:
             figures[f"{key}_us"] = summary.get(key) if summary else None
     return figures
@@ -148,6 +152,10 @@ def cell(figures, kind, status):
         text = f"{format_count(figures['records_per_s'])} rec/s · {format_mb(figures['mb_per_s'])} MB/s"
     else:
         text = " / ".join(format_ms(figures[f"{key}_us"]) for key, _ in PERCENTILES) + " ms"
+        # An open-loop run that did not keep up measured a growing queue, not a steady latency.
+        rate, achieved = figures.get("rate_records_per_s"), figures.get("records_per_s")
+        if rate and achieved is not None and achieved < KEPT_UP_FRACTION * rate:
+            text += f" (behind: {format_count(achieved)} rec/s)"
     if figures["errors"]:
         text += f" ({format_count(figures['errors'])} errors)"
     return text
@@ -303,8 +311,10 @@ def render_markdown(summary):
     lines.append("Throughput cells: acknowledged (or, for the drain, read) records per second and MB/s "
                  "(10^6 bytes) of record data, warm-up excluded. Latency cells: p50 / p99 / p99.9 in "
                  "milliseconds, from when a record was due (open loop) to its acknowledgement, or, "
-                 "end to end, to when a consumer read it. Ratios are Riffle ÷ peer: above 1 means Riffle "
-                 "moved more records (throughput) or waited longer (latency).")
+                 "end to end, to when a consumer read it; \"behind\" marks a run that acknowledged less "
+                 "than 95% of its target rate, so its latency is a queue that grew through the run. "
+                 "Ratios are Riffle ÷ peer: above 1 means Riffle moved more records (throughput) or "
+                 "waited longer (latency).")
     lines.append("")
     lines.append("Durability of an acknowledgement:")
     lines.append("")
