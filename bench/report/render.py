@@ -14,7 +14,9 @@ appended when the markers are missing).
 
 Python 3 standard library only. Run it again on an old results directory to redraw its table:
 
-    python3 bench/report/render.py bench/results/<stamp> [--doc docs/bench.md]
+    python3 bench/report/render.py bench/results/<stamp> [--doc docs/bench.md] [--baseline OLDER]
+
+`--baseline` adds a table of this run ÷ an earlier one, per system and workload.
 """
 
 import argparse
@@ -382,6 +384,40 @@ def render_markdown(summary):
     return "\n".join(lines) + "\n"
 
 
+def render_baseline(summary, baseline, baseline_dir):
+    """This run against an earlier one: this ÷ that, per system and workload, for the figures
+    that matter (throughput: records/s; latency: p50 and p99)."""
+    lines = ["", f"Against the run of {baseline.get('stamp') or '?'} (`{baseline_dir}`), this run ÷ that one "
+             "(throughput: records/s; latency: p50 / p99). On a shared machine, differences of "
+             "±10% are within the noise; compare the machine limits of both runs too.", ""]
+    earlier = {row["id"]: row for row in baseline["workloads"]}
+    systems = [s for s in summary["systems"] if any(s["id"] == b["id"] for b in baseline["systems"])]
+    header = ["workload"] + [system["title"] for system in systems]
+    rows = []
+    for row in summary["workloads"]:
+        before = earlier.get(row["id"])
+        cells = [row["title"]]
+        for system in systems:
+            now = row["figures"].get(system["id"])
+            then = before["figures"].get(system["id"]) if before else None
+            if now is None or then is None:
+                cells.append("–")
+            elif before["parameters"] != row["parameters"]:
+                cells.append("other parameters")
+            elif row["kind"] in THROUGHPUT_KINDS:
+                cells.append(format_ratio(ratio(now["records_per_s"], then["records_per_s"])))
+            else:
+                cells.append(" / ".join(format_ratio(ratio(now[f"{key}_us"], then[f"{key}_us"]))
+                                        for key in ("p50", "p99")))
+        rows.append(cells)
+    for name, key in (("seq. write with fdatasync", "seq_write_fsync_each_mb_per_s"),
+                      ("4 KiB fsyncs/s", "fsync_4k_per_s"), ("loopback TCP", "loopback_tcp_mb_per_s")):
+        now = (summary.get("machine") or {}).get(key)
+        then = (baseline.get("machine") or {}).get(key)
+        rows.append([f"machine: {name}"] + [format_ratio(ratio(now, then))] + ["" for _ in systems[1:]])
+    return lines + markdown_table(header, rows)
+
+
 def update_doc(doc_path, table_markdown):
     """Writes the table between the markers of DOC_PATH (appending a section without them)."""
     doc_path = Path(doc_path)
@@ -399,14 +435,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Render a bench/compare results directory as a table.")
     parser.add_argument("results_dir", help="a directory bench/compare wrote (bench/results/<stamp>)")
     parser.add_argument("--doc", help="also write the table into this Markdown file between its markers")
+    parser.add_argument("--baseline", help="an earlier results directory: add this run ÷ that one")
     parser.add_argument("--quiet", action="store_true", help="do not print the table")
     arguments = parser.parse_args(argv)
     try:
         summary = summarize(arguments.results_dir)
+        baseline = summarize(arguments.baseline) if arguments.baseline else None
     except RenderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     table = render_markdown(summary)
+    if baseline:
+        table += "\n".join(render_baseline(summary, baseline, arguments.baseline)) + "\n"
     results_dir = Path(arguments.results_dir)
     (results_dir / "summary.md").write_text(table, encoding="utf-8")
     (results_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

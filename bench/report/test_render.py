@@ -229,6 +229,21 @@ class CommandTest(unittest.TestCase):
             self.assertEqual(6, len(summary["workloads"]))
             self.assertIn("| workload", (Path(directory) / "summary.md").read_text(encoding="utf-8"))
 
+    def test_baseline_shows_this_run_over_the_earlier_one(self):
+        with tempfile.TemporaryDirectory() as earlier, tempfile.TemporaryDirectory() as later:
+            write_results(earlier)
+            write_results(later)
+            report = json.loads((Path(later) / "riffle--produce-1k.json").read_text(encoding="utf-8"))
+            report["results"]["records_per_s"] *= 1.5
+            (Path(later) / "riffle--produce-1k.json").write_text(json.dumps(report), encoding="utf-8")
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.assertEqual(0, render.main([later, "--baseline", earlier, "--quiet"]))
+            markdown = (Path(later) / "summary.md").read_text(encoding="utf-8")
+            section = markdown[markdown.index("Against the run of"):]
+            row = next(line for line in section.splitlines() if line.startswith("| throughput, 1 KiB records |"))
+            self.assertEqual("| throughput, 1 KiB records | 1.50× | 1.00× | 1.00× | 1.00× |", row)
+            self.assertIn("| machine: loopback TCP | 1.00× |", section)
+
     def test_a_directory_without_a_plan_is_an_error(self):
         with tempfile.TemporaryDirectory() as directory:
             with contextlib.redirect_stderr(io.StringIO()) as stderr:
