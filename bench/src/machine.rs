@@ -189,7 +189,7 @@ mod tests {
 30 22 0:25 / /tmp rw,nosuid shared:2 - tmpfs tmpfs rw
 31 22 253:17 / /data rw,relatime - xfs /dev/vdb1 rw
 ";
-        let mount = |path| mount_of(mountinfo, path).map(|(point, fs_type, device)| (point, fs_type, device));
+        let mount = |path| mount_of(mountinfo, path);
         assert_eq!(mount("/data/riffle"), Some(("/data".into(), "xfs".into(), "/dev/vdb1".into())));
         assert_eq!(mount("/tmp"), Some(("/tmp".into(), "tmpfs".into(), "tmpfs".into())));
         assert_eq!(mount("/tmpfoo/x"), Some(("/".into(), "ext4".into(), "/dev/vda1".into())));

@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use riffle_plot::{Image, Rgb};
 
 use crate::report::TimelinePoint;
 
@@ -17,7 +18,6 @@ const HEIGHT: u32 = 300;
 /// Empty border around the plotting area, in pixels.
 const MARGIN: u32 = 12;
 
-type Rgb = [u8; 3];
 const BACKGROUND: Rgb = [255, 255, 255];
 const GRID: Rgb = [225, 225, 225];
 const AXIS: Rgb = [80, 80, 80];
@@ -28,46 +28,6 @@ const P99: Rgb = [210, 50, 40];
 /// Lowest and highest latency on the latency plot's log scale, in microseconds.
 const LATENCY_FLOOR_US: f64 = 100.0;
 const LATENCY_DECADES: f64 = 5.0;
-
-/// An RGB image being drawn; `(0, 0)` is the top left.
-struct Image {
-    pixels: Vec<u8>,
-}
-
-impl Image {
-    fn new() -> Image {
-        Image { pixels: BACKGROUND.repeat((WIDTH * HEIGHT) as usize) }
-    }
-
-    fn fill(&mut self, (x0, y0): (u32, u32), (x1, y1): (u32, u32), color: Rgb) {
-        for y in y0.min(y1)..=y0.max(y1).min(HEIGHT - 1) {
-            for x in x0.min(x1)..=x0.max(x1).min(WIDTH - 1) {
-                let at = ((y * WIDTH + x) * 3) as usize;
-                self.pixels[at..at + 3].copy_from_slice(&color);
-            }
-        }
-    }
-
-    /// A line two pixels thick from one point to the next.
-    fn segment(&mut self, from: (u32, u32), to: (u32, u32), color: Rgb) {
-        let steps = from.0.abs_diff(to.0).max(from.1.abs_diff(to.1)).max(1);
-        for step in 0..=steps {
-            let along = f64::from(step) / f64::from(steps);
-            let x = f64::from(from.0) + (f64::from(to.0) - f64::from(from.0)) * along;
-            let y = f64::from(from.1) + (f64::from(to.1) - f64::from(from.1)) * along;
-            self.fill((x as u32, y as u32), (x as u32 + 1, y as u32 + 1), color);
-        }
-    }
-
-    fn save(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().with_context(|| format!("writing {}", path.display()))?;
-        writer.write_image_data(&self.pixels).with_context(|| format!("writing {}", path.display()))
-    }
-}
 
 /// The plotting area: x for the second `t_s` (its right edge), y for a fraction of the height.
 struct Area {
@@ -102,11 +62,12 @@ pub fn write(directory: &Path, timeline: &[TimelinePoint]) -> Result<()> {
     std::fs::create_dir_all(directory).with_context(|| format!("creating {}", directory.display()))?;
     let area = Area { seconds: timeline.last().map_or(1, |point| point.t_s) };
     throughput(&area, timeline).save(&directory.join("throughput.png"))?;
-    latency(&area, timeline).save(&directory.join("latency.png"))
+    latency(&area, timeline).save(&directory.join("latency.png"))?;
+    Ok(())
 }
 
 fn throughput(area: &Area, timeline: &[TimelinePoint]) -> Image {
-    let mut image = Image::new();
+    let mut image = Image::new(WIDTH, HEIGHT, BACKGROUND);
     let peak = timeline.iter().map(|point| point.records).max().unwrap_or(0).max(1) as f64;
     let mut lines = Vec::new();
     let mut power = 1.0;
@@ -123,7 +84,7 @@ fn throughput(area: &Area, timeline: &[TimelinePoint]) -> Image {
 }
 
 fn latency(area: &Area, timeline: &[TimelinePoint]) -> Image {
-    let mut image = Image::new();
+    let mut image = Image::new(WIDTH, HEIGHT, BACKGROUND);
     let decades: Vec<f64> = (1..LATENCY_DECADES as u32).map(|decade| f64::from(decade) / LATENCY_DECADES).collect();
     area.frame(&mut image, &decades);
     let fraction = |latency_us: u64| (latency_us.max(1) as f64 / LATENCY_FLOOR_US).log10() / LATENCY_DECADES;

@@ -223,7 +223,7 @@ impl Driver {
         Ok(match self {
             Driver::Riffle(driver) => ShardReader::Riffle(driver.reader(index, shard, start).await?),
             Driver::Kinesis(driver) => ShardReader::Kinesis(driver.reader(index, shard, start).await?),
-            Driver::Nats(driver) => ShardReader::Nats(driver.reader(index, shard, start).await?),
+            Driver::Nats(driver) => ShardReader::Nats(Box::new(driver.reader(index, shard, start).await?)),
         })
     }
 
@@ -262,7 +262,9 @@ impl Producer {
 pub enum ShardReader {
     Riffle(grpc::GrpcReader),
     Kinesis(kinesis::KinesisReader),
-    Nats(nats::NatsReader),
+    // A pull consumer is large; readers are few (one per shard), so it is boxed for the
+    // enum's sake, not for speed.
+    Nats(Box<nats::NatsReader>),
 }
 
 impl ShardReader {
