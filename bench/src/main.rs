@@ -48,8 +48,6 @@ const RECORD_BYTES_MAX: usize = 1024 * 1024;
 const CONCURRENCY_MAX: usize = 1_024;
 /// Most partition keys one run may use.
 const KEYS_MAX: usize = 1_000_000;
-/// Most publishes one NATS task keeps in flight.
-const NATS_WINDOW_MAX: usize = 10_000;
 /// Most records one read asks for (Kinesis' GetRecords limit).
 const READ_RECORDS_MAX: usize = 10_000;
 /// Bytes a partition key and the entry's framing add to a record, at most, in PutRecords.
@@ -258,7 +256,7 @@ impl RunArguments {
         });
         let batch_max = match (kind, system) {
             (Kind::Consume, _) => READ_RECORDS_MAX,
-            (_, System::Nats) => NATS_WINDOW_MAX,
+            (_, System::Nats) => driver::nats::PUBLISH_WINDOW_MAX,
             _ => PUT_RECORDS_RECORDS_MAX,
         };
         if batch == 0 || batch > batch_max {
@@ -414,7 +412,8 @@ async fn run(arguments: RunArguments, kind: Kind) -> Result<bool> {
         tool: report::TOOL,
         label: arguments.label.clone(),
         timestamp_utc: machine::utc_timestamp_now(),
-        revision: Revision::detect(&here),
+        // The checkout run from, else the one this binary was built from.
+        revision: Revision::detect(&here).or_else(|| Revision::detect(Path::new(env!("CARGO_MANIFEST_DIR")))),
         machine: Machine::detect(Some(arguments.data_dir.as_deref().unwrap_or(&here))),
         system: SystemReport {
             name: run.target.system.name(),

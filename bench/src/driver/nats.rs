@@ -29,6 +29,11 @@ use super::{Entry, ReadState, Sent, StartAt, StreamInfo, Target};
 /// The stream metadata key holding how many subjects the stream is split into.
 pub const SUBJECTS_METADATA_KEY: &str = "riffle-bench-subjects";
 
+/// Most publishes a producer keeps unacknowledged (its window, `--batch`). A producer's context
+/// admits this many, so a full window never waits for a permit that only its own awaiting of
+/// acknowledgements would free.
+pub const PUBLISH_WINDOW_MAX: usize = 10_000;
+
 /// Pause between attempts to connect while waiting for the server.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -125,7 +130,11 @@ impl NatsDriver {
             (0..self.subjects).map(|index| Subject::from(subject_name(&self.target.stream, index))).collect();
         let key_subjects =
             keys.iter().map(|key| subjects[subject_index(key, self.subjects) as usize].clone()).collect();
-        Ok(NatsProducer { jetstream: context(&self.target, client, 0), key_subjects, pending: Vec::new() })
+        Ok(NatsProducer {
+            jetstream: context(&self.target, client, PUBLISH_WINDOW_MAX),
+            key_subjects,
+            pending: Vec::new(),
+        })
     }
 
     pub async fn shards(&self) -> Result<Vec<String>> {
@@ -170,12 +179,14 @@ async fn connect(target: &Target, index: usize) -> Result<async_nats::Client> {
         .with_context(|| format!("connecting to {}", target.endpoints.join(" ")))
 }
 
-/// A JetStream context whose calls and acknowledgements wait at most the request timeout.
-/// `inflight_max` bounds unacknowledged publishes (0: the library's default).
+/// A JetStream context whose calls and acknowledgements wait at most the request timeout, with
+/// at most `inflight_max` publishes unacknowledged.
 fn context(target: &Target, client: async_nats::Client, inflight_max: usize) -> JetStream {
-    let builder = jetstream::ContextBuilder::new().timeout(target.request_timeout);
-    let builder = if inflight_max > 0 { builder.max_ack_inflight(inflight_max) } else { builder };
-    builder.backpressure_on_inflight(true).build(client)
+    jetstream::ContextBuilder::new()
+        .timeout(target.request_timeout)
+        .max_ack_inflight(inflight_max.max(1))
+        .backpressure_on_inflight(true)
+        .build(client)
 }
 
 pub struct NatsProducer {
