@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 /// The machine a benchmark ran on, read from `/proc` (fields are `None` where unreadable).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Machine {
     /// Logical CPUs available to this process.
     pub cpus: Option<usize>,
@@ -17,18 +17,86 @@ pub struct Machine {
     pub kernel: Option<String>,
     /// `MemTotal` from `/proc/meminfo`, in MiB.
     pub memory_mib: Option<u64>,
+    /// The disk holding the data directory named by `--data-dir` (or the current directory).
+    pub disk: Option<Disk>,
+}
+
+/// The file system and device under a directory, from `/proc/self/mountinfo` and `/sys/block`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Disk {
+    pub path: String,
+    pub mount_point: String,
+    /// `ext4`, `xfs`, `tmpfs`, `overlay`, …
+    pub fs_type: String,
+    /// The mount source, e.g. `/dev/vda1`.
+    pub device: String,
+    /// `/sys/block/<disk>/device/model`, when the device is a block device that has one.
+    pub model: Option<String>,
+    /// `/sys/block/<disk>/queue/rotational`: false for SSDs and most virtual disks.
+    pub rotational: Option<bool>,
 }
 
 impl Machine {
-    pub fn detect() -> Machine {
+    /// Reads the machine, and the disk under `data_dir` if given and readable.
+    pub fn detect(data_dir: Option<&Path>) -> Machine {
         let read = |path: &str| std::fs::read_to_string(path).ok();
         Machine {
             cpus: std::thread::available_parallelism().ok().map(usize::from),
             cpu_model: read("/proc/cpuinfo").and_then(|text| cpu_model(&text)),
             kernel: read("/proc/sys/kernel/osrelease").map(|text| text.trim().to_string()),
             memory_mib: read("/proc/meminfo").and_then(|text| memory_total_mib(&text)),
+            disk: data_dir.and_then(Disk::detect),
         }
     }
+}
+
+impl Disk {
+    pub fn detect(directory: &Path) -> Option<Disk> {
+        let path = directory.canonicalize().ok()?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let (mount_point, fs_type, device) = mount_of(&mountinfo, path.to_str()?)?;
+        let block = device.strip_prefix("/dev/").and_then(block_device_name);
+        let read = |name: &str, file: &str| std::fs::read_to_string(format!("/sys/block/{name}/{file}")).ok();
+        Some(Disk {
+            path: path.display().to_string(),
+            mount_point,
+            fs_type,
+            model: block.as_deref().and_then(|name| read(name, "device/model")).map(|model| model.trim().to_string()),
+            rotational: block.as_deref().and_then(|name| read(name, "queue/rotational")).map(|flag| flag.trim() == "1"),
+            device,
+        })
+    }
+}
+
+/// The mount (point, type, source) of `/proc/self/mountinfo` whose point is the longest prefix
+/// of `path`.
+fn mount_of(mountinfo: &str, path: &str) -> Option<(String, String, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mount_point = *fields.get(4)?;
+            let separator = fields.iter().position(|field| *field == "-")?;
+            let fs_type = *fields.get(separator + 1)?;
+            let source = *fields.get(separator + 2)?;
+            let inside = path == mount_point
+                || mount_point == "/"
+                || path.strip_prefix(mount_point).is_some_and(|rest| rest.starts_with('/'));
+            inside.then(|| (mount_point.to_string(), fs_type.to_string(), source.to_string()))
+        })
+        .max_by_key(|(mount_point, _, _)| mount_point.len())
+}
+
+/// The whole-disk name in `/sys/block` of a device or partition name (`vda1` → `vda`,
+/// `nvme0n1p2` → `nvme0n1`), if there is one.
+fn block_device_name(name: &str) -> Option<String> {
+    let exists = |candidate: &str| Path::new("/sys/block").join(candidate).exists();
+    if exists(name) {
+        return Some(name.to_string());
+    }
+    let without_digits = name.trim_end_matches(|character: char| character.is_ascii_digit());
+    let candidates = [without_digits.strip_suffix('p').unwrap_or(without_digits), without_digits];
+    candidates.into_iter().find(|candidate| !candidate.is_empty() && exists(candidate)).map(str::to_string)
 }
 
 fn cpu_model(cpuinfo: &str) -> Option<String> {
@@ -112,6 +180,19 @@ mod tests {
         assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_timestamp(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(utc_timestamp(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn the_longest_mount_prefix_names_the_disk() {
+        let mountinfo = "\
+22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+30 22 0:25 / /tmp rw,nosuid shared:2 - tmpfs tmpfs rw
+31 22 253:17 / /data rw,relatime - xfs /dev/vdb1 rw
+";
+        let mount = |path| mount_of(mountinfo, path);
+        assert_eq!(mount("/data/riffle"), Some(("/data".into(), "xfs".into(), "/dev/vdb1".into())));
+        assert_eq!(mount("/tmp"), Some(("/tmp".into(), "tmpfs".into(), "tmpfs".into())));
+        assert_eq!(mount("/tmpfoo/x"), Some(("/".into(), "ext4".into(), "/dev/vda1".into())));
     }
 
     #[test]

@@ -1,141 +1,360 @@
-//! `riffle-bench`: a PutRecords load generator for Riffle with hdrhistogram latencies.
+//! `riffle-bench`: the benchmark tool for Riffle and the systems it is compared with.
 //!
-//! What it is: a closed-loop (as fast as `--concurrency` workers go) or open-loop (`--rate`,
-//! latency measured from each request's due time, so stalls are not hidden) writer of fixed-size
-//! records over the native gRPC API. It creates the stream if missing, waits for every shard to
-//! have a leader, prints a progress line every second, and ends with a report — records/s, MiB/s,
-//! latency percentiles, errors, the durability mode, the machine, the git revision and the
-//! parameters — as a table and, with `--json`, as a JSON file.
+//! What it is: one command line over three drivers ([`driver`]: Riffle's gRPC API, any Kinesis
+//! HTTP endpoint, NATS JetStream) and three workloads ([`workload`]): `produce` (closed loop,
+//! or open loop at `--rate` with latency from each batch's due time), `consume` (drain a stream
+//! from its oldest record), `e2e` (put → read latency at a fixed rate). `machine` measures the
+//! machine's own disk and loopback limits ([`limits`]). Every run ends with a report — records/s,
+//! MB/s, latency p50…p99.99 per request, per record and end to end, errors by type, a per-second
+//! timeline, the durability the system promised, the machine, the git revision and the
+//! parameters — as a table, as JSON (`--json`, a contract with `bench/compare`) and as plots
+//! (`--plots`).
 //!
-//! What it is not: a read benchmark, nor a driver for peer systems; failed records are counted,
-//! not retried, so the figures are for first attempts.
+//! What it is not: a correctness checker (that is `riffle-jepsen`), nor a retrying client:
+//! failures are counted by type and the figures are for first attempts.
 //!
-//! Invariants: every run ends by itself (`--records` or `--duration-s`, and always
-//! `--time-limit-s`); every wait is a bounded number of polls.
+//! Invariants: every run ends by itself (`--duration-s`, `--records`, or a drain condition, and
+//! always `--time-limit-s`); every wait is bounded; parameters are checked once, up front.
 
+mod driver;
+mod limits;
 mod machine;
+mod measure;
+mod plan;
+mod plot;
+mod records;
 mod report;
 mod workload;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
-use riffle_client::proto::StreamStatus;
-use riffle_client::{stream_status_name, Client, ClientConfig, PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX};
+use clap::{Args, Parser, Subcommand};
+use riffle_client::{PUT_RECORDS_BYTES_MAX, PUT_RECORDS_RECORDS_MAX};
 
+use crate::driver::{Driver, System, Target};
 use crate::machine::{Machine, Revision};
-use crate::report::{Parameters, Report, Results};
-use crate::workload::{End, Workload};
+use crate::plan::End;
+use crate::records::{partition_key, RecordPool, TIMESTAMP_BYTES};
+use crate::report::{Measured, Report, Results, SystemReport, WorkloadReport};
+use crate::workload::{Outcome, Settings};
 
-/// Records a run sends when neither `--records` nor `--duration-s` is given.
-const DEFAULT_RECORDS: u64 = 100_000;
-
-/// Pause between polls while waiting for the cluster or the stream.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Polls while waiting for a new stream to become ACTIVE and for its shard leaders.
-const STREAM_POLLS_MAX: u32 = 240;
-
-/// Largest record the service accepts (the Kinesis limit).
+/// Largest record the Kinesis API accepts.
 const RECORD_BYTES_MAX: usize = 1024 * 1024;
-
-/// Most workers one run may start.
+/// Most producer tasks one run may start.
 const CONCURRENCY_MAX: usize = 1_024;
+/// Most partition keys one run may use.
+const KEYS_MAX: usize = 1_000_000;
+/// Most records one read asks for (Kinesis' GetRecords limit).
+const READ_RECORDS_MAX: usize = 10_000;
+/// Bytes a partition key and the entry's framing add to a record, at most, in PutRecords.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+/// Bytes a read record carries besides its data (key, sequence number, arrival time, framing).
+const READ_RECORD_OVERHEAD_BYTES: usize = 192;
+
+/// Seconds a produce run lasts when neither `--duration-s` nor `--records` is given.
+const DEFAULT_DURATION_S: f64 = 10.0;
+/// Records per second of an e2e run without `--rate`.
+const DEFAULT_E2E_RATE: f64 = 1_000.0;
+
+/// The Kinesis access key used when neither `--access-key` nor AWS_ACCESS_KEY_ID is set: a key
+/// no server knows, which a local Riffle cluster (`riffle-node dev`, anonymous access on by
+/// default) and kinesalite accept. (The dev cluster's own key `riffle-dev` has a secret
+/// generated per cluster, in `<data dir>/kinesis-credentials`.)
+const DEV_ACCESS_KEY: &str = "riffle-bench";
+const DEV_SECRET_KEY: &str = "riffle-bench";
 
 #[derive(Debug, Parser)]
-#[command(name = "riffle-bench", version, about = "PutRecords load generator for Riffle")]
-struct Arguments {
-    /// Node to send to (repeat for several; workers spread over them).
-    #[arg(long = "endpoint", value_name = "URL", default_value = "http://127.0.0.1:50051")]
+#[command(name = "riffle-bench", version, about = "Benchmarks Riffle, Kinesis endpoints and NATS JetStream")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write records as fast as `--concurrency` tasks go, or at `--rate` (open loop).
+    Produce(RunArguments),
+    /// Read the whole stream from its oldest record, every shard, until drained.
+    Consume(RunArguments),
+    /// Put → read latency: write at `--rate`, poll every shard, measure read time minus send time.
+    E2e(RunArguments),
+    /// Measure this machine's disk and loopback limits (a few seconds each).
+    Machine(MachineArguments),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Produce,
+    Consume,
+    EndToEnd,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Produce => "produce",
+            Kind::Consume => "consume",
+            Kind::EndToEnd => "e2e",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArguments {
+    /// The kind of system to drive.
+    #[arg(long, value_enum, default_value_t = System::Riffle)]
+    system: System,
+    /// Endpoint to use (repeat for several; tasks spread over them). Default per system:
+    /// http://127.0.0.1:50051 (riffle), http://127.0.0.1:4567 (kinesis), nats://127.0.0.1:4222.
+    #[arg(long = "endpoint", value_name = "URL")]
     endpoints: Vec<String>,
-    /// Stream to write to; created with `--shards` shards if missing.
+    /// Kinesis: the region requests are signed for.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Kinesis: access key id (default $AWS_ACCESS_KEY_ID, else the local Riffle cluster's).
+    #[arg(long)]
+    access_key: Option<String>,
+    /// Kinesis: secret access key (default $AWS_SECRET_ACCESS_KEY, else the local cluster's).
+    #[arg(long)]
+    secret_key: Option<String>,
+    /// NATS: replicas of a stream this run creates (file storage).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// What an acknowledgement promises, for the report, replacing what the tool finds out.
+    #[arg(long)]
+    durability: Option<String>,
+    /// The stream (NATS: its subjects are STREAM.0 … STREAM.<shards-1>).
     #[arg(long, default_value = "bench")]
     stream: String,
-    /// Shards of the stream when this run creates it.
+    /// Shards (NATS: subjects) of a stream this run creates.
     #[arg(long, default_value_t = 4)]
     shards: u32,
-    /// Bytes of data per record.
-    #[arg(long, default_value_t = 1024)]
-    record_bytes: usize,
-    /// Records to send, then stop (default 100000 unless `--duration-s` is given).
-    #[arg(long, conflicts_with = "duration_s")]
-    records: Option<u64>,
-    /// Seconds to send for, then stop.
+    /// Create the stream if it is missing (produce and e2e always do).
     #[arg(long)]
-    duration_s: Option<u64>,
-    /// Concurrent workers, each with its own connection and at most one request in flight.
-    #[arg(long, default_value_t = 16)]
+    create: bool,
+    /// Delete the stream at the end of the run.
+    #[arg(long)]
+    delete_after: bool,
+    /// Bytes of data per record (default 1024); or give a range with the next two.
+    #[arg(long, conflicts_with_all = ["record_bytes_min", "record_bytes_max"])]
+    record_bytes: Option<usize>,
+    /// Smallest record of a uniform range of sizes (drawn with `--seed`).
+    #[arg(long, requires = "record_bytes_max")]
+    record_bytes_min: Option<usize>,
+    /// Largest record of a uniform range of sizes.
+    #[arg(long, requires = "record_bytes_min")]
+    record_bytes_max: Option<usize>,
+    /// Records per PutRecords (at most 500); NATS: publishes in flight per task before awaiting
+    /// their acks; consume: records per read. Default 100 (e2e 10; consume 10000, riffle: what fits 4 MiB).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Distinct partition keys the records cycle through.
+    #[arg(long, default_value_t = 4_096)]
+    keys: usize,
+    /// Producer tasks, each with its own connection and one batch in flight.
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// Records per PutRecords request (at most 500).
-    #[arg(long, default_value_t = 100)]
-    batch: usize,
-    /// Open loop: records per second to schedule, whatever the cluster does. Latency is
-    /// measured from each request's due time.
+    /// Open loop: records per second, whatever the system does; latency is measured from each
+    /// batch's due time. Without it, closed loop. e2e default 1000.
     #[arg(long)]
     rate: Option<f64>,
-    /// Write the report as JSON to this file.
+    /// Seconds to measure, after the warm-up (produce and e2e; default 10).
+    #[arg(long, conflicts_with = "records")]
+    duration_s: Option<f64>,
+    /// Records to send instead of a duration (produce and e2e).
     #[arg(long)]
-    json: Option<PathBuf>,
+    records: Option<u64>,
+    /// Seconds sent (or read) first and left out of the results.
+    #[arg(long, default_value_t = 0.0)]
+    warmup_s: f64,
+    /// Hard bound on the run: no request starts after it.
+    #[arg(long, default_value_t = 900)]
+    time_limit_s: u64,
+    /// e2e: how often readers poll a caught-up shard; consume: the pause after an empty read.
+    #[arg(long, default_value_t = 200)]
+    poll_interval_ms: u64,
+    /// Consume: stop once this many records were read (otherwise: when every shard is drained).
+    #[arg(long)]
+    expect_records: Option<u64>,
+    /// Seed of the record sizes.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Longest wait for the system to answer at all before starting.
+    #[arg(long, default_value_t = 30)]
+    wait_ready_s: u64,
+    /// Longest wait for one request.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// A directory on the system's data disk, for the report's disk facts (default: here).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Free text stored in the report, e.g. "throughput, 1 KiB".
     #[arg(long)]
     label: Option<String>,
-    /// Wait up to this many seconds for the cluster to answer before starting.
-    #[arg(long, default_value_t = 0)]
-    wait_ready_s: u64,
-    /// Hard bound on the sending phase: no request starts after it.
-    #[arg(long, default_value_t = 900)]
-    time_limit_s: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write throughput.png and latency.png (per second) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
 }
 
-impl Arguments {
-    fn validate(&self) -> Result<()> {
-        if self.batch == 0 || self.batch > PUT_RECORDS_RECORDS_MAX {
-            bail!("--batch must be 1 to {PUT_RECORDS_RECORDS_MAX}");
+#[derive(Debug, Args)]
+struct MachineArguments {
+    /// A directory on the disk under test (default: a scratch directory here).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Free text stored in the report.
+    #[arg(long)]
+    label: Option<String>,
+    /// Write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// A run's parameters after checking.
+struct Run {
+    target: Target,
+    create: bool,
+    record_bytes_min: usize,
+    record_bytes_max: usize,
+    settings: Settings,
+    duration_s: Option<f64>,
+}
+
+impl RunArguments {
+    fn check(&self, kind: Kind) -> Result<Run> {
+        let system = self.system;
+        let (record_bytes_min, record_bytes_max) =
+            match (self.record_bytes, self.record_bytes_min, self.record_bytes_max) {
+                (Some(bytes), _, _) => (bytes, bytes),
+                (None, Some(min), Some(max)) => (min, max),
+                _ => (1024, 1024),
+            };
+        if record_bytes_min == 0 || record_bytes_min > record_bytes_max || record_bytes_max > RECORD_BYTES_MAX {
+            bail!("record sizes must be 1 ≤ min ≤ max ≤ {RECORD_BYTES_MAX}");
         }
-        if self.record_bytes == 0 || self.record_bytes > RECORD_BYTES_MAX {
-            bail!("--record-bytes must be 1 to {RECORD_BYTES_MAX}");
+        if kind == Kind::EndToEnd && record_bytes_min < TIMESTAMP_BYTES {
+            bail!("e2e records hold an {TIMESTAMP_BYTES}-byte send time: records must be at least {TIMESTAMP_BYTES} bytes");
         }
-        // Partition keys add at most a few dozen bytes per record.
-        if self.batch * (self.record_bytes + 64) > PUT_RECORDS_BYTES_MAX {
-            bail!("--batch × --record-bytes exceeds PutRecords' {PUT_RECORDS_BYTES_MAX} bytes; use smaller batches");
+        let batch = self.batch.unwrap_or(match (kind, system) {
+            (Kind::Produce, _) => 100,
+            (Kind::EndToEnd, _) => 10,
+            // An answer must fit the gRPC client's message limit; sized for the records the
+            // flags describe (a reader halves its reads if they do not fit).
+            (Kind::Consume, System::Riffle) => (driver::grpc::RESPONSE_BYTES_MAX
+                / (record_bytes_max + READ_RECORD_OVERHEAD_BYTES))
+                .clamp(1, READ_RECORDS_MAX),
+            (Kind::Consume, _) => READ_RECORDS_MAX,
+        });
+        let batch_max = match (kind, system) {
+            (Kind::Consume, _) => READ_RECORDS_MAX,
+            (_, System::Nats) => driver::nats::PUBLISH_WINDOW_MAX,
+            _ => PUT_RECORDS_RECORDS_MAX,
+        };
+        if batch == 0 || batch > batch_max {
+            bail!("--batch must be 1 to {batch_max} here");
+        }
+        if kind != Kind::Consume
+            && system != System::Nats
+            && batch * (record_bytes_max + ENTRY_OVERHEAD_BYTES) > PUT_RECORDS_BYTES_MAX
+        {
+            bail!("--batch × record size exceeds PutRecords' {PUT_RECORDS_BYTES_MAX} bytes; use smaller batches");
         }
         if self.concurrency == 0 || self.concurrency > CONCURRENCY_MAX {
             bail!("--concurrency must be 1 to {CONCURRENCY_MAX}");
         }
+        if self.keys == 0 || self.keys > KEYS_MAX {
+            bail!("--keys must be 1 to {KEYS_MAX}");
+        }
         if self.shards == 0 {
             bail!("--shards must be at least 1");
         }
-        if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                bail!("--rate must be a positive number of records per second");
+        if self.replicas == 0 || self.replicas > 5 {
+            bail!("--replicas must be 1 to 5 (JetStream's limit)");
+        }
+        let rate = match (kind, self.rate) {
+            (Kind::EndToEnd, None) => Some(DEFAULT_E2E_RATE),
+            (_, rate) => rate,
+        };
+        if rate.is_some_and(|rate| !(rate.is_finite() && rate > 0.0)) {
+            bail!("--rate must be a positive number of records per second");
+        }
+        if !(self.warmup_s.is_finite() && self.warmup_s >= 0.0) {
+            bail!("--warmup-s must be zero or more seconds");
+        }
+        if self.duration_s.is_some_and(|seconds| !(seconds.is_finite() && seconds > 0.0)) || self.records == Some(0) {
+            bail!("--duration-s and --records must be positive");
+        }
+        if self.time_limit_s == 0 || self.request_timeout_ms == 0 || self.poll_interval_ms == 0 {
+            bail!("--time-limit-s, --request-timeout-ms and --poll-interval-ms must be at least 1");
+        }
+        let warmup = Duration::from_secs_f64(self.warmup_s);
+        let (end, duration_s) = match (self.records, self.duration_s, kind) {
+            (_, _, Kind::Consume) => (End::Records(0), None),
+            (Some(records), _, _) => (End::Records(records), None),
+            (None, duration, _) => {
+                let seconds = duration.unwrap_or(DEFAULT_DURATION_S);
+                (End::Duration(warmup + Duration::from_secs_f64(seconds)), Some(seconds))
             }
-        }
-        if self.records == Some(0) || self.duration_s == Some(0) {
-            bail!("--records and --duration-s must be at least 1");
-        }
-        if self.time_limit_s == 0 {
-            bail!("--time-limit-s must be at least 1");
-        }
-        Ok(())
-    }
-
-    fn end(&self) -> End {
-        match (self.records, self.duration_s) {
-            (Some(records), _) => End::Records(records),
-            (None, Some(seconds)) => End::Duration(Duration::from_secs(seconds)),
-            (None, None) => End::Records(DEFAULT_RECORDS),
-        }
+        };
+        let endpoints = if self.endpoints.is_empty() {
+            vec![system.default_endpoint().to_string()]
+        } else {
+            self.endpoints.clone()
+        };
+        let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        let target = Target {
+            system,
+            endpoints,
+            stream: self.stream.clone(),
+            shards: self.shards,
+            region: self.region.clone(),
+            access_key: self
+                .access_key
+                .clone()
+                .or_else(|| from_env("AWS_ACCESS_KEY_ID"))
+                .unwrap_or_else(|| DEV_ACCESS_KEY.to_string()),
+            secret_key: self
+                .secret_key
+                .clone()
+                .or_else(|| from_env("AWS_SECRET_ACCESS_KEY"))
+                .unwrap_or_else(|| DEV_SECRET_KEY.to_string()),
+            nats_replicas: self.replicas,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            wait_ready: Duration::from_secs(self.wait_ready_s),
+        };
+        Ok(Run {
+            target,
+            create: self.create || kind != Kind::Consume,
+            record_bytes_min,
+            record_bytes_max,
+            settings: Settings {
+                concurrency: self.concurrency,
+                batch,
+                keys: self.keys,
+                rate_records_per_s: rate,
+                end,
+                warmup,
+                time_limit: Duration::from_secs(self.time_limit_s),
+                poll_interval: Duration::from_millis(self.poll_interval_ms),
+                expect_records: self.expect_records,
+                progress: !self.quiet,
+            },
+            duration_s,
+        })
     }
 }
 
 fn main() -> ExitCode {
-    let arguments = Arguments::parse();
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -143,7 +362,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(arguments)) {
+    let result = match cli.command {
+        Command::Produce(arguments) => runtime.block_on(run(arguments, Kind::Produce)),
+        Command::Consume(arguments) => runtime.block_on(run(arguments, Kind::Consume)),
+        Command::E2e(arguments) => runtime.block_on(run(arguments, Kind::EndToEnd)),
+        Command::Machine(arguments) => machine(arguments),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -153,168 +378,117 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the benchmark; `Ok(false)` when not a single record was acknowledged.
-async fn run(arguments: Arguments) -> Result<bool> {
-    arguments.validate()?;
-    let admin = Client::connect(arguments.endpoints.clone()).await.context("connecting")?;
-    if arguments.wait_ready_s > 0 {
-        wait_ready(&admin, arguments.wait_ready_s).await?;
-    }
-    let shards = ensure_stream(&admin, &arguments.stream, arguments.shards).await?;
-    // Every node must know the stream and its leaders, or the first requests through it would
-    // measure its catching up rather than the steady state.
-    let mut replicas = 0;
-    for endpoint in &arguments.endpoints {
-        let node = Client::connect(vec![endpoint.clone()]).await.with_context(|| format!("connecting {endpoint}"))?;
-        replicas = wait_for_leaders(&node, &arguments.stream).await?;
-    }
-
-    let mut clients = Vec::with_capacity(arguments.concurrency);
-    for worker in 0..arguments.concurrency {
-        // Each worker starts at a different node, so the load and the forwarding spread out.
-        let mut endpoints = arguments.endpoints.clone();
-        let first = worker % endpoints.len();
-        endpoints.rotate_left(first);
-        clients.push(
-            Client::connect_with_config(endpoints, ClientConfig::default()).await.context("connecting a worker")?,
-        );
-    }
-    let workload = Workload {
-        stream: arguments.stream.clone(),
-        record_bytes: arguments.record_bytes,
-        end: arguments.end(),
-        concurrency: arguments.concurrency,
-        batch_records: arguments.batch,
-        rate_records_per_s: arguments.rate,
-        time_limit: Duration::from_secs(arguments.time_limit_s),
-        progress: !arguments.quiet,
-    };
+/// Runs one workload; `Ok(false)` when it did not do what it was for (nothing acknowledged or
+/// read end to end; consume short of `--expect-records`).
+async fn run(arguments: RunArguments, kind: Kind) -> Result<bool> {
+    let run = arguments.check(kind)?;
+    let mut driver = Driver::connect(&run.target).await?;
+    let stream = driver.prepare(run.create).await?;
+    let durability = arguments.durability.clone().unwrap_or(stream.durability);
+    let pool = Arc::new(RecordPool::new(run.record_bytes_min, run.record_bytes_max, arguments.seed));
+    let keys: Arc<[String]> = (0..run.settings.keys).map(partition_key).collect();
     eprintln!(
-        "riffle-bench: {} to stream {} ({shards} shards, {replicas} replicas each)",
-        describe_workload(&workload),
-        workload.stream
+        "riffle-bench {}: {} ({}) stream {} with {} shards; {durability}",
+        kind.name(),
+        run.target.system.name(),
+        run.target.endpoints.join(" "),
+        run.target.stream,
+        stream.shards
     );
-    let outcome = workload::run(&workload, clients).await;
-
-    let (records, duration_s) = match workload.end {
-        End::Records(records) => (Some(records), None),
-        End::Duration(duration) => (None, Some(duration.as_secs())),
+    let outcome: Outcome = match kind {
+        Kind::Produce => workload::produce::run(&driver, &run.settings, pool.clone(), &keys).await?,
+        Kind::Consume => workload::consume::run(&driver, &run.settings).await?,
+        Kind::EndToEnd => workload::e2e::run(&driver, &run.settings, pool.clone(), &keys).await?,
     };
+    if arguments.delete_after {
+        if let Err(error) = driver.delete_stream().await {
+            eprintln!("warning: {error:#}");
+        }
+    }
+    let here = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let measured = Measured { record: kind != Kind::Consume, end_to_end: kind == Kind::EndToEnd };
+    let settings = &run.settings;
     let report = Report {
+        tool: report::TOOL,
         label: arguments.label.clone(),
         timestamp_utc: machine::utc_timestamp_now(),
-        revision: Revision::detect(&std::env::current_dir().unwrap_or_else(|_| ".".into())),
-        machine: Machine::detect(),
-        durability: format!("{replicas} replicas, fsync on a quorum before ack (raft-engine group commit)"),
-        parameters: Parameters {
-            endpoints: arguments.endpoints.clone(),
-            stream: arguments.stream.clone(),
-            shards,
-            record_bytes: arguments.record_bytes,
-            mode: if arguments.rate.is_some() { "open-loop" } else { "closed-loop" },
-            records,
-            duration_s,
-            concurrency: arguments.concurrency,
-            batch_records: arguments.batch,
-            rate_records_per_s: arguments.rate,
-            time_limit_s: arguments.time_limit_s,
+        // The checkout run from, else the one this binary was built from.
+        revision: Revision::detect(&here).or_else(|| Revision::detect(Path::new(env!("CARGO_MANIFEST_DIR")))),
+        machine: Machine::detect(Some(arguments.data_dir.as_deref().unwrap_or(&here))),
+        system: SystemReport {
+            name: run.target.system.name(),
+            driver: run.target.system.driver_name(),
+            endpoints: run.target.endpoints.clone(),
+            durability,
         },
-        results: Results::of(&outcome, arguments.record_bytes),
+        workload: WorkloadReport {
+            kind: kind.name(),
+            stream: run.target.stream.clone(),
+            shards: stream.shards,
+            record_bytes_min: run.record_bytes_min,
+            record_bytes_max: run.record_bytes_max,
+            record_bytes_mean: pool.mean_bytes(),
+            batch: settings.batch,
+            keys: settings.keys,
+            concurrency: settings.concurrency,
+            mode: if settings.rate_records_per_s.is_some() { "open-loop" } else { "closed-loop" },
+            rate_records_per_s: settings.rate_records_per_s,
+            duration_s: run.duration_s,
+            warmup_s: settings.warmup.as_secs_f64(),
+            poll_interval_ms: matches!(kind, Kind::Consume | Kind::EndToEnd)
+                .then(|| u64::try_from(settings.poll_interval.as_millis()).unwrap_or(u64::MAX)),
+            records: match settings.end {
+                End::Records(records) if kind != Kind::Consume => Some(records),
+                _ => None,
+            },
+            expect_records: settings.expect_records,
+            time_limit_s: arguments.time_limit_s,
+            seed: arguments.seed,
+        },
+        results: Results::of(&outcome, measured),
     };
-    println!("riffle-bench report");
+    println!("riffle-bench {} report", kind.name());
     print!("{}", report.table());
     if let Some(path) = &arguments.json {
-        if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
-        println!("  {:<24} {}", "JSON report", path.display());
+        write_json(path, &report)?;
+        println!("  {:<26} {}", "JSON report", path.display());
     }
-    Ok(outcome.records_acked > 0)
+    if let Some(directory) = &arguments.plots {
+        plot::write(directory, &report.results.timeline)?;
+        println!("  {:<26} {}", "plots", directory.display());
+    }
+    Ok(match kind {
+        Kind::Produce | Kind::EndToEnd => report.results.records > 0,
+        Kind::Consume => settings.expect_records.is_none_or(|expected| report.results.records >= expected),
+    })
 }
 
-fn describe_workload(workload: &Workload) -> String {
-    let end = match workload.end {
-        End::Records(records) => format!("{records} records"),
-        End::Duration(duration) => format!("{} s", duration.as_secs()),
+fn machine(arguments: MachineArguments) -> Result<bool> {
+    let scratch;
+    let directory = match &arguments.dir {
+        Some(directory) => directory.as_path(),
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix("riffle-bench-disk-")
+                .tempdir_in(".")
+                .context("making a scratch directory here")?;
+            scratch.path()
+        }
     };
-    let pace = workload
-        .rate_records_per_s
-        .map_or_else(|| "as fast as possible".to_string(), |rate| format!("at {rate} records/s (open loop)"));
-    format!(
-        "{end} of {} B {pace}, {} per request, concurrency {}",
-        workload.record_bytes, workload.batch_records, workload.concurrency
-    )
+    let limits = limits::measure(directory, arguments.label.clone())?;
+    println!("riffle-bench machine report");
+    print!("{}", limits.table());
+    if let Some(path) = &arguments.json {
+        write_json(path, &limits)?;
+        println!("  {:<34} {}", "JSON report", path.display());
+    }
+    Ok(true)
 }
 
-/// Polls ListStreams until a node answers, for at most `seconds`.
-async fn wait_ready(client: &Client, seconds: u64) -> Result<()> {
-    let polls = (Duration::from_secs(seconds).as_millis() / POLL_INTERVAL.as_millis()).max(1);
-    let mut last_error = None;
-    for _ in 0..polls {
-        match client.list_streams().await {
-            Ok(_) => return Ok(()),
-            Err(error) => last_error = Some(error),
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    bail!(
-        "the cluster did not answer within {seconds} s (last error: {})",
-        last_error.map_or_else(|| "none".to_string(), |error| error.to_string())
-    )
-}
-
-/// Creates the stream if it is missing and waits until it is ACTIVE; returns its shard count.
-async fn ensure_stream(client: &Client, stream: &str, shards: u32) -> Result<u32> {
-    match client.describe_stream_summary(stream).await {
-        Ok(summary) => {
-            if summary.open_shard_count != shards {
-                eprintln!(
-                    "note: stream {stream} exists with {} open shards; using it as it is",
-                    summary.open_shard_count
-                );
-            }
-        }
-        Err(error) if error.error_type() == Some("ResourceNotFoundException") => {
-            match client.create_stream(stream, shards, None).await {
-                Ok(_) => {}
-                // Another bench run created it meanwhile.
-                Err(error) if error.error_type() == Some("ResourceInUseException") => {}
-                Err(error) => return Err(error).context(format!("creating stream {stream}")),
-            }
-        }
-        Err(error) => return Err(error).context(format!("describing stream {stream}")),
-    }
-    // A node may answer from metadata that has not yet applied the create, so "not found"
-    // right after creating means "not yet", for a bounded number of polls.
-    let mut last = String::new();
-    for _ in 0..STREAM_POLLS_MAX {
-        match client.describe_stream_summary(stream).await {
-            Ok(summary) if summary.stream_status == StreamStatus::Active as i32 => return Ok(summary.open_shard_count),
-            Ok(summary) => {
-                last = stream_status_name(StreamStatus::try_from(summary.stream_status).unwrap_or_default()).to_string()
-            }
-            Err(error) if error.error_type() == Some("ResourceNotFoundException") => last = error.to_string(),
-            Err(error) => return Err(error).context(format!("waiting for stream {stream}")),
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    bail!("stream {stream} is not ACTIVE after {STREAM_POLLS_MAX} polls (last: {last})")
-}
-
-/// Polls DescribeStream until every shard has a leader, so the first requests do not measure
-/// an election; returns the replica count of the first shard.
-async fn wait_for_leaders(client: &Client, stream: &str) -> Result<usize> {
-    let mut shards_without_leader = 0;
-    for _ in 0..STREAM_POLLS_MAX {
-        let description =
-            client.describe_stream(stream).await.with_context(|| format!("describing stream {stream}"))?;
-        shards_without_leader = description.shards.iter().filter(|shard| shard.leader_node.is_none()).count();
-        if shards_without_leader == 0 {
-            return Ok(description.shards.first().map_or(0, |shard| shard.replica_nodes.len()));
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
-    bail!("{shards_without_leader} shards of {stream} still have no leader after {STREAM_POLLS_MAX} polls")
+    let json = serde_json::to_string_pretty(value).context("encoding the report")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }

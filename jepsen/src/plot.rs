@@ -1,11 +1,12 @@
-//! The report's two plots, drawn on a small RGB canvas and written as PNG (the `png` crate):
+//! The report's two plots, drawn on a small RGB canvas and written as PNG (`riffle_plot`):
 //! throughput per second and per-call latency over the run, fault windows shaded. Time runs
 //! left to right from the start of the run to its last operation; grid lines mark every 10 s
 //! (throughput: every 100 calls/s; latency: every decade from 1 ms).
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use riffle_plot::{Image, Rgb};
 
 use crate::report::FaultWindow;
 use crate::workload::Operation;
@@ -18,7 +19,7 @@ const RIGHT: u32 = 10;
 const TOP: u32 = 10;
 const BOTTOM: u32 = 10;
 
-type Rgb = [u8; 3];
+const BACKGROUND: Rgb = [255, 255, 255];
 const SHADE: Rgb = [255, 224, 224];
 const GRID: Rgb = [220, 220, 220];
 const AXIS: Rgb = [90, 90, 90];
@@ -26,38 +27,27 @@ const OK: Rgb = [30, 140, 60];
 const FAIL: Rgb = [200, 30, 30];
 const INFO: Rgb = [230, 140, 0];
 
+/// The report's drawing surface: `riffle_plot`'s image, with the corner-coordinates rectangle
+/// this module draws with.
 struct Canvas {
-    pixels: Vec<u8>,
+    image: Image,
 }
 
 impl Canvas {
     fn new() -> Canvas {
-        Canvas { pixels: [255u8; 3].repeat((WIDTH * HEIGHT) as usize) }
+        Canvas { image: Image::new(WIDTH, HEIGHT, BACKGROUND) }
     }
 
     fn set(&mut self, x: u32, y: u32, color: Rgb) {
-        if x < WIDTH && y < HEIGHT {
-            let at = ((y * WIDTH + x) * 3) as usize;
-            self.pixels[at..at + 3].copy_from_slice(&color);
-        }
+        self.image.set(x, y, color);
     }
 
     fn rectangle(&mut self, x0: u32, y0: u32, x1: u32, y1: u32, color: Rgb) {
-        for y in y0.min(y1)..=y0.max(y1) {
-            for x in x0.min(x1)..=x0.max(x1) {
-                self.set(x, y, color);
-            }
-        }
+        self.image.fill((x0, y0), (x1, y1), color);
     }
 
     fn write(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH, HEIGHT);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().context("writing the PNG header")?;
-        writer.write_image_data(&self.pixels).context("writing the PNG image")?;
-        Ok(())
+        self.image.save(path).map_err(anyhow::Error::from)
     }
 }
 
